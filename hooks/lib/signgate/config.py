@@ -1,0 +1,478 @@
+"""The signgate configuration: schema, defaults and validation.
+
+The file is YAML (JSON is YAML too). Validation is strict: unknown fields are errors, and every
+error names the file and the field, e.g. `config.yaml: policy[1].threshold: ...`. The schema is
+documented in the README; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, NoReturn
+
+from .errors import ConfigError
+
+DEFAULT_CONFIG_PATH = "/etc/signgate/config.yaml"
+DEFAULT_BINDING_NAME = "image-signatures.signgate.dev"
+DEFAULT_SELECTOR: Mapping[str, Any] = {"matchLabels": {"signed": "required"}}
+ALWAYS_EXCLUDED_NAMESPACES = ("kube-system",)
+MODES = ("enforce", "warn")
+ACTIONS = ("verify", "allow", "deny")
+HASH_ALGORITHMS = ("sha256", "sha384", "sha512")
+MULTI_ARCH_CHOICES = ("exact", "index-or-platform")
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    name: str
+    path: str
+    hash_algorithm: str | None = None  # None: the key type's default (see keys.py)
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    name: str = DEFAULT_BINDING_NAME
+    namespace_selector: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULT_SELECTOR))
+    timeout_seconds: int = 10
+    deadline_seconds: float = 8.0
+    failure_policy: str = "Fail"
+    exclude_namespaces: tuple[str, ...] = ()
+    signgate_namespace: str | None = None
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    ca_bundle: str | None = None
+    auth: str | None = None
+    insecure: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_manifest_bytes: int = 4 * 1024 * 1024
+    max_blob_bytes: int = 1024 * 1024
+    max_signature_layers: int = 100
+    max_referrers: int = 50
+    max_images_per_request: int = 100
+    max_binding_context_bytes: int = 8 * 1024 * 1024
+    connect_timeout_seconds: float = 3.0
+    read_timeout_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One policy rule. `index` is its position in the file, used in messages and as a tiebreak."""
+
+    index: int
+    images: str
+    action: str = "verify"
+    message: str | None = None
+    keys: tuple[str, ...] = ()
+    threshold: int = 1
+    required: tuple[str, ...] = ()
+    annotations: tuple[tuple[str, str], ...] = ()
+    check_identity: bool = False
+    signature_repository: str | None = None
+    mode: str | None = None
+    deny_latest: bool | None = None
+    require_digest: bool | None = None
+
+    @property
+    def label(self) -> str:
+        return f"policy[{self.index}] ({self.images})"
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str
+    webhook: WebhookSettings
+    keys: Mapping[str, KeySpec]
+    registries: RegistrySettings
+    limits: Limits
+    policy: tuple[Rule, ...]
+    mode: str = "enforce"
+    deny_latest: bool = False
+    require_digest: bool = False
+    unmatched_images: str = "deny"
+
+    def rule_mode(self, rule: Rule | None) -> str:
+        return rule.mode if rule is not None and rule.mode else self.mode
+
+    def rule_deny_latest(self, rule: Rule | None) -> bool:
+        return self.deny_latest if rule is None or rule.deny_latest is None else rule.deny_latest
+
+    def rule_require_digest(self, rule: Rule | None) -> bool:
+        return self.require_digest if rule is None or rule.require_digest is None else rule.require_digest
+
+    def excluded_namespaces(self) -> tuple[str, ...]:
+        """Namespaces the webhook never sees, whatever the selector says: no deadlock on itself."""
+        names = list(ALWAYS_EXCLUDED_NAMESPACES)
+        if self.webhook.signgate_namespace:
+            names.append(self.webhook.signgate_namespace)
+        names.extend(self.webhook.exclude_namespaces)
+        return tuple(dict.fromkeys(names))
+
+
+def config_path_from_env(environ: Mapping[str, str] = os.environ) -> str:
+    return environ.get("SIGNGATE_CONFIG") or DEFAULT_CONFIG_PATH
+
+
+def load_config(path: str, environ: Mapping[str, str] = os.environ) -> Config:
+    """Read, parse and validate the configuration file."""
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(1024 * 1024 + 1)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: configuration file not found (set SIGNGATE_CONFIG)") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the configuration file: {exc.strerror}") from None
+    if len(raw) > 1024 * 1024:
+        raise ConfigError(f"{path}: configuration file is larger than 1 MiB")
+    return parse_config(raw, path, environ)
+
+
+def parse_config(raw: bytes | str, source: str, environ: Mapping[str, str] = os.environ) -> Config:
+    import yaml  # imported here: the hook's fast path may read a precompiled config instead
+
+    try:
+        data = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "malformed YAML"
+        raise ConfigError(f"{source}: invalid YAML{where}: {problem}") from None
+    if data is None:
+        data = {}
+    return build_config(data, source, environ)
+
+
+def build_config(data: Any, source: str, environ: Mapping[str, str] = os.environ) -> Config:
+    top = _Section(data, "", source)
+    webhook = _webhook(top.section("webhook"), environ)
+    keys = _keys(top.section("keys"))
+    registries = _registries(top.section("registries"))
+    limits = _limits(top.section("limits"))
+    mode = top.choice("mode", MODES, "enforce")
+    deny_latest = top.boolean("denyLatest", False)
+    require_digest = top.boolean("requireDigest", False)
+    unmatched = top.choice("unmatchedImages", ("deny", "allow"), "deny")
+    policy = _policy(top, keys)
+    top.done()
+    return Config(
+        source=source,
+        webhook=webhook,
+        keys=keys,
+        registries=registries,
+        limits=limits,
+        policy=policy,
+        mode=mode,
+        deny_latest=deny_latest,
+        require_digest=require_digest,
+        unmatched_images=unmatched,
+    )
+
+
+def _webhook(section: "_Section", environ: Mapping[str, str]) -> WebhookSettings:
+    name = section.string("name", DEFAULT_BINDING_NAME)
+    if len([part for part in name.split(".") if part]) < 3 or name != name.strip():
+        section.fail("name", f"must be a fully-qualified name with at least three dot-separated parts, got {name!r}")
+    selector = section.raw("namespaceSelector", DEFAULT_SELECTOR)
+    _check_selector(section, "namespaceSelector", selector)
+    timeout = section.integer("timeoutSeconds", 10, minimum=1, maximum=30)
+    default_deadline = max(timeout * 0.5, timeout - 2.0)
+    deadline = section.number("deadlineSeconds", default_deadline, minimum=0.1)
+    if deadline >= timeout:
+        section.fail(
+            "deadlineSeconds",
+            f"must be shorter than timeoutSeconds ({timeout}), so that signgate answers before the API server gives up",
+        )
+    failure_policy = section.choice("failurePolicy", ("Fail", "Ignore"), "Fail")
+    exclude = section.string_list("excludeNamespaces", ())
+    own = environ.get("SIGNGATE_NAMESPACE") or section.string("signgateNamespace", "") or None
+    section.done()
+    return WebhookSettings(
+        name=name,
+        namespace_selector=selector,
+        timeout_seconds=timeout,
+        deadline_seconds=float(deadline),
+        failure_policy=failure_policy,
+        exclude_namespaces=tuple(exclude),
+        signgate_namespace=own,
+    )
+
+
+def _check_selector(section: "_Section", name: str, selector: Any) -> None:
+    path = section.path_of(name)
+    if not isinstance(selector, dict):
+        section.fail(name, "must be a label selector mapping with matchLabels and/or matchExpressions")
+    unknown = set(selector) - {"matchLabels", "matchExpressions"}
+    if unknown:
+        section.fail(name, f"unknown field(s) {', '.join(sorted(map(str, unknown)))}")
+    labels = selector.get("matchLabels", {})
+    if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+        raise ConfigError(f"{section.source}: {path}.matchLabels: must map label names to string values (quote \"true\")")
+    expressions = selector.get("matchExpressions", [])
+    if not isinstance(expressions, list):
+        raise ConfigError(f"{section.source}: {path}.matchExpressions: must be a list")
+    for i, expr in enumerate(expressions):
+        where = f"{section.source}: {path}.matchExpressions[{i}]"
+        if not isinstance(expr, dict) or set(expr) - {"key", "operator", "values"} or "key" not in expr:
+            raise ConfigError(f"{where}: must have key, operator and (for In/NotIn) values")
+        operator = expr.get("operator")
+        if operator not in ("In", "NotIn", "Exists", "DoesNotExist"):
+            raise ConfigError(f"{where}.operator: must be one of In, NotIn, Exists, DoesNotExist")
+        values = expr.get("values", [])
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise ConfigError(f"{where}.values: must be a list of strings")
+        if operator in ("In", "NotIn") and not values:
+            raise ConfigError(f"{where}.values: must not be empty for operator {operator}")
+
+
+def _keys(section: "_Section") -> dict[str, KeySpec]:
+    keys: dict[str, KeySpec] = {}
+    for name in section.keys():
+        value = section.raw(name, None)
+        if isinstance(value, str):
+            path, hash_algorithm = value, None
+        elif isinstance(value, dict):
+            entry = section.section(name)
+            path = entry.string("path", None, required=True)
+            hash_algorithm = entry.choice("hashAlgorithm", HASH_ALGORITHMS, None)
+            entry.done()
+        else:
+            section.fail(name, "must be the path of a PEM public key file, or a mapping with path and hashAlgorithm")
+        if not path:
+            section.fail(name, "the key file path is empty")
+        keys[name] = KeySpec(name=name, path=path, hash_algorithm=hash_algorithm)
+    section.done()
+    return keys
+
+
+def _registries(section: "_Section") -> RegistrySettings:
+    ca_bundle = section.string("caBundle", None)
+    auth = section.string("auth", None)
+    insecure = section.string_list("insecure", ())
+    section.done()
+    for path, what in ((ca_bundle, "caBundle"), (auth, "auth")):
+        if path is not None and not os.access(path, os.R_OK):
+            section.fail(what, f"cannot read {path}")
+    return RegistrySettings(ca_bundle=ca_bundle, auth=auth, insecure=frozenset(h.lower() for h in insecure))
+
+
+def _limits(section: "_Section") -> Limits:
+    defaults = Limits()
+    limits = Limits(
+        max_manifest_bytes=section.integer("maxManifestBytes", defaults.max_manifest_bytes, minimum=1024),
+        max_blob_bytes=section.integer("maxBlobBytes", defaults.max_blob_bytes, minimum=1024),
+        max_signature_layers=section.integer("maxSignatureLayers", defaults.max_signature_layers, minimum=1),
+        max_referrers=section.integer("maxReferrers", defaults.max_referrers, minimum=1),
+        max_images_per_request=section.integer("maxImagesPerRequest", defaults.max_images_per_request, minimum=1),
+        max_binding_context_bytes=section.integer(
+            "maxBindingContextBytes", defaults.max_binding_context_bytes, minimum=1024
+        ),
+        connect_timeout_seconds=section.number("connectTimeoutSeconds", defaults.connect_timeout_seconds, minimum=0.1),
+        read_timeout_seconds=section.number("readTimeoutSeconds", defaults.read_timeout_seconds, minimum=0.1),
+    )
+    section.done()
+    return limits
+
+
+def _policy(top: "_Section", keys: Mapping[str, KeySpec]) -> tuple[Rule, ...]:
+    from .policy import validate_pattern  # policy imports config; keep the cycle at call time
+
+    items = top.raw("policy", None)
+    if items is None:
+        top.fail("policy", "is required: a list of rules (see the README)")
+    if not isinstance(items, list) or not items:
+        top.fail("policy", "must be a non-empty list of rules")
+    rules = []
+    for index, item in enumerate(items):
+        section = _Section(item, f"policy[{index}]", top.source)
+        images = section.string("images", None, required=True)
+        problem = validate_pattern(images)
+        if problem:
+            section.fail("images", problem)
+        action = section.choice("action", ACTIONS, "verify")
+        message = section.string("message", None)
+        rule_keys = tuple(section.string_list("keys", ()))
+        threshold = section.integer("threshold", 1, minimum=1)
+        required = tuple(section.string_list("required", ()))
+        annotations = section.string_map("annotations")
+        check_identity = section.boolean("checkIdentity", False)
+        signature_repository = section.string("signatureRepository", None)
+        mode = section.choice("mode", MODES, None)
+        deny_latest = section.boolean("denyLatest", None)
+        require_digest = section.boolean("requireDigest", None)
+        section.done()
+
+        if action == "verify":
+            if not rule_keys:
+                if "default" not in keys:
+                    section.fail("keys", "is required for a verify rule (no key is named 'default')")
+                rule_keys = ("default",)
+            for name in rule_keys + required:
+                if name not in keys:
+                    known = ", ".join(sorted(keys)) or "none"
+                    section.fail("keys" if name in rule_keys else "required", f"names unknown key {name!r} (keys: {known})")
+            if len(set(rule_keys)) != len(rule_keys):
+                section.fail("keys", "lists a key twice")
+            missing = [name for name in required if name not in rule_keys]
+            if missing:
+                section.fail("required", f"{', '.join(missing)} must also be listed in keys")
+            if threshold > len(rule_keys):
+                section.fail("threshold", f"is {threshold}, but the rule lists only {len(rule_keys)} key(s)")
+            if signature_repository is not None:
+                _check_signature_repository(section, signature_repository)
+        else:
+            for name, value in (("keys", rule_keys), ("required", required), ("annotations", annotations)):
+                if value:
+                    section.fail(name, f"has no meaning for a static {action!r} rule")
+        if message is not None and action != "deny":
+            section.fail("message", "is only used by deny rules")
+        rules.append(
+            Rule(
+                index=index,
+                images=images,
+                action=action,
+                message=message,
+                keys=rule_keys,
+                threshold=threshold,
+                required=required,
+                annotations=annotations,
+                check_identity=check_identity,
+                signature_repository=signature_repository,
+                mode=mode,
+                deny_latest=deny_latest,
+                require_digest=require_digest,
+            )
+        )
+    return tuple(rules)
+
+
+def _check_signature_repository(section: "_Section", value: str) -> None:
+    from .reference import parse_reference
+    from .errors import InvalidReference
+
+    try:
+        ref = parse_reference(value)
+    except InvalidReference as exc:
+        section.fail("signatureRepository", str(exc))
+    if not ref.tag_defaulted:
+        section.fail("signatureRepository", "must be a repository name without tag or digest")
+
+
+class _Section:
+    """A mapping being validated. Tracks which fields were read so unknown ones are reported."""
+
+    def __init__(self, data: Any, path: str, source: str) -> None:
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            where = path or "top level"
+            raise ConfigError(f"{source}: {where}: must be a mapping, got {_type_name(data)}")
+        for key in data:
+            if not isinstance(key, str):
+                raise ConfigError(f"{source}: {path or 'top level'}: field names must be strings, got {key!r}")
+        self.data: dict[str, Any] = data
+        self.path = path
+        self.source = source
+        self.seen: set[str] = set()
+
+    def path_of(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def fail(self, name: str, problem: str) -> NoReturn:
+        raise ConfigError(f"{self.source}: {self.path_of(name)}: {problem}")
+
+    def keys(self) -> list[str]:
+        return list(self.data)
+
+    def done(self) -> None:
+        unknown = [key for key in self.data if key not in self.seen]
+        if unknown:
+            where = self.path or "top level"
+            raise ConfigError(f"{self.source}: {where}: unknown field {unknown[0]!r}")
+
+    def raw(self, name: str, default: Any) -> Any:
+        self.seen.add(name)
+        return self.data.get(name, default)
+
+    def section(self, name: str) -> "_Section":
+        return _Section(self.raw(name, None), self.path_of(name), self.source)
+
+    def _typed(self, name: str, default: Any, check: Callable[[Any], bool], what: str, required: bool) -> Any:
+        if name not in self.data:
+            if required:
+                self.fail(name, "is required")
+            self.seen.add(name)
+            return default
+        value = self.raw(name, default)
+        if not check(value):
+            self.fail(name, f"must be {what}, got {_type_name(value)} {_short(value)}")
+        return value
+
+    def string(self, name: str, default: str | None, required: bool = False) -> Any:
+        return self._typed(name, default, lambda v: isinstance(v, str), "a string", required)
+
+    def boolean(self, name: str, default: bool | None) -> Any:
+        return self._typed(name, default, lambda v: isinstance(v, bool), "true or false", False)
+
+    def integer(self, name: str, default: int, minimum: int | None = None, maximum: int | None = None) -> int:
+        value = self._typed(
+            name, default, lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer", False
+        )
+        self._range(name, value, minimum, maximum)
+        return int(value)
+
+    def number(self, name: str, default: float, minimum: float | None = None) -> float:
+        value = self._typed(
+            name, default, lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number", False
+        )
+        self._range(name, value, minimum, None)
+        return float(value)
+
+    def _range(self, name: str, value: float, minimum: float | None, maximum: float | None) -> None:
+        if minimum is not None and value < minimum:
+            self.fail(name, f"must be at least {minimum:g}, got {value}")
+        if maximum is not None and value > maximum:
+            self.fail(name, f"must be at most {maximum:g}, got {value}")
+
+    def choice(self, name: str, choices: tuple[str, ...], default: str | None) -> Any:
+        value = self._typed(name, default, lambda v: isinstance(v, str), "a string", False)
+        if value is not None and value not in choices:
+            self.fail(name, f"must be one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    def string_list(self, name: str, default: tuple[str, ...]) -> list[str]:
+        value = self._typed(
+            name,
+            default,
+            lambda v: isinstance(v, (list, tuple)) and all(isinstance(i, str) and i for i in v),
+            "a list of non-empty strings",
+            False,
+        )
+        return list(value)
+
+    def string_map(self, name: str) -> tuple[tuple[str, str], ...]:
+        value = self._typed(
+            name,
+            {},
+            lambda v: isinstance(v, dict) and all(isinstance(k, str) and isinstance(i, str) for k, i in v.items()),
+            "a mapping of strings to strings (quote numbers and booleans)",
+            False,
+        )
+        return tuple(sorted(value.items()))
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "an integer", float: "a number"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

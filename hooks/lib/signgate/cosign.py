@@ -1,0 +1,209 @@
+"""cosign signatures in the legacy layout: the `sha256-<hex>.sig` manifest.
+
+Pure code: it works on manifests and payload bytes that the registry client has already fetched
+and checked against their digests. What one signature layer must satisfy to count:
+
+1. its mediaType is the simple-signing type (other attachments are ignored);
+2. the `dev.cosignproject.cosign/signature` annotation verifies over the exact payload bytes with
+   one of the rule's keys (the payload is never re-serialised);
+3. only then is the payload trusted and parsed: `critical.image.docker-manifest-digest` must equal
+   the digest the image resolves to, and `critical.type` must be the cosign signature type;
+4. the rule's annotation requirements must equal the string values in `optional`;
+5. with `checkIdentity`, `critical.identity.docker-reference` must name the image's repository.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+from .errors import InvalidReference
+from .keys import PublicKey
+from .reference import parse_reference
+
+SIMPLE_SIGNING_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
+SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
+REKOR_BUNDLE_ANNOTATION = "dev.sigstore.cosign/bundle"
+COSIGN_SIGNATURE_TYPE = "cosign container image signature"
+SIG_MANIFEST_TYPES = (
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+)
+
+
+def signature_tag(digest: str, suffix: str = "sig") -> str:
+    """`sha256:abc` -> `sha256-abc.sig`: where cosign stores signatures for a digest."""
+    algorithm, _, hex_part = digest.partition(":")
+    return f"{algorithm}-{hex_part}.{suffix}" if suffix else f"{algorithm}-{hex_part}"
+
+
+@dataclass(frozen=True)
+class Requirements:
+    """What a rule asks of a signature beyond a valid key signature over the right digest."""
+
+    annotations: tuple[tuple[str, str], ...] = ()
+    identity: str | None = None  # registry/repository that docker-reference must name
+
+
+@dataclass(frozen=True)
+class LayerDescriptor:
+    media_type: str
+    digest: str
+    size: int
+    annotations: dict[str, str]
+
+
+@dataclass(frozen=True)
+class SignatureCheck:
+    """The outcome for one signature (a legacy layer or a bundle)."""
+
+    layout: str  # "legacy" or "bundle"
+    source: str  # where it came from, for messages
+    keys: tuple[PublicKey, ...]  # keys whose check passed completely; empty when it does not count
+    problem: str | None  # why it does not count (None when it counts)
+    signed_by: tuple[str, ...] = ()  # key names whose signature verified, even if claims failed
+
+    @property
+    def counts(self) -> bool:
+        return bool(self.keys)
+
+
+def signature_layers(manifest: Any, max_layers: int) -> tuple[list[LayerDescriptor], int]:
+    """The simple-signing layers of a `.sig` manifest, and how many other layers were skipped.
+
+    Raises ValueError with a readable message when the manifest is not shaped like one.
+    """
+    if not isinstance(manifest, dict):
+        raise ValueError("the signature manifest is not a JSON object")
+    layers = manifest.get("layers")
+    if not isinstance(layers, list):
+        raise ValueError("the signature manifest has no layers list")
+    if len(layers) > max_layers:
+        raise ValueError(f"the signature manifest has {len(layers)} layers, more than the limit of {max_layers}")
+    found, skipped = [], 0
+    for layer in layers:
+        descriptor = _descriptor(layer)
+        if descriptor is None or descriptor.media_type != SIMPLE_SIGNING_TYPE:
+            skipped += 1
+            continue
+        found.append(descriptor)
+    return found, skipped
+
+
+def _descriptor(layer: Any) -> LayerDescriptor | None:
+    if not isinstance(layer, dict):
+        return None
+    media_type, digest, size = layer.get("mediaType"), layer.get("digest"), layer.get("size")
+    annotations = layer.get("annotations") or {}
+    if not (isinstance(media_type, str) and isinstance(digest, str) and isinstance(size, int) and size >= 0):
+        return None
+    if not isinstance(annotations, dict):
+        return None
+    clean = {k: v for k, v in annotations.items() if isinstance(k, str) and isinstance(v, str)}
+    return LayerDescriptor(media_type, digest, size, clean)
+
+
+def decode_signature(text: str | None) -> bytes | None:
+    if not text:
+        return None
+    try:
+        return base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def check_legacy_signature(
+    source: str,
+    payload: bytes,
+    signature_b64: str | None,
+    keys: Sequence[PublicKey],
+    image_digest: str,
+    requirements: Requirements,
+) -> SignatureCheck:
+    signature = decode_signature(signature_b64)
+    if signature is None:
+        return SignatureCheck("legacy", source, (), "its signature annotation is missing or not base64")
+    signers = tuple(key for key in keys if key.verify(signature, payload))
+    if not signers:
+        return SignatureCheck("legacy", source, (), "it does not verify with the configured key(s)")
+    names = tuple(key.name for key in signers)
+    problem = check_simple_signing_claims(payload, image_digest, requirements)
+    if problem:
+        return SignatureCheck("legacy", source, (), problem, names)
+    return SignatureCheck("legacy", source, signers, None, names)
+
+
+def check_simple_signing_claims(payload: bytes, image_digest: str, requirements: Requirements) -> str | None:
+    """Check a verified payload's claims. Returns a problem, or None when they hold."""
+    try:
+        document = parse_simple_signing(payload)
+    except ValueError as exc:
+        return str(exc)
+    claimed = document["critical"]["image"]["docker-manifest-digest"]
+    if claimed != image_digest:
+        return f"the signature is for digest {claimed}, but the image resolves to {image_digest}"
+    if document["critical"].get("type") != COSIGN_SIGNATURE_TYPE:
+        return f"its payload type is {document['critical'].get('type')!r}, not {COSIGN_SIGNATURE_TYPE!r}"
+    problem = check_annotations(document.get("optional") or {}, requirements.annotations)
+    if problem:
+        return problem
+    if requirements.identity is not None:
+        reference = document["critical"].get("identity", {}).get("docker-reference")
+        problem = check_identity(reference, requirements.identity)
+        if problem:
+            return problem
+    return None
+
+
+def parse_simple_signing(payload: bytes) -> dict[str, Any]:
+    """Parse a simple-signing payload; ValueError with a readable message when malformed."""
+    try:
+        document = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError("its payload is not valid JSON") from None
+    if not isinstance(document, dict):
+        raise ValueError("its payload is not a JSON object")
+    critical = document.get("critical")
+    if not isinstance(critical, dict):
+        raise ValueError("its payload has no 'critical' section")
+    image = critical.get("image")
+    if not isinstance(image, dict) or not isinstance(image.get("docker-manifest-digest"), str):
+        raise ValueError("its payload has no critical.image.docker-manifest-digest")
+    identity = critical.get("identity", {})
+    if identity is not None and not isinstance(identity, dict):
+        raise ValueError("its payload's critical.identity is not an object")
+    optional = document.get("optional")
+    if optional is not None and not isinstance(optional, dict):
+        raise ValueError("its payload's 'optional' section is not an object")
+    return document
+
+
+def check_annotations(signed: Any, required: Iterable[tuple[str, str]]) -> str | None:
+    if not isinstance(signed, dict):
+        signed = {}
+    for key, value in required:
+        if key not in signed:
+            return f"it lacks the required annotation {key}={value}"
+        if signed[key] != value:  # cosign matches strings only: 1 != "1"
+            return f"its annotation {key} is {_short(signed[key])}, but {value!r} is required"
+    return None
+
+
+def check_identity(reference: Any, expected_name: str) -> str | None:
+    if not isinstance(reference, str):
+        return "its payload names no docker-reference, but the rule checks the identity"
+    try:
+        signed = parse_reference(reference)
+    except InvalidReference:
+        return f"its docker-reference {_short(reference)} is not a valid image name"
+    if signed.name != expected_name:
+        return f"it was signed for {signed.name}, not for {expected_name}"
+    return None
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -1,0 +1,91 @@
+"""Registry credentials from a mounted `.dockerconfigjson`.
+
+Credentials are bound to one registry host. The registry client asks for them by the host it is
+about to contact, so they are never sent anywhere else.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .errors import ConfigError
+
+MAX_AUTH_FILE_BYTES = 1024 * 1024
+# Docker Hub credentials appear under any of these keys in docker config files.
+_DOCKER_HUB_KEYS = ("https://index.docker.io/v1/", "index.docker.io", "docker.io", "registry-1.docker.io")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class CredentialStore:
+    by_host: Mapping[str, Credentials] = field(default_factory=dict, repr=False)
+
+    def for_host(self, host: str) -> Credentials | None:
+        return self.by_host.get(host.lower())
+
+
+def load_credentials(path: str | None) -> CredentialStore:
+    if path is None:
+        return CredentialStore()
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_AUTH_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"registries.auth: cannot read {path}: {exc.strerror}") from None
+    if len(raw) > MAX_AUTH_FILE_BYTES:
+        raise ConfigError(f"registries.auth: {path} is larger than 1 MiB")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ConfigError(f"registries.auth: {path} is not valid JSON (expected a .dockerconfigjson)") from None
+    return parse_docker_config(data, path)
+
+
+def parse_docker_config(data: Any, path: str) -> CredentialStore:
+    auths = data.get("auths") if isinstance(data, dict) else None
+    if not isinstance(auths, dict):
+        raise ConfigError(f"registries.auth: {path} has no 'auths' object (expected a .dockerconfigjson)")
+    store: dict[str, Credentials] = {}
+    for key, entry in auths.items():
+        if not isinstance(entry, dict):
+            raise ConfigError(f"registries.auth: {path}: auths[{key!r}] is not an object")
+        credentials = _entry_credentials(entry)
+        if credentials is None:
+            raise ConfigError(f"registries.auth: {path}: auths[{key!r}] has neither 'auth' nor username/password")
+        for host in _hosts_for_key(str(key)):
+            store[host] = credentials
+    return CredentialStore(store)
+
+
+def _entry_credentials(entry: Mapping[str, Any]) -> Credentials | None:
+    auth = entry.get("auth")
+    if isinstance(auth, str) and auth:
+        try:
+            decoded = base64.b64decode(auth, validate=True).decode("utf-8")
+        except (binascii.Error, ValueError, UnicodeDecodeError):
+            return None
+        username, sep, password = decoded.partition(":")
+        return Credentials(username, password) if sep else None
+    username, password = entry.get("username"), entry.get("password")
+    if isinstance(username, str) and isinstance(password, str):
+        return Credentials(username, password)
+    return None
+
+
+def _hosts_for_key(key: str) -> list[str]:
+    """The registry host(s) a docker config key stands for: scheme and path are dropped."""
+    if key in _DOCKER_HUB_KEYS:
+        return ["registry-1.docker.io"]
+    host = key.split("://", 1)[-1].split("/", 1)[0].lower()
+    if host in _DOCKER_HUB_KEYS:
+        return ["registry-1.docker.io"]
+    return [host]

@@ -1,0 +1,264 @@
+"""The shell-operator hook contract.
+
+- `HOOK --config` prints the binding configuration as YAML on stdout, and nothing else. An
+  invalid signgate configuration makes it exit 1 with the reason on stderr: shell-operator then
+  refuses to start and logs why, which is better than running with a policy nobody wrote.
+- Any other call reads the JSON array at $BINDING_CONTEXT_PATH. For a Validating context it writes
+  exactly one JSON object to $VALIDATING_RESPONSE_PATH (alias $ADMISSION_RESPONSE_PATH) and
+  exits 0, whatever happens: shell-operator turns a crash into an opaque "Hook failed", so every
+  error becomes an explicit denial that names its cause (or, in warn mode, an admission with a
+  warning). Other context types (Synchronization, Schedule, ...) are ignored.
+- One JSON line per decision goes to stderr, which shell-operator merges into its own log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any, Mapping, TextIO
+
+from .config import Config, config_path_from_env, load_config
+from .deadline import Deadline
+from .errors import ConfigError, InputError, SigngateError
+
+WORKLOAD_RULES = [
+    {
+        "apiGroups": [""],
+        "apiVersions": ["v1"],
+        "resources": ["pods", "pods/ephemeralcontainers", "replicationcontrollers"],
+        "operations": ["CREATE", "UPDATE"],
+        "scope": "Namespaced",
+    },
+    {
+        "apiGroups": ["apps"],
+        "apiVersions": ["v1"],
+        "resources": ["deployments", "replicasets", "statefulsets", "daemonsets"],
+        "operations": ["CREATE", "UPDATE"],
+        "scope": "Namespaced",
+    },
+    {
+        "apiGroups": ["batch"],
+        "apiVersions": ["v1"],
+        "resources": ["jobs", "cronjobs"],
+        "operations": ["CREATE", "UPDATE"],
+        "scope": "Namespaced",
+    },
+]
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+ADMISSION_TYPES = ("Validating",)
+
+
+def main(argv: list[str], environ: Mapping[str, str] = os.environ, started: float | None = None) -> int:
+    started = time.monotonic() if started is None else started
+    if len(argv) > 1 and argv[1] == "--config":
+        return print_config(environ, sys.stdout, sys.stderr)
+    return run_admission(environ, started, sys.stderr)
+
+
+# ---- --config ----------------------------------------------------------------------------------
+
+
+def print_config(environ: Mapping[str, str], out: TextIO, err: TextIO) -> int:
+    import yaml
+
+    path = config_path_from_env(environ)
+    try:
+        config = load_config(path, environ)
+        check_key_files(config)
+    except SigngateError as exc:
+        err.write(json.dumps({"level": "error", "msg": f"signgate: invalid configuration: {exc}"}) + "\n")
+        return 1
+    out.write(yaml.safe_dump(binding_config(config), sort_keys=False, default_flow_style=False))
+    return 0
+
+
+def check_key_files(config: Config) -> None:
+    """Load every key once, so that a broken key stops start-up instead of denying later."""
+    from .keys import load_public_key
+
+    for spec in config.keys.values():
+        try:
+            load_public_key(spec)
+        except SigngateError as exc:
+            raise ConfigError(f"{config.source}: keys.{spec.name}: {exc}") from None
+
+
+def binding_config(config: Config) -> dict[str, Any]:
+    binding = {
+        "name": config.webhook.name,
+        "namespace": {"labelSelector": namespace_selector(config)},
+        "rules": WORKLOAD_RULES,
+        "failurePolicy": config.webhook.failure_policy,
+        "sideEffects": "None",
+        "timeoutSeconds": config.webhook.timeout_seconds,
+    }
+    return {"configVersion": "v1", "kubernetesValidating": [binding]}
+
+
+def namespace_selector(config: Config) -> dict[str, Any]:
+    """The user's selector, ANDed with an exclusion of kube-system and signgate's own namespace.
+
+    Expressions of a label selector are ANDed, so the exclusion holds however the user's own
+    selector is written: the webhook can never block the pods that would repair it.
+    """
+    selector = json.loads(json.dumps(config.webhook.namespace_selector))
+    expressions = list(selector.get("matchExpressions", []))
+    expressions.append(
+        {"key": NAMESPACE_NAME_LABEL, "operator": "NotIn", "values": list(config.excluded_namespaces())}
+    )
+    selector["matchExpressions"] = expressions
+    return selector
+
+
+# ---- admission -----------------------------------------------------------------------------------
+
+
+def run_admission(environ: Mapping[str, str], started: float, log: TextIO) -> int:
+    response_path = environ.get("VALIDATING_RESPONSE_PATH") or environ.get("ADMISSION_RESPONSE_PATH")
+    config: Config | None = None
+    request: dict[str, Any] = {}
+    try:
+        try:
+            config = load_config(config_path_from_env(environ), environ)
+        except ConfigError as exc:
+            return _respond_error(response_path, log, started, None, request, "invalid-config", f"invalid configuration: {exc}")
+        contexts = read_binding_context(environ, config.limits.max_binding_context_bytes)
+        admission = [c for c in contexts if isinstance(c, dict) and c.get("type") in ADMISSION_TYPES]
+        if not admission:
+            types = sorted({str(c.get("type")) for c in contexts if isinstance(c, dict)})
+            _log(log, "info", "no admission context; nothing to do", types=types)
+            return 0
+        review = admission[0].get("review")
+        request = review.get("request") if isinstance(review, dict) else None
+        if not isinstance(request, dict):
+            raise InputError("the binding context has no review.request object")
+        from .decision import decide
+
+        deadline = Deadline(config.webhook.deadline_seconds, start=started)
+        decision = decide(request, config, deadline)
+        write_response(response_path, decision.response())
+        log_decision(log, request, decision, started)
+        if decision.unfinished:
+            # Worker threads are stuck on a slow registry past the deadline. The answer is written;
+            # leave now instead of waiting for them (shell-operator would never kill us).
+            log.flush()
+            os._exit(0)
+        return 0
+    except SigngateError as exc:
+        return _respond_error(response_path, log, started, config, request, exc.reason, str(exc))
+    except Exception as exc:  # the last line of defence: never crash into "Hook failed"
+        text = f"internal error: {type(exc).__name__}: {exc}"
+        return _respond_error(response_path, log, started, config, request, "internal-error", text)
+
+
+def read_binding_context(environ: Mapping[str, str], max_bytes: int) -> list[Any]:
+    path = environ.get("BINDING_CONTEXT_PATH")
+    if not path:
+        raise InputError("BINDING_CONTEXT_PATH is not set")
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(max_bytes + 1)
+    except OSError as exc:
+        raise InputError(f"cannot read the binding context: {exc.strerror}") from None
+    if len(raw) > max_bytes:
+        raise InputError(f"the binding context is larger than the limit of {max_bytes} bytes")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise InputError("the binding context is not valid JSON") from None
+    if isinstance(data, dict):
+        data = [data]
+    if not isinstance(data, list):
+        raise InputError("the binding context is not a JSON array")
+    return data
+
+
+def write_response(path: str | None, body: dict[str, Any]) -> None:
+    if not path:
+        raise InputError("VALIDATING_RESPONSE_PATH is not set")
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(body, handle)
+
+
+def _respond_error(
+    response_path: str | None,
+    log: TextIO,
+    started: float,
+    config: Config | None,
+    request: dict[str, Any],
+    reason: str,
+    text: str,
+) -> int:
+    warn = config is not None and config.mode == "warn"
+    if warn:
+        body: dict[str, Any] = {"allowed": True, "warnings": [f"signgate (warn mode) would deny: {text}"]}
+    else:
+        body = {"allowed": False, "message": f"signgate: {text}"}
+    try:
+        write_response(response_path, body)
+    except (OSError, SigngateError) as exc:
+        _log(log, "error", f"signgate: cannot write the response: {exc}", reason=reason)
+    _log(
+        log,
+        "error",
+        "signgate decision",
+        **_request_fields(request),
+        verdict="allowed" if warn else "denied",
+        reasons=[reason],
+        error=text,
+        duration_ms=int((time.monotonic() - started) * 1000),
+    )
+    return 0
+
+
+def log_decision(log: TextIO, request: dict[str, Any], decision: Any, started: float) -> None:
+    images = [
+        {
+            "container": r.container.container,
+            "list": r.container.list_name,
+            "image": r.container.image if isinstance(r.container.image, str) else None,
+            "digest": r.verdict.digest,
+            "rule": r.rule.images if r.rule else None,
+            "mode": r.mode,
+            "verdict": "pass" if r.verdict.passed else "fail",
+            "reason": r.verdict.reason,
+            "keys": list(r.verdict.verified_keys),
+            **({"message": r.verdict.message} if not r.verdict.passed else {}),
+        }
+        for r in decision.results
+    ]
+    reasons = sorted({r.verdict.reason for r in decision.results if not r.verdict.passed})
+    _log(
+        log,
+        "info" if decision.allowed else "warning",
+        "signgate decision",
+        **_request_fields(request),
+        verdict="allowed" if decision.allowed else "denied",
+        reasons=reasons or ([decision.summary] if decision.summary else []),
+        images=images,
+        warnings=len(decision.warnings),
+        duration_ms=int((time.monotonic() - started) * 1000),
+    )
+
+
+def _request_fields(request: dict[str, Any]) -> dict[str, Any]:
+    kind = request.get("kind") if isinstance(request.get("kind"), dict) else {}
+    obj = request.get("object") if isinstance(request.get("object"), dict) else {}
+    metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    name = request.get("name") or metadata.get("name") or metadata.get("generateName") or ""
+    return {
+        "uid": request.get("uid") if isinstance(request.get("uid"), str) else "",
+        "namespace": request.get("namespace") if isinstance(request.get("namespace"), str) else "",
+        "kind": kind.get("kind", "") if isinstance(kind.get("kind"), str) else "",
+        "name": name if isinstance(name, str) else "",
+        "operation": request.get("operation") if isinstance(request.get("operation"), str) else "",
+    }
+
+
+def _log(log: TextIO, level: str, msg: str, **fields: Any) -> None:
+    try:
+        log.write(json.dumps({"level": level, "msg": msg, **fields}, default=str) + "\n")
+    except Exception:
+        pass

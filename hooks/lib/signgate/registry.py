@@ -1,0 +1,515 @@
+"""A minimal client for the OCI distribution API, built on `requests`.
+
+What it guarantees to the rest of signgate:
+
+- every manifest and blob it returns hashes to the digest it was asked for (or, for a tag, the
+  digest is computed from the bytes received and checked against `Docker-Content-Digest`);
+- no body larger than its cap is read: reads are streamed and stop at the cap;
+- every wait is bounded by the request's Deadline, also between the chunks of a slow body;
+- credentials go only to the registry host they belong to, and to the token service that this
+  registry names in its challenge, and never follow a redirect to another host;
+- only hosts that `host_allowed` accepts are contacted.
+
+`requests` is imported when a client is created, never at module import, because it is the most
+expensive import of the hook.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import json
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+from .config import Limits, RegistrySettings
+from .credentials import CredentialStore, Credentials
+from .deadline import Deadline
+from .errors import (
+    BadResponse,
+    DeadlineExceeded,
+    DigestMismatch,
+    HostNotAllowed,
+    NotFound,
+    RegistryAuthError,
+    RegistryError,
+    RegistryRateLimited,
+    RegistryUnreachable,
+    TooLarge,
+)
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+MANIFEST_ACCEPT = ", ".join((OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
+INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+MAX_ATTEMPTS = 3
+MAX_REDIRECTS = 3
+MAX_TOKEN_BYTES = 64 * 1024
+CHUNK = 64 * 1024
+USER_AGENT = "signgate"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    digest: str
+    media_type: str
+    body: bytes = field(repr=False)
+    data: dict[str, Any] = field(repr=False)
+
+    @property
+    def is_index(self) -> bool:
+        return self.media_type in INDEX_TYPES or (
+            isinstance(self.data.get("manifests"), list) and "layers" not in self.data
+        )
+
+    @property
+    def size(self) -> int:
+        return len(self.body)
+
+
+@dataclass
+class RequestRecord:
+    """One HTTP exchange, for logs and metrics."""
+
+    host: str
+    method: str
+    path: str
+    status: int | None
+    seconds: float
+
+
+def digest_of(data: bytes, algorithm: str = "sha256") -> str:
+    return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
+
+
+def check_digest(data: bytes, expected: str, what: str) -> None:
+    algorithm = expected.partition(":")[0]
+    if algorithm not in ("sha256", "sha512"):
+        raise DigestMismatch(f"{what}: digest algorithm {algorithm!r} is not supported")
+    actual = digest_of(data, algorithm)
+    if actual != expected:
+        raise DigestMismatch(f"{what}: the registry sent bytes with digest {actual}, not the requested {expected}")
+
+
+class RegistryClient:
+    def __init__(
+        self,
+        settings: RegistrySettings,
+        limits: Limits,
+        deadline: Deadline,
+        credentials: CredentialStore | None = None,
+        host_allowed: Callable[[str], str | None] | None = None,
+    ) -> None:
+        import requests  # noqa: F401  (deferred: see the module docstring)
+
+        self._requests = requests
+        self.settings = settings
+        self.limits = limits
+        self.deadline = deadline
+        self.credentials = credentials or CredentialStore()
+        # Returns a reason to refuse the host, or None to allow it.
+        self.host_allowed = host_allowed or (lambda host: None)
+        self._sessions: dict[str, Any] = {}
+        self._tokens: dict[tuple[str, str], str] = {}
+        self._basic_hosts: set[str] = set()
+        self._lock = threading.Lock()
+        self.records: list[RequestRecord] = []
+
+    # ---- public API -------------------------------------------------------------------------
+
+    def get_manifest(self, host: str, repository: str, reference: str, *, accept: str = MANIFEST_ACCEPT) -> Manifest:
+        """Fetch a manifest by tag or digest. Raises NotFound on 404."""
+        path = f"/v2/{repository}/manifests/{reference}"
+        what = f"manifest {host}/{repository}:{reference}" if ":" not in reference else f"manifest {host}/{repository}@{reference}"
+        with self._get(host, repository, path, accept=accept, what=what) as response:
+            body = self._read_capped(response, self.limits.max_manifest_bytes, what)
+            header_type = (response.headers.get("Content-Type") or "").split(";")[0].strip()
+            header_digest = response.headers.get("Docker-Content-Digest")
+        if reference.startswith(("sha256:", "sha512:")):
+            check_digest(body, reference, what)
+            digest = reference
+        else:
+            digest = digest_of(body)
+            if header_digest and header_digest.startswith("sha256:") and header_digest != digest:
+                raise DigestMismatch(
+                    f"{what}: the registry says digest {header_digest} but sent bytes with digest {digest}"
+                )
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise BadResponse(f"{what} is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise BadResponse(f"{what} is not a JSON object")
+        media_type = data.get("mediaType") if isinstance(data.get("mediaType"), str) else header_type
+        return Manifest(digest=digest, media_type=media_type or "", body=body, data=data)
+
+    def get_blob(self, host: str, repository: str, digest: str, max_bytes: int | None = None) -> bytes:
+        """Fetch a blob and check it against its digest. Follows redirects (blobs may sit on a CDN)."""
+        cap = self.limits.max_blob_bytes if max_bytes is None else max_bytes
+        what = f"blob {host}/{repository}@{digest}"
+        path = f"/v2/{repository}/blobs/{digest}"
+        with self._get(host, repository, path, accept="*/*", what=what, follow_redirects=True) as response:
+            body = self._read_capped(response, cap, what)
+        check_digest(body, digest, what)
+        return body
+
+    def get_json(self, host: str, repository: str, path: str, *, accept: str, what: str) -> tuple[Any, dict[str, str]]:
+        """GET a JSON document (e.g. the referrers API); returns the data and the response headers."""
+        with self._get(host, repository, path, accept=accept, what=what) as response:
+            body = self._read_capped(response, self.limits.max_manifest_bytes, what)
+            headers = dict(response.headers)
+        try:
+            return json.loads(body), headers
+        except (ValueError, UnicodeDecodeError):
+            raise BadResponse(f"{what} is not valid JSON") from None
+
+    def close(self) -> None:
+        for session in self._sessions.values():
+            session.close()
+
+    # ---- transport --------------------------------------------------------------------------
+
+    def _scheme(self, host: str) -> str:
+        return "http" if host.lower() in self.settings.insecure else "https"
+
+    def _session(self, host: str) -> Any:
+        with self._lock:
+            session = self._sessions.get(host)
+            if session is None:
+                session = self._requests.Session()
+                # No .netrc and no environment CA overrides; proxies are passed explicitly.
+                session.trust_env = False
+                session.headers["User-Agent"] = USER_AGENT
+                session.headers["Accept-Encoding"] = "identity"
+                session.verify = self._verify_setting()
+                self._sessions[host] = session
+            return session
+
+    def _verify_setting(self) -> Any:
+        return self.settings.ca_bundle or True
+
+    def _check_host(self, host: str) -> None:
+        problem = self.host_allowed(host)
+        if problem:
+            raise HostNotAllowed(problem)
+
+    def _get(
+        self,
+        host: str,
+        repository: str,
+        path: str,
+        *,
+        accept: str,
+        what: str,
+        follow_redirects: bool = False,
+    ) -> Any:
+        """GET with auth, retries and redirects; returns an open streaming response with status 200."""
+        self._check_host(host)
+        scope = f"repository:{repository}:pull"
+        url = f"{self._scheme(host)}://{host}{path}"
+        attempt = 0
+        auth_tried = False
+        while True:
+            attempt += 1
+            headers = {"Accept": accept}
+            authorization = self._authorization(host, scope)
+            if authorization:
+                headers["Authorization"] = authorization
+            response = self._send(host, url, headers, what)
+            status = response.status_code
+            if status == 401 and not auth_tried:
+                auth_tried = True
+                challenge = response.headers.get("WWW-Authenticate", "")
+                response.close()
+                self._authenticate(host, scope, challenge, what)
+                continue
+            if status == 401:
+                response.close()
+                raise RegistryAuthError(f"{what}: the registry rejected the credentials (401)")
+            if status == 403:
+                response.close()
+                raise RegistryAuthError(f"{what}: access denied by the registry (403)")
+            if status in RETRY_STATUSES:
+                wait = _retry_after(response.headers.get("Retry-After"), attempt)
+                response.close()
+                if attempt >= MAX_ATTEMPTS:
+                    raise self._status_error(status, what, attempt)
+                if wait >= self.deadline.remaining():
+                    if status == 429:
+                        raise RegistryRateLimited(
+                            f"{what}: rate-limited by the registry (429); it asks to retry after {wait:g} s, "
+                            f"beyond the {self.deadline.seconds:g} s deadline"
+                        )
+                    raise self._status_error(status, what, attempt)
+                time.sleep(wait)
+                continue
+            if follow_redirects and status in (301, 302, 303, 307, 308):
+                response = self._follow_redirects(host, url, response, accept, what)
+                status = response.status_code
+            if status == 404:
+                response.close()
+                raise NotFound(f"{what} not found")
+            if status != 200:
+                response.close()
+                raise BadResponse(f"{what}: unexpected HTTP status {status}")
+            return response
+
+    def _status_error(self, status: int, what: str, attempts: int) -> RegistryError:
+        if status == 429:
+            return RegistryRateLimited(f"{what}: rate-limited by the registry (429) after {attempts} attempts")
+        return RegistryUnreachable(f"{what}: the registry answered HTTP {status} after {attempts} attempts")
+
+    def _send(self, host: str, url: str, headers: dict[str, str], what: str) -> Any:
+        requests = self._requests
+        timeout = (
+            self.deadline.timeout(self.limits.connect_timeout_seconds),
+            self.deadline.timeout(self.limits.read_timeout_seconds),
+        )
+        proxies = requests.utils.get_environ_proxies(url)
+        started = time.monotonic()
+        status = None
+        try:
+            response = self._session(host).get(
+                url, headers=headers, timeout=timeout, stream=True, allow_redirects=False, proxies=proxies
+            )
+            status = response.status_code
+            return response
+        except requests.exceptions.SSLError as exc:
+            raise RegistryUnreachable(f"{what}: TLS verification of {host} failed ({_tls_problem(exc)})") from None
+        except requests.exceptions.ConnectTimeout:
+            raise RegistryUnreachable(f"registry {host} unreachable: connection timed out") from None
+        except requests.exceptions.ReadTimeout:
+            if self.deadline.expired():
+                raise DeadlineExceeded(f"not verified within {self.deadline.seconds:g} s") from None
+            raise RegistryUnreachable(f"registry {host} did not answer in time") from None
+        except requests.exceptions.ConnectionError as exc:
+            raise RegistryUnreachable(f"registry {host} unreachable: {_connection_problem(exc)}") from None
+        except requests.exceptions.RequestException as exc:
+            raise RegistryUnreachable(f"registry {host}: request failed ({type(exc).__name__})") from None
+        finally:
+            path = urllib.parse.urlsplit(url).path
+            with self._lock:
+                self.records.append(RequestRecord(host, "GET", path, status, time.monotonic() - started))
+
+    def _follow_redirects(self, host: str, url: str, response: Any, accept: str, what: str) -> Any:
+        current_url = url
+        for _ in range(MAX_REDIRECTS):
+            location = response.headers.get("Location")
+            response.close()
+            if not location:
+                raise BadResponse(f"{what}: redirect without a Location")
+            target = urllib.parse.urljoin(current_url, location)
+            parts = urllib.parse.urlsplit(target)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise BadResponse(f"{what}: redirect to an unusable location")
+            if parts.scheme == "http" and urllib.parse.urlsplit(current_url).scheme == "https":
+                raise BadResponse(f"{what}: redirect from HTTPS to plain HTTP refused")
+            target_host = parts.netloc.rsplit("@", 1)[-1].lower()
+            self._check_host(target_host)
+            headers = {"Accept": accept}
+            if target_host == host.lower():
+                # Same host: the same credentials apply. Another host (a CDN) gets none.
+                authorization = self._authorization(host, None)
+                if authorization:
+                    headers["Authorization"] = authorization
+            response = self._send(target_host, target, headers, what)
+            current_url = target
+            if response.status_code not in (301, 302, 303, 307, 308):
+                return response
+        response.close()
+        raise BadResponse(f"{what}: more than {MAX_REDIRECTS} redirects")
+
+    def _read_capped(self, response: Any, cap: int, what: str) -> bytes:
+        declared = response.headers.get("Content-Length")
+        if declared is not None and declared.isdigit() and int(declared) > cap:
+            response.close()
+            raise TooLarge(f"{what} is {int(declared)} bytes, more than the limit of {cap} bytes")
+        raw = response.raw
+        read = getattr(raw, "read1", None) or raw.read
+        chunks: list[bytes] = []
+        total = 0
+        try:
+            while True:
+                if self.deadline.expired():
+                    raise DeadlineExceeded(f"not verified within {self.deadline.seconds:g} s")
+                chunk = read(CHUNK)
+                if not chunk:
+                    break
+                total += len(chunk)
+                if total > cap:
+                    raise TooLarge(f"{what} is larger than the limit of {cap} bytes")
+                chunks.append(chunk)
+        except (DeadlineExceeded, TooLarge):
+            raise
+        except Exception as exc:
+            if self.deadline.expired():
+                raise DeadlineExceeded(f"not verified within {self.deadline.seconds:g} s") from None
+            raise RegistryUnreachable(f"{what}: the connection failed while reading ({type(exc).__name__})") from None
+        finally:
+            response.close()
+        return b"".join(chunks)
+
+    # ---- authentication ---------------------------------------------------------------------
+
+    def _authorization(self, host: str, scope: str | None) -> str | None:
+        with self._lock:
+            if scope is not None and (host, scope) in self._tokens:
+                return f"Bearer {self._tokens[(host, scope)]}"
+            if scope is None:
+                for (token_host, _), token in self._tokens.items():
+                    if token_host == host:
+                        return f"Bearer {token}"
+            basic = host in self._basic_hosts
+        if basic:
+            credentials = self.credentials.for_host(host)
+            if credentials is not None:
+                return _basic_header(credentials)
+        return None
+
+    def _authenticate(self, host: str, scope: str, challenge: str, what: str) -> None:
+        scheme, params = parse_challenge(challenge)
+        credentials = self.credentials.for_host(host)
+        if scheme == "basic":
+            if credentials is None:
+                raise RegistryAuthError(f"{what}: the registry requires a login and no credentials are configured for {host}")
+            with self._lock:
+                self._basic_hosts.add(host)
+            return
+        if scheme != "bearer" or not params.get("realm"):
+            raise RegistryAuthError(f"{what}: the registry asks for an unsupported authentication scheme")
+        token = self._fetch_token(host, params, scope, credentials, what)
+        with self._lock:
+            self._tokens[(host, scope)] = token
+
+    def _fetch_token(
+        self, host: str, params: dict[str, str], scope: str, credentials: Credentials | None, what: str
+    ) -> str:
+        realm = urllib.parse.urlsplit(params["realm"])
+        if realm.scheme not in ("http", "https") or not realm.hostname:
+            raise RegistryAuthError(f"{what}: the registry names an unusable token service")
+        realm_host = realm.netloc.rsplit("@", 1)[-1].lower()
+        self._check_host(realm_host)
+        query = {"scope": scope}
+        if params.get("service"):
+            query["service"] = params["service"]
+        url = urllib.parse.urlunsplit(
+            (realm.scheme, realm.netloc, realm.path, urllib.parse.urlencode(query), "")
+        )
+        headers = {"Accept": "application/json"}
+        # Credentials go to the token service this registry names, but never in clear text to a
+        # host other than the registry itself.
+        if credentials is not None and (realm.scheme == "https" or realm_host == host.lower()):
+            headers["Authorization"] = _basic_header(credentials)
+        response = self._send(realm_host, url, headers, f"token for {what}")
+        if response.status_code in (401, 403):
+            response.close()
+            raise RegistryAuthError(f"{what}: the token service refused the credentials ({response.status_code})")
+        if response.status_code != 200:
+            response.close()
+            raise RegistryAuthError(f"{what}: the token service answered HTTP {response.status_code}")
+        body = self._read_capped(response, MAX_TOKEN_BYTES, f"token for {what}")
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise RegistryAuthError(f"{what}: the token service sent invalid JSON") from None
+        token = data.get("token") or data.get("access_token") if isinstance(data, dict) else None
+        if not isinstance(token, str) or not token or any(ch in token for ch in "\r\n "):
+            raise RegistryAuthError(f"{what}: the token service sent no usable token")
+        return token
+
+
+def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
+    """Parse `Bearer realm="...",service="...",scope="..."` into ("bearer", {...})."""
+    scheme, _, rest = header.strip().partition(" ")
+    params: dict[str, str] = {}
+    for key, value in _challenge_params(rest):
+        params[key.lower()] = value
+    return scheme.lower(), params
+
+
+def _challenge_params(text: str) -> Iterator[tuple[str, str]]:
+    i, n = 0, len(text)
+    while i < n:
+        while i < n and text[i] in " ,":
+            i += 1
+        start = i
+        while i < n and text[i] not in "= ,":
+            i += 1
+        key = text[start:i]
+        if i >= n or text[i] != "=":
+            continue
+        i += 1
+        if i < n and text[i] == '"':
+            i += 1
+            value = []
+            while i < n and text[i] != '"':
+                if text[i] == "\\" and i + 1 < n:
+                    i += 1
+                value.append(text[i])
+                i += 1
+            i += 1
+            yield key, "".join(value)
+        else:
+            start = i
+            while i < n and text[i] != ",":
+                i += 1
+            yield key, text[start:i].strip()
+
+
+def _basic_header(credentials: Credentials) -> str:
+    import base64
+
+    token = base64.b64encode(f"{credentials.username}:{credentials.password}".encode()).decode()
+    return f"Basic {token}"
+
+
+def _retry_after(value: str | None, attempt: int) -> float:
+    backoff = 0.2 * (2 ** (attempt - 1))
+    if not value:
+        return backoff
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return backoff
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _tls_problem(exc: Exception) -> str:
+    text = str(exc)
+    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
+        if "unable to get local issuer" in text or "self-signed" in text or "self signed" in text:
+            return "certificate signed by an unknown authority; set registries.caBundle"
+        if "Hostname mismatch" in text or "doesn't match" in text:
+            return "the certificate does not match the host name"
+        if "expired" in text:
+            return "the certificate has expired"
+        return "certificate verification failed"
+    if "WRONG_VERSION_NUMBER" in text:
+        return "the registry does not speak TLS; list it under registries.insecure if it is plain HTTP"
+    return "TLS handshake failed"
+
+
+def _connection_problem(exc: Exception) -> str:
+    text = str(exc)
+    for marker, meaning in (
+        ("Connection refused", "connection refused"),
+        ("Name or service not known", "host name not found"),
+        ("nodename nor servname", "host name not found"),
+        ("Temporary failure in name resolution", "host name not found"),
+        ("Network is unreachable", "network unreachable"),
+        ("No route to host", "no route to host"),
+        ("Connection reset", "connection reset"),
+        ("RemoteDisconnected", "the registry closed the connection"),
+    ):
+        if marker in text:
+            return meaning
+    return "connection failed"

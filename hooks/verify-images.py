@@ -1,0 +1,30 @@
+#!/usr/bin/env python3
+"""shell-operator hook: admit only container images whose signatures verify.
+
+All logic lives in lib/signgate (shell-operator does not run files under a directory named lib).
+This file only finds the library and keeps one promise: even if the library cannot be imported,
+a validating call gets an explicit denial instead of shell-operator's opaque "Hook failed".
+"""
+import os
+import sys
+import time
+
+STARTED = time.monotonic()
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+
+try:
+    from signgate.hook import main
+except Exception as exc:  # a broken install must still answer, and say why
+    if "--config" in sys.argv[1:]:
+        sys.stderr.write(f"signgate: cannot load the hook library: {exc!r}\n")
+        sys.exit(1)
+    path = os.environ.get("VALIDATING_RESPONSE_PATH") or os.environ.get("ADMISSION_RESPONSE_PATH")
+    if path:
+        import json
+
+        with open(path, "w") as out:
+            json.dump({"allowed": False, "message": f"signgate: cannot load the hook library: {exc!r}"}, out)
+    sys.stderr.write(f"signgate: cannot load the hook library: {exc!r}\n")
+    sys.exit(0)
+
+sys.exit(main(sys.argv, os.environ, started=STARTED))
