@@ -16,7 +16,6 @@ expensive import of the hook.
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import json
 import threading
@@ -476,6 +475,8 @@ def _retry_after(value: str | None, attempt: int) -> float:
     value = value.strip()
     if value.isdigit():
         return float(value)
+    import email.utils
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from .config import Config, KeySpec, Rule
 from .cosign import (
@@ -25,7 +25,9 @@ from .cosign import (
 from .errors import DeadlineExceeded, KeyLoadError, NotFound, RegistryError, SigngateError
 from .keys import PublicKey, load_public_key
 from .reference import ImageReference, parse_reference
-from .registry import RegistryClient
+
+if TYPE_CHECKING:  # the client (and requests) load only when a signature must be fetched
+    from .registry import RegistryClient
 
 
 @dataclass(frozen=True)
