@@ -1,0 +1,31 @@
+# signgate: `make demo` shows the main job on a local registry; `make test` runs every test.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+
+.PHONY: all demo test bench system-packages venv clean
+
+all: test
+
+system-packages:
+	@./scripts/system-packages.sh
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+demo: system-packages venv
+	$(PY) demo/demo.py
+
+test: system-packages venv
+	$(PY) -m pytest
+
+bench: system-packages venv
+	$(PY) bench/bench.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,229 @@
+"""The `signgate` command line: the webhook's decisions, before anything reaches a cluster.
+
+    signgate verify IMAGE...            resolve and verify images; exit 0 only if all pass
+    signgate check FILE... [-o json]    the decision the webhook would take for each manifest
+    signgate config                     validate the configuration, print rules in match order
+
+All three use the hook's own code (config loader, policy, decision), so what they print is what
+the webhook would answer. Exit codes: 0 pass, 1 a denial or failed image, 2 usage or
+configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, Iterable, Iterator, TextIO
+
+from .config import Config, config_path_from_env, load_config
+from .deadline import Deadline
+from .errors import SigngateError
+
+EXIT_OK, EXIT_DENIED, EXIT_ERROR = 0, 1, 2
+
+
+def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help(err)
+        return EXIT_ERROR
+    try:
+        config = load_config(args.config or config_path_from_env(os.environ), os.environ)
+        return int(args.handler(args, config, out, err))
+    except SigngateError as exc:
+        err.write(f"signgate: {exc}\n")
+        return EXIT_ERROR
+    except BrokenPipeError:
+        return EXIT_ERROR
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="signgate", description="Verify container image signatures as the signgate webhook does.")
+    parser.add_argument("--config", help="configuration file (default: $SIGNGATE_CONFIG or /etc/signgate/config.yaml)")
+    commands = parser.add_subparsers(dest="command")
+
+    verify = commands.add_parser("verify", help="resolve and verify images")
+    verify.add_argument("images", nargs="+", metavar="IMAGE")
+    verify.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    verify.set_defaults(handler=cmd_verify)
+
+    check = commands.add_parser("check", help="print the webhook's decision for Kubernetes manifests")
+    check.add_argument("files", nargs="+", metavar="FILE", help="YAML or JSON manifests; - for stdin")
+    check.add_argument("-n", "--namespace", default="default", help="namespace for objects that name none")
+    check.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    check.set_defaults(handler=cmd_check)
+
+    config = commands.add_parser("config", help="validate the configuration and print the effective rules")
+    config.set_defaults(handler=cmd_config)
+    return parser
+
+
+# ---- verify -------------------------------------------------------------------------------------
+
+
+def cmd_verify(args: argparse.Namespace, config: Config, out: TextIO, err: TextIO) -> int:
+    from .decision import decide
+
+    containers = [{"name": f"image-{i}", "image": image} for i, image in enumerate(args.images)]
+    request = {
+        "uid": "signgate-cli",
+        "operation": "CREATE",
+        "kind": {"group": "", "version": "v1", "kind": "Pod"},
+        "namespace": "default",
+        "object": {"kind": "Pod", "metadata": {"name": "signgate-verify"}, "spec": {"containers": containers}},
+    }
+    decision = decide(request, config, Deadline(config.webhook.deadline_seconds))
+    reports = [
+        {
+            "image": result.container.image,
+            "rule": result.rule.label if result.rule else None,
+            "mode": result.mode,
+            "digest": result.verdict.digest,
+            "passed": result.verdict.passed,
+            "reason": result.verdict.reason,
+            "keys": list(result.verdict.verified_keys),
+            "message": result.verdict.message,
+        }
+        for result in decision.results
+    ]
+    if args.output == "json":
+        out.write(json.dumps(reports, indent=2) + "\n")
+    else:
+        for report in reports:
+            out.write(f"{report['image']}\n")
+            out.write(f"  rule:   {report['rule'] or '(none)'}\n")
+            if report["digest"]:
+                out.write(f"  digest: {report['digest']}\n")
+            if report["passed"]:
+                how = f"verified by key(s) {', '.join(report['keys'])}" if report["keys"] else report["reason"]
+                out.write(f"  result: PASS ({how})\n")
+            else:
+                out.write(f"  result: FAIL: {report['message']}\n")
+    return EXIT_OK if all(r["passed"] for r in reports) else EXIT_DENIED
+
+
+# ---- check --------------------------------------------------------------------------------------
+
+
+def cmd_check(args: argparse.Namespace, config: Config, out: TextIO, err: TextIO) -> int:
+    from .admission import POD_SPEC_PATHS
+    from .decision import decide
+
+    reports = []
+    for source, obj in read_manifests(args.files):
+        kind = obj.get("kind")
+        metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+        name = metadata.get("name") or metadata.get("generateName") or "(unnamed)"
+        namespace = metadata.get("namespace") or args.namespace
+        if kind not in POD_SPEC_PATHS:
+            reports.append({"source": source, "kind": kind, "name": name, "namespace": namespace, "checked": False,
+                            "allowed": True, "message": "", "warnings": []})
+            continue
+        request = {
+            "uid": "signgate-cli",
+            "operation": "CREATE",
+            "kind": {"kind": kind},
+            "namespace": namespace,
+            "name": metadata.get("name", ""),
+            "object": obj,
+        }
+        try:
+            decision = decide(request, config, Deadline(config.webhook.deadline_seconds))
+            allowed, message, warnings = decision.allowed, decision.message, decision.warnings
+        except SigngateError as exc:
+            allowed, message, warnings = False, f"signgate: {exc}", []
+        reports.append({"source": source, "kind": kind, "name": name, "namespace": namespace, "checked": True,
+                        "allowed": allowed, "message": message, "warnings": warnings})
+
+    if args.output == "json":
+        out.write(json.dumps(reports, indent=2) + "\n")
+    else:
+        for report in reports:
+            target = f"{report['kind']}/{report['name']} ({report['source']})"
+            if not report["checked"]:
+                out.write(f"skipped  {target}: no pod spec\n")
+                continue
+            for warning in report["warnings"]:
+                out.write(f"Warning: {warning}\n")
+            if report["allowed"]:
+                out.write(f"allowed  {target}\n")
+            else:
+                out.write(f'denied   {target}: admission webhook "{config.webhook.name}" denied the request: {report["message"]}\n')
+    return EXIT_OK if all(r["allowed"] for r in reports) else EXIT_DENIED
+
+
+def read_manifests(files: Iterable[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every object in the files: multi-document YAML, JSON, and items of `List` objects."""
+    import yaml
+
+    for name in files:
+        if name == "-":
+            text, source = sys.stdin.read(), "stdin"
+        else:
+            try:
+                with open(name, encoding="utf-8") as handle:
+                    text = handle.read()
+            except OSError as exc:
+                raise SigngateError(f"cannot read {name}: {exc.strerror}") from None
+            source = name
+        try:
+            documents = list(yaml.safe_load_all(text))
+        except yaml.YAMLError as exc:
+            raise SigngateError(f"{source}: invalid YAML: {getattr(exc, 'problem', None) or exc}") from None
+        for number, document in enumerate(documents):
+            yield from _objects(document, f"{source}#{number}")
+
+
+def _objects(document: Any, source: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    if not isinstance(document, dict):
+        return
+    if document.get("kind") == "List" or (str(document.get("kind", "")).endswith("List") and "items" in document):
+        for item in document.get("items") or []:
+            yield from _objects(item, source)
+        return
+    yield source, document
+
+
+# ---- config -------------------------------------------------------------------------------------
+
+
+def cmd_config(args: argparse.Namespace, config: Config, out: TextIO, err: TextIO) -> int:
+    from .hook import check_key_files, namespace_selector
+    from .policy import ordered_rules
+
+    check_key_files(config)
+    out.write(f"configuration {config.source} is valid\n")
+    out.write(f"mode: {config.mode}; denyLatest: {config.deny_latest}; requireDigest: {config.require_digest}; "
+              f"unmatched images: {config.unmatched_images}\n")
+    out.write(f"namespaces: {json.dumps(namespace_selector(config))}\n")
+    out.write("rules, in the order they are matched (most specific first):\n")
+    for position, rule in enumerate(ordered_rules(config), 1):
+        out.write(f"  {position}. {rule.images}  [{rule.label}]  {_describe(config, rule)}\n")
+    out.write(f"  -. anything else: {config.unmatched_images}\n")
+    return EXIT_OK
+
+
+def _describe(config: Config, rule: Any) -> str:
+    parts = [rule.action]
+    if rule.action == "verify":
+        parts.append(f"keys={','.join(rule.keys)}")
+        parts.append(f"threshold={rule.threshold}")
+        if rule.required:
+            parts.append(f"required={','.join(rule.required)}")
+        if rule.annotations:
+            parts.append("annotations=" + ",".join(f"{k}={v}" for k, v in rule.annotations))
+        if rule.check_identity:
+            parts.append("checkIdentity")
+        if rule.signature_repository:
+            parts.append(f"signatureRepository={rule.signature_repository}")
+    if rule.action == "deny" and rule.message:
+        parts.append(f"message={rule.message!r}")
+    parts.append(f"mode={config.rule_mode(rule)}")
+    if config.rule_deny_latest(rule):
+        parts.append("denyLatest")
+    if config.rule_require_digest(rule):
+        parts.append("requireDigest")
+    return " ".join(parts)

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Install the Debian packages that tests, the demo and benchmarks run for real:
+#   docker-registry  the OCI registry (distribution 2.8) that tests start on 127.0.0.1
+#   notary           notary-server and the notary client, for Notary v1 (DCT) tests
+# Idempotent: does nothing when everything is present.
+set -euo pipefail
+
+needed=()
+command -v docker-registry >/dev/null 2>&1 || needed+=(docker-registry)
+command -v notary-server  >/dev/null 2>&1 || needed+=(notary)
+if [ ${#needed[@]} -eq 0 ]; then
+    exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
+        echo "signgate: please install as root: apt-get install ${needed[*]}" >&2
+        exit 1
+    fi
+fi
+echo "signgate: installing Debian packages: ${needed[*]}" >&2
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${needed[@]}" >/dev/null
