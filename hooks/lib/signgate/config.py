@@ -20,7 +20,8 @@ ALWAYS_EXCLUDED_NAMESPACES = ("kube-system",)
 MODES = ("enforce", "warn")
 ACTIONS = ("verify", "allow", "deny")
 HASH_ALGORITHMS = ("sha256", "sha384", "sha512")
-MULTI_ARCH_CHOICES = ("exact", "index-or-platform")
+MULTI_ARCH_CHOICES = ("exact", "index-or-platforms")
+TLOG_CHOICES = ("ignore", "required")
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,8 @@ class Rule:
     mode: str | None = None
     deny_latest: bool | None = None
     require_digest: bool | None = None
+    tlog: str = "ignore"
+    multi_arch: str = "exact"
 
     @property
     def label(self) -> str:
@@ -91,6 +94,7 @@ class Config:
     registries: RegistrySettings
     limits: Limits
     policy: tuple[Rule, ...]
+    rekor_keys: Mapping[str, KeySpec] = field(default_factory=dict)
     mode: str = "enforce"
     deny_latest: bool = False
     require_digest: bool = False
@@ -151,13 +155,14 @@ def build_config(data: Any, source: str, environ: Mapping[str, str] = os.environ
     top = _Section(data, "", source)
     webhook = _webhook(top.section("webhook"), environ)
     keys = _keys(top.section("keys"))
+    rekor_keys = _keys(top.section("rekorKeys"))
     registries = _registries(top.section("registries"))
     limits = _limits(top.section("limits"))
     mode = top.choice("mode", MODES, "enforce")
     deny_latest = top.boolean("denyLatest", False)
     require_digest = top.boolean("requireDigest", False)
     unmatched = top.choice("unmatchedImages", ("deny", "allow"), "deny")
-    policy = _policy(top, keys)
+    policy = _policy(top, keys, rekor_keys)
     top.done()
     return Config(
         source=source,
@@ -166,6 +171,7 @@ def build_config(data: Any, source: str, environ: Mapping[str, str] = os.environ
         registries=registries,
         limits=limits,
         policy=policy,
+        rekor_keys=rekor_keys,
         mode=mode,
         deny_latest=deny_latest,
         require_digest=require_digest,
@@ -278,7 +284,7 @@ def _limits(section: "_Section") -> Limits:
     return limits
 
 
-def _policy(top: "_Section", keys: Mapping[str, KeySpec]) -> tuple[Rule, ...]:
+def _policy(top: "_Section", keys: Mapping[str, KeySpec], rekor_keys: Mapping[str, KeySpec]) -> tuple[Rule, ...]:
     from .policy import validate_pattern  # policy imports config; keep the cycle at call time
 
     items = top.raw("policy", None)
@@ -304,6 +310,8 @@ def _policy(top: "_Section", keys: Mapping[str, KeySpec]) -> tuple[Rule, ...]:
         mode = section.choice("mode", MODES, None)
         deny_latest = section.boolean("denyLatest", None)
         require_digest = section.boolean("requireDigest", None)
+        tlog = section.choice("tlog", TLOG_CHOICES, "ignore")
+        multi_arch = section.choice("multiArch", MULTI_ARCH_CHOICES, "exact")
         section.done()
 
         if action == "verify":
@@ -324,6 +332,8 @@ def _policy(top: "_Section", keys: Mapping[str, KeySpec]) -> tuple[Rule, ...]:
                 section.fail("threshold", f"is {threshold}, but the rule lists only {len(rule_keys)} key(s)")
             if signature_repository is not None:
                 _check_signature_repository(section, signature_repository)
+            if tlog == "required" and not rekor_keys:
+                section.fail("tlog", "is 'required', but no rekorKeys are configured to check the proofs with")
         else:
             for name, value in (("keys", rule_keys), ("required", required), ("annotations", annotations)):
                 if value:
@@ -345,6 +355,8 @@ def _policy(top: "_Section", keys: Mapping[str, KeySpec]) -> tuple[Rule, ...]:
                 mode=mode,
                 deny_latest=deny_latest,
                 require_digest=require_digest,
+                tlog=tlog,
+                multi_arch=multi_arch,
             )
         )
     return tuple(rules)

@@ -9,7 +9,8 @@ and checked against their digests. What one signature layer must satisfy to coun
 3. only then is the payload trusted and parsed: `critical.image.docker-manifest-digest` must equal
    the digest the image resolves to, and `critical.type` must be the cosign signature type;
 4. the rule's annotation requirements must equal the string values in `optional`;
-5. with `checkIdentity`, `critical.identity.docker-reference` must name the image's repository.
+5. with `checkIdentity`, `critical.identity.docker-reference` must name the image's repository;
+6. with `tlog: required`, its `dev.sigstore.cosign/bundle` must prove this signature (rekor.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any, Iterable, Sequence
 from .errors import InvalidReference
 from .keys import PublicKey
 from .reference import parse_reference
+from .rekor import RekorKeys, check_legacy_tlog
 
 SIMPLE_SIGNING_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
@@ -122,7 +124,10 @@ def check_legacy_signature(
     keys: Sequence[PublicKey],
     image_digest: str,
     requirements: Requirements,
+    rekor: RekorKeys | None = None,
+    rekor_bundle: str | None = None,
 ) -> SignatureCheck:
+    """Check one legacy signature layer. With `rekor`, its Rekor bundle must prove this signature."""
     signature = decode_signature(signature_b64)
     if signature is None:
         return SignatureCheck("legacy", source, (), "its signature annotation is missing or not base64")
@@ -133,6 +138,12 @@ def check_legacy_signature(
     problem = check_simple_signing_claims(payload, image_digest, requirements)
     if problem:
         return SignatureCheck("legacy", source, (), problem, names)
+    if rekor is not None:
+        proven = tuple(k for k in signers if check_legacy_tlog(rekor_bundle, payload, signature, k, rekor) is None)
+        if not proven:
+            problem = check_legacy_tlog(rekor_bundle, payload, signature, signers[0], rekor)
+            return SignatureCheck("legacy", source, (), problem, names)
+        signers = proven
     return SignatureCheck("legacy", source, signers, None, names)
 
 

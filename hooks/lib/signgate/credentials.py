@@ -56,29 +56,32 @@ def parse_docker_config(data: Any, path: str) -> CredentialStore:
         raise ConfigError(f"registries.auth: {path} has no 'auths' object (expected a .dockerconfigjson)")
     store: dict[str, Credentials] = {}
     for key, entry in auths.items():
+        where = f"registries.auth: {path}: auths[{key!r}]"
         if not isinstance(entry, dict):
-            raise ConfigError(f"registries.auth: {path}: auths[{key!r}] is not an object")
-        credentials = _entry_credentials(entry)
-        if credentials is None:
-            raise ConfigError(f"registries.auth: {path}: auths[{key!r}] has neither 'auth' nor username/password")
+            raise ConfigError(f"{where} is not an object")
+        credentials = _entry_credentials(entry, where)
         for host in _hosts_for_key(str(key)):
             store[host] = credentials
     return CredentialStore(store)
 
 
-def _entry_credentials(entry: Mapping[str, Any]) -> Credentials | None:
+def _entry_credentials(entry: Mapping[str, Any], where: str) -> Credentials:
     auth = entry.get("auth")
     if isinstance(auth, str) and auth:
+        # Say which part is wrong: "neither auth nor username/password" would send the reader
+        # looking for a field that is there.
         try:
             decoded = base64.b64decode(auth, validate=True).decode("utf-8")
         except (binascii.Error, ValueError, UnicodeDecodeError):
-            return None
+            raise ConfigError(f"{where}.auth is not valid base64 of username:password") from None
         username, sep, password = decoded.partition(":")
-        return Credentials(username, password) if sep else None
+        if not sep:
+            raise ConfigError(f"{where}.auth does not decode to username:password")
+        return Credentials(username, password)
     username, password = entry.get("username"), entry.get("password")
     if isinstance(username, str) and isinstance(password, str):
         return Credentials(username, password)
-    return None
+    raise ConfigError(f"{where} has neither 'auth' nor username/password")
 
 
 def _hosts_for_key(key: str) -> list[str]:

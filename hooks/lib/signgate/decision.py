@@ -160,7 +160,7 @@ def registry_verifier(config: Config, deadline: Deadline) -> Callable[[], Verifi
         client = RegistryClient(
             config.registries, config.limits, deadline, credentials=load_credentials(config.registries.auth)
         )
-        keyring = KeyRing(config.keys)
+        keyring = KeyRing(config.keys, config.rekor_keys)
 
         def verifier(rule: Rule, ref: ImageReference) -> ImageVerdict:
             return verify_image(config, rule, ref, client, keyring)

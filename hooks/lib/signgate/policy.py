@@ -35,6 +35,8 @@ def validate_pattern(pattern: str) -> str | None:
     """Return a problem description, or None when the pattern is usable."""
     if not pattern:
         return "must not be empty"
+    if "@" in pattern:
+        return f"{pattern!r}: patterns match registry/repository; leave out tags and digests"
     if not _ALLOWED_PATTERN.fullmatch(pattern):
         return f"{pattern!r} may only hold registry and repository characters, '/' and '*'"
     if "***" in pattern:
@@ -43,6 +45,11 @@ def validate_pattern(pattern: str) -> str | None:
         return f"{pattern!r}: patterns match registry/repository; leave out tags and digests"
     if pattern.startswith("/") or pattern.endswith("/") or "//" in pattern:
         return f"{pattern!r} has an empty path segment"
+    if pattern != pattern.lower():
+        # Names are matched after normalisation, which lower-cases the host (and a repository
+        # path has no capitals), so such a pattern could never match: a rule that silently
+        # never applies, or a deny rule that denies nothing.
+        return f"{pattern!r} must be lower-case: image names are compared in lower case"
     if pattern != "**" and "/" not in pattern:
         return (
             f"{pattern!r} has no '/': patterns match registry/repository, "
@@ -112,6 +119,10 @@ def static_decision(config: Config, ref: ImageReference, rule: Rule | None) -> S
             "untrusted-registry",
             f"registry or repository {ref.name} is not trusted: no policy rule matches it",
         )
+    if rule.action == "deny":
+        # Before the tag rules: telling the user to pin a digest would not get the image admitted.
+        text = rule.message or f"denied by {rule.label}"
+        return StaticDecision(False, "denied-by-rule", text)
     if config.rule_require_digest(rule) and ref.digest is None:
         return StaticDecision(
             False,
@@ -125,7 +136,4 @@ def static_decision(config: Config, ref: ImageReference, rule: Rule | None) -> S
         )
     if rule.action == "allow":
         return StaticDecision(True, "allowed-by-rule", f"allowed without signature by {rule.label}")
-    if rule.action == "deny":
-        text = rule.message or f"denied by {rule.label}"
-        return StaticDecision(False, "denied-by-rule", text)
     return StaticDecision(None, "verify", "signature verification required")

@@ -70,10 +70,16 @@ class ImageReference:
         return self.digest is None and self.tag == "latest"
 
     def with_digest(self, digest: str) -> "ImageReference":
-        return ImageReference(self.registry, self.repository, self.tag, digest, self.original)
+        # Keep tag_defaulted: an implied "latest" must not turn into a written one in str().
+        return ImageReference(self.registry, self.repository, self.tag, digest, self.original, self.tag_defaulted)
 
     def __str__(self) -> str:
-        text = self.name
+        registry = self.registry
+        if "." not in registry and ":" not in registry and registry != "localhost":
+            # A dot-less host was recognised only by its capitals; lower-cased it would read back
+            # as a Docker Hub namespace, so it is written in capitals to parse back to this host.
+            registry = registry.upper()
+        text = f"{registry}/{self.repository}"
         if self.tag is not None and not (self.tag_defaulted and self.digest):
             text += f":{self.tag}"
         if self.digest is not None:

@@ -168,6 +168,41 @@ class RegistryClient:
         except (ValueError, UnicodeDecodeError):
             raise BadResponse(f"{what} is not valid JSON") from None
 
+    def get_referrers(self, host: str, repository: str, digest: str, max_descriptors: int) -> list[dict[str, Any]] | None:
+        """Descriptors from the OCI referrers API, following `Link` pagination.
+
+        Returns None when the registry has no referrers API (404, 400 or 406, or an answer that is
+        not an OCI index): the caller then reads the fallback tag instead. Stops at
+        `max_descriptors`, so a registry listing thousands of referrers costs bounded work.
+        """
+        path: str | None = f"/v2/{repository}/referrers/{digest}"
+        what = f"referrers of {host}/{repository}@{digest}"
+        descriptors: list[dict[str, Any]] = []
+        pages = 0
+        while path and len(descriptors) < max_descriptors and pages < 16:
+            pages += 1
+            response = self._get(host, repository, path, accept=OCI_INDEX, what=what, passthrough=frozenset({400, 404, 406}))
+            if response.status_code != 200:
+                response.close()
+                return None if pages == 1 else descriptors
+            content_type = (response.headers.get("Content-Type") or "").split(";")[0].strip()
+            link = response.headers.get("Link")
+            body = self._read_capped(response, self.limits.max_manifest_bytes, what)
+            if content_type != OCI_INDEX:
+                return None if pages == 1 else descriptors
+            try:
+                data = json.loads(body)
+            except (ValueError, UnicodeDecodeError):
+                raise BadResponse(f"{what} is not valid JSON") from None
+            manifests = data.get("manifests") if isinstance(data, dict) else None
+            if not isinstance(manifests, list):
+                if pages == 1:
+                    return None
+                raise BadResponse(f"{what}: a page is not an OCI index")
+            descriptors.extend(m for m in manifests if isinstance(m, dict))
+            path = _next_link(link, host, self._scheme(host))
+        return descriptors[:max_descriptors]
+
     def close(self) -> None:
         for session in self._sessions.values():
             session.close()
@@ -207,8 +242,10 @@ class RegistryClient:
         accept: str,
         what: str,
         follow_redirects: bool = False,
+        passthrough: frozenset[int] = frozenset(),
     ) -> Any:
-        """GET with auth, retries and redirects; returns an open streaming response with status 200."""
+        """GET with auth, retries and redirects; returns an open streaming response with status 200
+        (or with a status in `passthrough`, which the caller handles)."""
         self._check_host(host)
         scope = f"repository:{repository}:pull"
         url = f"{self._scheme(host)}://{host}{path}"
@@ -251,6 +288,8 @@ class RegistryClient:
             if follow_redirects and status in (301, 302, 303, 307, 308):
                 response = self._follow_redirects(host, url, response, accept, what)
                 status = response.status_code
+            if status in passthrough:
+                return response
             if status == 404:
                 response.close()
                 raise NotFound(f"{what} not found")
@@ -459,6 +498,24 @@ def _challenge_params(text: str) -> Iterator[tuple[str, str]]:
             while i < n and text[i] != ",":
                 i += 1
             yield key, text[start:i].strip()
+
+
+def _next_link(header: str | None, host: str, scheme: str) -> str | None:
+    """The path of the `rel="next"` page of a `Link` header, if it stays on the same registry."""
+    if not header:
+        return None
+    for part in header.split(","):
+        target, _, params = part.partition(";")
+        if 'rel="next"' not in params.replace(" ", "") and "rel=next" not in params.replace(" ", ""):
+            continue
+        url = target.strip().lstrip("<").rstrip(">")
+        parts = urllib.parse.urlsplit(url)
+        if parts.netloc and (parts.netloc.lower() != host.lower() or parts.scheme != scheme):
+            return None  # pagination never leads to another host
+        if not parts.path.startswith("/v2/"):
+            return None
+        return parts.path + (f"?{parts.query}" if parts.query else "")
+    return None
 
 
 def _basic_header(credentials: Credentials) -> str:

@@ -1,19 +1,36 @@
 """Verifying one image against one rule: resolve, find signatures, check them, count keys.
 
-This is the only place where policy meets the registry. The counting rule: a rule passes when
-signatures that satisfy every check were made by at least `threshold` distinct keys (distinct by
-public-key fingerprint, so one key configured under two names counts once) and every `required`
-key is among them.
+This is the only place where policy meets the registry.
+
+**Both layouts count.** signgate reads the legacy `sha256-<hex>.sig` manifest and the sigstore
+bundles attached as OCI referrers (or listed under the fallback tag `sha256-<hex>`), always both.
+A signature that satisfies every check counts whichever layout it is in, and thresholds count
+distinct keys across both. cosign v3 differs: it reads `.sig` only when it finds no bundle, so an
+image whose bundles are all attestations by another key fails there even with a valid `.sig`.
+
+**Counting.** A rule passes when signatures that satisfy every check were made by at least
+`threshold` distinct keys (distinct by public-key fingerprint, so one key configured under two
+names counts once) and every `required` key is among them.
+
+**Multi-arch images** (`multiArch`):
+- `exact` (default, as cosign): the signature must be on the digest the pod's reference resolves
+  to. For a multi-arch tag that is the index digest.
+- `index-or-platforms`: an index also passes when every platform manifest it lists is signed
+  (tools that sign per platform); and a platform manifest named as `name:tag@sha256:<platform>`
+  also passes when the tag resolves to a signed index that lists it. Every platform, not any one:
+  the kubelet picks the platform of its node, and that one must be signed.
 """
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from .bundle import check_bundle, is_bundle_media_type
 from .config import Config, KeySpec, Rule
 from .cosign import (
+    REKOR_BUNDLE_ANNOTATION,
     SIG_MANIFEST_TYPES,
     SIGNATURE_ANNOTATION,
     Requirements,
@@ -25,9 +42,14 @@ from .cosign import (
 from .errors import DeadlineExceeded, KeyLoadError, NotFound, RegistryError, SigngateError
 from .keys import PublicKey, load_public_key
 from .reference import ImageReference, parse_reference
+from .rekor import RekorKeys
 
 if TYPE_CHECKING:  # the client (and requests) load only when a signature must be fetched
-    from .registry import RegistryClient
+    from .registry import Manifest, RegistryClient
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+UNKNOWN_PLATFORM = ("unknown", "unknown")
 
 
 @dataclass(frozen=True)
@@ -43,9 +65,11 @@ class ImageVerdict:
 class KeyRing:
     """Public keys loaded on first use and shared by the threads of one request."""
 
-    def __init__(self, specs: Mapping[str, KeySpec]) -> None:
+    def __init__(self, specs: Mapping[str, KeySpec], rekor_specs: Mapping[str, KeySpec] | None = None) -> None:
         self._specs = specs
+        self._rekor_specs = rekor_specs or {}
         self._loaded: dict[str, PublicKey] = {}
+        self._rekor: RekorKeys | None = None
         self._lock = threading.Lock()
 
     def get(self, names: Sequence[str]) -> list[PublicKey]:
@@ -54,6 +78,34 @@ class KeyRing:
                 if name not in self._loaded:
                     self._loaded[name] = load_public_key(self._specs[name])
             return [self._loaded[name] for name in names]
+
+    def rekor(self) -> RekorKeys:
+        with self._lock:
+            if self._rekor is None:
+                try:
+                    keys = [load_public_key(spec) for spec in self._rekor_specs.values()]
+                except KeyLoadError as exc:
+                    raise KeyLoadError(f"Rekor {exc}") from None
+                self._rekor = RekorKeys.of(keys)
+            return self._rekor
+
+
+@dataclass(frozen=True)
+class Found:
+    """Signatures found for one digest, with a description of what was searched."""
+
+    checks: list[SignatureCheck]
+    searched: list[str]
+
+    def describe(self) -> str:
+        legacy = sum(1 for c in self.checks if c.layout == "legacy")
+        bundles = sum(1 for c in self.checks if c.layout == "bundle")
+        parts = []
+        if bundles:
+            parts.append(f"{bundles} bundle{'s' if bundles != 1 else ''}")
+        if legacy:
+            parts.append(f"{legacy} legacy signature{'s' if legacy != 1 else ''}")
+        return " and ".join(parts) + " found"
 
 
 def requirements_for(rule: Rule, ref: ImageReference) -> Requirements:
@@ -68,63 +120,206 @@ def signature_location(rule: Rule, ref: ImageReference) -> tuple[str, str]:
     return ref.api_host, ref.repository
 
 
-def verify_image(config: Config, rule: Rule, ref: ImageReference, client: RegistryClient, keyring: KeyRing) -> ImageVerdict:
+def verify_image(config: Config, rule: Rule, ref: ImageReference, client: "RegistryClient", keyring: KeyRing) -> ImageVerdict:
     """Resolve and verify one image. Raises nothing: every failure becomes a verdict."""
     try:
         keys = keyring.get(rule.keys)
+        rekor = keyring.rekor() if rule.tlog == "required" else None
     except KeyLoadError as exc:
         return ImageVerdict(False, exc.reason, f"cannot check signatures: {exc}")
     try:
-        return _verify(config, rule, ref, client, keys)
+        return _Verification(config, rule, ref, client, keys, rekor).run()
     except DeadlineExceeded as exc:
         return ImageVerdict(False, exc.reason, str(exc))
     except SigngateError as exc:
         return ImageVerdict(False, exc.reason, str(exc))
 
 
-def _verify(config: Config, rule: Rule, ref: ImageReference, client: RegistryClient, keys: list[PublicKey]) -> ImageVerdict:
-    try:
-        manifest = client.get_manifest(ref.api_host, ref.repository, ref.digest or ref.tag or "latest")
-    except NotFound:
-        what = f"digest {ref.digest}" if ref.digest else f"tag {ref.tag!r}"
-        return ImageVerdict(False, "image-not-found", f"the registry has no image {ref.name} with {what}")
-    digest = manifest.digest
-    checks, searched = legacy_signatures(config, rule, ref, digest, client, keys)
-    return evaluate(rule, keys, digest, checks, searched)
+class _Verification:
+    def __init__(
+        self,
+        config: Config,
+        rule: Rule,
+        ref: ImageReference,
+        client: "RegistryClient",
+        keys: list[PublicKey],
+        rekor: RekorKeys | None,
+    ) -> None:
+        self.config, self.rule, self.ref, self.client, self.keys, self.rekor = config, rule, ref, client, keys, rekor
+        self.sig_host, self.sig_repo = signature_location(rule, ref)
+        self.requirements = requirements_for(rule, ref)
 
+    def run(self) -> ImageVerdict:
+        ref = self.ref
+        try:
+            manifest = self.client.get_manifest(ref.api_host, ref.repository, ref.digest or ref.tag or "latest")
+        except NotFound:
+            what = f"digest {ref.digest}" if ref.digest else f"tag {ref.tag!r}"
+            return ImageVerdict(False, "image-not-found", f"the registry has no image {ref.name} with {what}")
+        verdict = evaluate(self.rule, self.keys, manifest.digest, self.find(manifest.digest))
+        if verdict.passed or self.rule.multi_arch == "exact":
+            return verdict
+        if manifest.is_index:
+            return self._through_platforms(manifest, verdict)
+        return self._through_index(manifest, verdict)
 
-def legacy_signatures(
-    config: Config, rule: Rule, ref: ImageReference, digest: str, client: RegistryClient, keys: list[PublicKey]
-) -> tuple[list[SignatureCheck], str]:
-    host, repository = signature_location(rule, ref)
-    tag = signature_tag(digest)
-    searched = f"legacy tag {host}/{repository}:{tag}"
-    try:
-        sig_manifest = client.get_manifest(host, repository, tag, accept=", ".join(SIG_MANIFEST_TYPES))
-    except NotFound:
-        return [], searched
-    try:
-        layers, _skipped = signature_layers(sig_manifest.data, config.limits.max_signature_layers)
-    except ValueError as exc:
-        raise RegistryError(f"{searched}: {exc}") from None
-    requirements = requirements_for(rule, ref)
-    checks = []
-    for number, layer in enumerate(layers):
-        source = f"{tag} layer {number}"
-        if layer.size > config.limits.max_blob_bytes:
-            checks.append(SignatureCheck("legacy", source, (), f"its payload is {layer.size} bytes, over the limit"))
-            continue
-        payload = client.get_blob(host, repository, layer.digest)
-        if len(payload) != layer.size:
-            checks.append(SignatureCheck("legacy", source, (), "its payload size differs from the manifest"))
-            continue
-        checks.append(
-            check_legacy_signature(source, payload, layer.annotations.get(SIGNATURE_ANNOTATION), keys, digest, requirements)
+    def find(self, digest: str) -> Found:
+        legacy, legacy_searched = self.legacy(digest)
+        bundles, bundle_searched = self.bundles(digest)
+        return Found(bundles + legacy, [bundle_searched, legacy_searched])
+
+    # -- legacy layout ----------------------------------------------------------------------
+
+    def legacy(self, digest: str) -> tuple[list[SignatureCheck], str]:
+        host, repository, limits = self.sig_host, self.sig_repo, self.config.limits
+        tag = signature_tag(digest)
+        searched = f"legacy tag {host}/{repository}:{tag}"
+        try:
+            sig_manifest = self.client.get_manifest(host, repository, tag, accept=", ".join(SIG_MANIFEST_TYPES))
+        except NotFound:
+            return [], searched
+        try:
+            layers, _skipped = signature_layers(sig_manifest.data, limits.max_signature_layers)
+        except ValueError as exc:
+            raise RegistryError(f"{searched}: {exc}") from None
+        checks = []
+        for number, layer in enumerate(layers):
+            source = f"{tag} layer {number}"
+            if layer.size > limits.max_blob_bytes:
+                checks.append(SignatureCheck("legacy", source, (), f"its payload is {layer.size} bytes, over the limit"))
+                continue
+            payload = self.client.get_blob(host, repository, layer.digest)
+            if len(payload) != layer.size:
+                checks.append(SignatureCheck("legacy", source, (), "its payload size differs from the manifest"))
+                continue
+            checks.append(
+                check_legacy_signature(
+                    source,
+                    payload,
+                    layer.annotations.get(SIGNATURE_ANNOTATION),
+                    self.keys,
+                    digest,
+                    self.requirements,
+                    rekor=self.rekor,
+                    rekor_bundle=layer.annotations.get(REKOR_BUNDLE_ANNOTATION),
+                )
+            )
+        return checks, searched
+
+    # -- sigstore bundles in referrers ------------------------------------------------------
+
+    def bundles(self, digest: str) -> tuple[list[SignatureCheck], str]:
+        host, repository, limits = self.sig_host, self.sig_repo, self.config.limits
+        descriptors = self.client.get_referrers(host, repository, digest, limits.max_referrers)
+        if descriptors is None:
+            fallback = signature_tag(digest, suffix="")
+            searched = f"referrers of {host}/{repository}@{digest} (no referrers API; fallback tag {fallback})"
+            try:
+                index = self.client.get_manifest(host, repository, fallback, accept=OCI_INDEX)
+            except NotFound:
+                return [], searched
+            listed = index.data.get("manifests")
+            if not isinstance(listed, list):
+                raise RegistryError(f"fallback tag {host}/{repository}:{fallback} is not an OCI index")
+            descriptors = [d for d in listed if isinstance(d, dict)][: limits.max_referrers]
+        else:
+            searched = f"referrers of {host}/{repository}@{digest}"
+        checks = []
+        # artifactType in the index is not trusted (older cosign left it empty): every referrer
+        # manifest is fetched and kept when it holds exactly one sigstore bundle layer.
+        for descriptor in descriptors[: limits.max_referrers]:
+            referrer_digest = descriptor.get("digest")
+            if not isinstance(referrer_digest, str) or not referrer_digest.startswith(("sha256:", "sha512:")):
+                continue
+            try:
+                referrer = self.client.get_manifest(host, repository, referrer_digest, accept=OCI_MANIFEST)
+            except NotFound:
+                continue
+            layer = _single_bundle_layer(referrer.data)
+            if layer is None:
+                continue
+            source = f"bundle {referrer_digest[:19]}…"
+            size = layer.get("size")
+            if not isinstance(size, int) or size > limits.max_blob_bytes:
+                checks.append(SignatureCheck("bundle", source, (), "its bundle size is missing or over the limit"))
+                continue
+            data = self.client.get_blob(host, repository, layer["digest"])
+            if len(data) != size:
+                checks.append(SignatureCheck("bundle", source, (), "its bundle size differs from the manifest"))
+                continue
+            checks.append(check_bundle(source, data, self.keys, digest, self.requirements, self.rekor))
+        return checks, searched
+
+    # -- multi-arch -------------------------------------------------------------------------
+
+    def _through_platforms(self, index: "Manifest", own: ImageVerdict) -> ImageVerdict:
+        platforms = _platform_manifests(index.data)
+        if not platforms:
+            return own
+        signers: set[str] = set()
+        for digest, platform in platforms:
+            verdict = evaluate(self.rule, self.keys, digest, self.find(digest))
+            if not verdict.passed:
+                text = (
+                    f"{own.message}; nor is every platform signed: platform {platform} ({digest}): {verdict.message}"
+                )
+                return ImageVerdict(False, verdict.reason, text, index.digest, (), own.details + verdict.details)
+            signers.update(verdict.verified_keys)
+        return ImageVerdict(
+            True, "verified-platforms", "", index.digest, tuple(sorted(signers)), own.details + ("every platform manifest is signed",)
         )
-    return checks, searched
+
+    def _through_index(self, manifest: "Manifest", own: ImageVerdict) -> ImageVerdict:
+        ref = self.ref
+        if ref.digest is None or ref.tag is None or ref.tag_defaulted:
+            return own
+        try:
+            index = self.client.get_manifest(ref.api_host, ref.repository, ref.tag)
+        except NotFound:
+            return own
+        if not index.is_index or manifest.digest not in {d for d, _ in _platform_manifests(index.data, all_entries=True)}:
+            return own
+        verdict = evaluate(self.rule, self.keys, index.digest, self.find(index.digest))
+        if verdict.passed:
+            return ImageVerdict(
+                True, "verified-index", "", manifest.digest, verdict.verified_keys,
+                own.details + (f"signed through index {index.digest}",),
+            )
+        text = f"{own.message}; nor is its index {index.digest} ({ref.name}:{ref.tag}) signed: {verdict.message}"
+        return ImageVerdict(False, own.reason, text, manifest.digest, (), own.details)
 
 
-def evaluate(rule: Rule, keys: list[PublicKey], digest: str, checks: list[SignatureCheck], searched: str) -> ImageVerdict:
+def _single_bundle_layer(manifest: Any) -> dict[str, Any] | None:
+    layers = manifest.get("layers") if isinstance(manifest, dict) else None
+    if not isinstance(layers, list) or len(layers) != 1 or not isinstance(layers[0], dict):
+        return None
+    layer = layers[0]
+    if not is_bundle_media_type(layer.get("mediaType")) or not isinstance(layer.get("digest"), str):
+        return None
+    return layer
+
+
+def _platform_manifests(index: Any, all_entries: bool = False) -> list[tuple[str, str]]:
+    """(digest, "os/arch") of the runnable platform manifests an index lists.
+
+    Entries for unknown/unknown (buildx attestation manifests) are not images a node can run,
+    so they need no signature of their own.
+    """
+    result = []
+    for entry in index.get("manifests") or []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("digest"), str):
+            continue
+        platform = entry.get("platform") if isinstance(entry.get("platform"), dict) else {}
+        os_arch = (str(platform.get("os", "unknown")), str(platform.get("architecture", "unknown")))
+        if os_arch == UNKNOWN_PLATFORM and not all_entries:
+            continue
+        variant = f"/{platform['variant']}" if platform.get("variant") else ""
+        result.append((entry["digest"], f"{os_arch[0]}/{os_arch[1]}{variant}"))
+    return result
+
+
+def evaluate(rule: Rule, keys: list[PublicKey], digest: str, found: Found) -> ImageVerdict:
+    checks = found.checks
     verified: dict[str, str] = {}  # fingerprint -> key name
     for check in checks:
         for key in check.keys:
@@ -132,7 +327,7 @@ def evaluate(rule: Rule, keys: list[PublicKey], digest: str, checks: list[Signat
     by_name = {key.name: key for key in keys}
     signers = tuple(sorted(set(verified.values())))
     missing_required = [name for name in rule.required if by_name[name].fingerprint not in verified]
-    details = (f"searched {searched}",) + tuple(
+    details = tuple(f"searched {s}" for s in found.searched) + tuple(
         f"{c.source}: {'valid' if c.counts else c.problem}" for c in checks
     )
     key_list = ", ".join(rule.keys)
@@ -140,30 +335,22 @@ def evaluate(rule: Rule, keys: list[PublicKey], digest: str, checks: list[Signat
     if len(verified) >= rule.threshold and not missing_required:
         return ImageVerdict(True, "verified", "", digest, signers, details)
     if not checks:
+        searched = "; ".join(found.searched)
         return ImageVerdict(False, "no-signature", f"no signature found (searched {searched})", digest, (), details)
-    found = _count(len(checks), "legacy signature")
+    summary = found.describe()
     if not verified:
         informative = [c for c in checks if c.signed_by and c.problem]
         if informative:
             check = informative[0]
             reason = "digest-mismatch" if "resolves to" in (check.problem or "") else "claims-rejected"
-            text = f"{found}; none is valid: signature by key {check.signed_by[0]}: {check.problem}"
+            text = f"{summary}; none is valid: signature by key {check.signed_by[0]}: {check.problem}"
             return ImageVerdict(False, reason, text, digest, (), details)
-        return ImageVerdict(
-            False, "no-valid-signature", f"{found}; none verifies with key(s) {key_list}", digest, (), details
-        )
+        return ImageVerdict(False, "no-valid-signature", f"{summary}; none verifies with key(s) {key_list}", digest, (), details)
     if missing_required:
-        text = (
-            f"required key(s) {', '.join(missing_required)} did not sign "
-            f"(verified by: {', '.join(signers)})"
-        )
+        text = f"required key(s) {', '.join(missing_required)} did not sign (verified by: {', '.join(signers)})"
         return ImageVerdict(False, "required-key-missing", text, digest, signers, details)
     text = (
         f"signed by {len(verified)} of the {rule.threshold} required keys "
         f"(verified by: {', '.join(signers)}; trusted: {key_list})"
     )
     return ImageVerdict(False, "threshold-not-met", text, digest, signers, details)
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'} found"

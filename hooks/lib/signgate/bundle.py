@@ -1,0 +1,165 @@
+"""cosign v3 signatures: sigstore bundles (v0.3) holding a DSSE envelope over an in-toto statement.
+
+Pure code over bundle bytes already fetched and digest-checked. What one bundle must satisfy:
+
+1. it is a sigstore bundle with a DSSE envelope (`messageSignature` bundles are what
+   `cosign sign-blob` makes; cosign itself refuses them for images) whose payloadType is in-toto;
+2. a DSSE signature verifies over the pre-authentication encoding (PAE) with one of the keys;
+3. only then is the statement trusted and parsed: its predicateType must be cosign's signature
+   type `https://sigstore.dev/cosign/sign/v1` (an attestation by the same key is not a signature,
+   a check cosign itself does not make), and a subject must carry the image's sha256 digest;
+4. the rule's annotations must equal string values in that subject's annotations;
+5. with `tlog: required`, an inclusion promise (signed entry timestamp) must verify offline for
+   this very signature and key (see rekor.py).
+
+`checkIdentity` cannot be met by a bundle: the statement names no repository. A rule that sets it
+therefore accepts only legacy signatures, and says so.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any, Sequence
+
+from .cosign import Requirements, SignatureCheck, check_annotations
+from .keys import PublicKey
+from .rekor import RekorKeys, check_bundle_tlog
+
+BUNDLE_MEDIA_TYPE_PREFIX = "application/vnd.dev.sigstore.bundle"
+INTOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
+COSIGN_SIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"
+STATEMENT_TYPES = ("https://in-toto.io/Statement/v1", "https://in-toto.io/Statement/v0.1")
+MAX_DSSE_SIGNATURES = 16
+
+
+def pae(payload_type: str, payload: bytes) -> bytes:
+    """DSSE pre-authentication encoding: what the signature actually covers."""
+    kind = payload_type.encode("utf-8")
+    return b"DSSEv1 %d %s %d %s" % (len(kind), kind, len(payload), payload)
+
+
+def is_bundle_media_type(media_type: Any) -> bool:
+    return isinstance(media_type, str) and media_type.startswith(BUNDLE_MEDIA_TYPE_PREFIX)
+
+
+def check_bundle(
+    source: str,
+    data: bytes,
+    keys: Sequence[PublicKey],
+    image_digest: str,
+    requirements: Requirements,
+    rekor: RekorKeys | None = None,
+) -> SignatureCheck:
+    try:
+        bundle = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return _fail(source, "it is not valid JSON")
+    if not isinstance(bundle, dict) or not is_bundle_media_type(bundle.get("mediaType")):
+        return _fail(source, "it is not a sigstore bundle")
+    envelope = bundle.get("dsseEnvelope")
+    if not isinstance(envelope, dict):
+        return _fail(source, "the bundle does not contain a DSSE envelope")
+    payload_type = envelope.get("payloadType")
+    if payload_type != INTOTO_PAYLOAD_TYPE:
+        return _fail(source, f"its DSSE payloadType is {_short(payload_type)}, not {INTOTO_PAYLOAD_TYPE}")
+    payload = _b64(envelope.get("payload"))
+    if payload is None:
+        return _fail(source, "its DSSE payload is missing or not base64")
+    signatures = envelope.get("signatures")
+    if not isinstance(signatures, list) or not signatures:
+        return _fail(source, "its DSSE envelope has no signatures")
+
+    signed = pae(payload_type, payload)
+    matches: list[tuple[PublicKey, bytes]] = []
+    for entry in signatures[:MAX_DSSE_SIGNATURES]:
+        signature = _b64(entry.get("sig")) if isinstance(entry, dict) else None
+        if signature is None:
+            continue
+        for key in keys:
+            if key.verify(signature, signed) and all(key is not k for k, _ in matches):
+                matches.append((key, signature))
+    if not matches:
+        return _fail(source, "it does not verify with the configured key(s)")
+    names = tuple(key.name for key, _ in matches)
+
+    problem = check_statement(payload, image_digest, requirements)
+    if problem:
+        return SignatureCheck("bundle", source, (), problem, names)
+    if rekor is not None:
+        valid = []
+        last_problem = "it carries no transparency-log entry, but the rule requires one"
+        for key, signature in matches:
+            tlog_problem = check_bundle_tlog(bundle, payload, signature, key, rekor)
+            if tlog_problem is None:
+                valid.append(key)
+            else:
+                last_problem = tlog_problem
+        if not valid:
+            return SignatureCheck("bundle", source, (), last_problem, names)
+        return SignatureCheck("bundle", source, tuple(valid), None, names)
+    return SignatureCheck("bundle", source, tuple(key for key, _ in matches), None, names)
+
+
+def check_statement(payload: bytes, image_digest: str, requirements: Requirements) -> str | None:
+    """Check a verified in-toto statement. Returns a problem, or None."""
+    try:
+        statement = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return "its in-toto statement is not valid JSON"
+    if not isinstance(statement, dict):
+        return "its in-toto statement is not a JSON object"
+    if statement.get("_type") not in STATEMENT_TYPES:
+        return f"its statement type {_short(statement.get('_type'))} is not in-toto"
+    predicate_type = statement.get("predicateType")
+    if predicate_type != COSIGN_SIGN_PREDICATE:
+        return f"it is an attestation (predicateType {_short(predicate_type)}), not a signature"
+    algorithm, _, hex_digest = image_digest.partition(":")
+    subjects = statement.get("subject")
+    if not isinstance(subjects, list):
+        return "its statement has no subject list"
+    subject = next(
+        (
+            s
+            for s in subjects
+            if isinstance(s, dict) and isinstance(s.get("digest"), dict) and s["digest"].get(algorithm) == hex_digest
+        ),
+        None,
+    )
+    if subject is None:
+        named = [
+            f"{algorithm}:{s['digest'].get(algorithm)}"
+            for s in subjects
+            if isinstance(s, dict) and isinstance(s.get("digest"), dict) and isinstance(s["digest"].get(algorithm), str)
+        ]
+        if named:
+            return f"the signature is for digest {named[0]}, but the image resolves to {image_digest}"
+        return f"its statement has no subject with the image digest {image_digest}"
+    problem = check_annotations(subject.get("annotations") or {}, requirements.annotations)
+    if problem:
+        return problem
+    if requirements.identity is not None:
+        return "bundles name no repository, and the rule sets checkIdentity (only legacy signatures can meet it)"
+    return None
+
+
+def _fail(source: str, problem: str) -> SignatureCheck:
+    return SignatureCheck("bundle", source, (), problem)
+
+
+def _b64(value: Any) -> bytes | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        try:  # protobuf JSON may use the URL-safe alphabet
+            return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        except (binascii.Error, ValueError):
+            return None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
