@@ -78,11 +78,12 @@ def check_key_files(config: Config) -> None:
     """Load every key once, so that a broken key stops start-up instead of denying later."""
     from .keys import load_public_key
 
-    for spec in config.keys.values():
-        try:
-            load_public_key(spec)
-        except SigngateError as exc:
-            raise ConfigError(f"{config.source}: keys.{spec.name}: {exc}") from None
+    for section, specs in (("keys", config.keys), ("rekorKeys", config.rekor_keys)):
+        for spec in specs.values():
+            try:
+                load_public_key(spec)
+            except SigngateError as exc:
+                raise ConfigError(f"{config.source}: {section}.{spec.name}: {exc}") from None
 
 
 def binding_config(config: Config) -> dict[str, Any]:
@@ -131,9 +132,10 @@ def run_admission(environ: Mapping[str, str], started: float, log: TextIO) -> in
             _log(log, "info", "no admission context; nothing to do", types=types)
             return 0
         review = admission[0].get("review")
-        request = review.get("request") if isinstance(review, dict) else None
-        if not isinstance(request, dict):
+        found = review.get("request") if isinstance(review, dict) else None
+        if not isinstance(found, dict):
             raise InputError("the binding context has no review.request object")
+        request = found
         from .decision import decide
 
         deadline = Deadline(config.webhook.deadline_seconds, start=started)
@@ -243,7 +245,9 @@ def log_decision(log: TextIO, request: dict[str, Any], decision: Any, started: f
     )
 
 
-def _request_fields(request: dict[str, Any]) -> dict[str, Any]:
+def _request_fields(request: Any) -> dict[str, Any]:
+    if not isinstance(request, dict):
+        request = {}
     kind = request.get("kind") if isinstance(request.get("kind"), dict) else {}
     obj = request.get("object") if isinstance(request.get("object"), dict) else {}
     metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
