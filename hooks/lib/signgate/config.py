@@ -7,6 +7,7 @@ documented in the README; keep the two in step.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, NoReturn
@@ -140,7 +141,9 @@ def parse_config(raw: bytes | str, source: str, environ: Mapping[str, str] = os.
     import yaml  # imported here: the hook's fast path may read a precompiled config instead
 
     try:
-        data = yaml.safe_load(raw)
+        data = yaml.load(raw, Loader=_strict_loader())  # noqa: S506 (a SafeLoader subclass)
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -149,6 +152,29 @@ def parse_config(raw: bytes | str, source: str, environ: Mapping[str, str] = os.
     if data is None:
         data = {}
     return build_config(data, source, environ)
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _strict_loader() -> Any:
+    """A SafeLoader that refuses duplicate keys: YAML would silently keep the last one, so a
+    second `policy:` would quietly drop the first list of rules."""
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if isinstance(key, (str, int, float, bool)) and key in seen:
+                    mark = key_node.start_mark
+                    raise _DuplicateKey(f"duplicate field {key!r} at line {mark.line + 1}")
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return StrictLoader
 
 
 def build_config(data: Any, source: str, environ: Mapping[str, str] = os.environ) -> Config:
@@ -183,7 +209,9 @@ def _webhook(section: "_Section", environ: Mapping[str, str]) -> WebhookSettings
     name = section.string("name", DEFAULT_BINDING_NAME)
     if len([part for part in name.split(".") if part]) < 3 or name != name.strip():
         section.fail("name", f"must be a fully-qualified name with at least three dot-separated parts, got {name!r}")
-    selector = section.raw("namespaceSelector", DEFAULT_SELECTOR)
+    selector = section.raw("namespaceSelector", None)
+    if selector is None:
+        selector = json.loads(json.dumps(DEFAULT_SELECTOR))  # a copy: never hand out the shared default
     _check_selector(section, "namespaceSelector", selector)
     timeout = section.integer("timeoutSeconds", 10, minimum=1, maximum=30)
     default_deadline = max(timeout * 0.5, timeout - 2.0)
@@ -195,7 +223,8 @@ def _webhook(section: "_Section", environ: Mapping[str, str]) -> WebhookSettings
         )
     failure_policy = section.choice("failurePolicy", ("Fail", "Ignore"), "Fail")
     exclude = section.string_list("excludeNamespaces", ())
-    own = environ.get("SIGNGATE_NAMESPACE") or section.string("signgateNamespace", "") or None
+    configured = section.string("signgateNamespace", "")
+    own = environ.get("SIGNGATE_NAMESPACE") or configured or None  # the env (downward API) is the truth
     section.done()
     return WebhookSettings(
         name=name,
@@ -414,7 +443,8 @@ class _Section:
         return _Section(self.raw(name, None), self.path_of(name), self.source)
 
     def _typed(self, name: str, default: Any, check: Callable[[Any], bool], what: str, required: bool) -> Any:
-        if name not in self.data:
+        # An explicit null means "not set": the README's reference writes optional fields that way.
+        if name not in self.data or self.data[name] is None:
             if required:
                 self.fail(name, "is required")
             self.seen.add(name)

@@ -111,8 +111,12 @@ def _descriptor(layer: Any) -> LayerDescriptor | None:
 def decode_signature(text: str | None) -> bytes | None:
     if not text:
         return None
+    # Go's base64 decoder, which cosign uses, skips CR and LF: signatures wrapped at 76 columns
+    # (as in the pki-rsa interop fixture) verify there, so they must here. Other stray
+    # characters are still refused.
+    compact = text.strip().replace("\r", "").replace("\n", "")
     try:
-        return base64.b64decode(text.strip(), validate=True)
+        return base64.b64decode(compact, validate=True)
     except (binascii.Error, ValueError):
         return None
 

@@ -111,29 +111,31 @@ class StaticDecision:
 
 
 def static_decision(config: Config, ref: ImageReference, rule: Rule | None) -> StaticDecision:
-    if rule is None:
-        if config.unmatched_images == "allow":
-            return StaticDecision(True, "unmatched-allowed", "no policy rule matches; unmatched images are allowed")
+    if rule is None and config.unmatched_images != "allow":
         return StaticDecision(
             False,
             "untrusted-registry",
             f"registry or repository {ref.name} is not trusted: no policy rule matches it",
         )
-    if rule.action == "deny":
+    if rule is not None and rule.action == "deny":
         # Before the tag rules: telling the user to pin a digest would not get the image admitted.
         text = rule.message or f"denied by {rule.label}"
         return StaticDecision(False, "denied-by-rule", text)
+    # The tag rules apply to every admitted image, including unmatched ones that are allowed.
+    where = rule.label if rule is not None else "global tag rules"
     if config.rule_require_digest(rule) and ref.digest is None:
         return StaticDecision(
             False,
             "digest-required",
-            f"the image must be pinned by digest (name@sha256:...), not by tag {ref.tag!r} ({rule.label} requires a digest)",
+            f"the image must be pinned by digest (name@sha256:...), not by tag {ref.tag!r} ({where} require a digest)",
         )
     if config.rule_deny_latest(rule) and ref.digest is None and ref.tag == "latest":
         written = "has no tag, which means :latest" if ref.tag_defaulted else "uses the tag :latest"
         return StaticDecision(
-            False, "latest-denied", f"the image {written}; use a fixed version tag or a digest ({rule.label})"
+            False, "latest-denied", f"the image {written}; use a fixed version tag or a digest ({where})"
         )
+    if rule is None:
+        return StaticDecision(True, "unmatched-allowed", "no policy rule matches; unmatched images are allowed")
     if rule.action == "allow":
         return StaticDecision(True, "allowed-by-rule", f"allowed without signature by {rule.label}")
     return StaticDecision(None, "verify", "signature verification required")
