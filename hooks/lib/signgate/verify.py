@@ -95,7 +95,8 @@ class Found:
     """Signatures found for one digest, with a description of what was searched."""
 
     checks: list[SignatureCheck]
-    searched: list[str]
+    searched: list[str]  # short descriptions for messages
+    location: str = ""  # registry/repository searched
 
     def describe(self) -> str:
         legacy = sum(1 for c in self.checks if c.layout == "legacy")
@@ -166,14 +167,14 @@ class _Verification:
     def find(self, digest: str) -> Found:
         legacy, legacy_searched = self.legacy(digest)
         bundles, bundle_searched = self.bundles(digest)
-        return Found(bundles + legacy, [bundle_searched, legacy_searched])
+        return Found(bundles + legacy, [legacy_searched, bundle_searched], f"{self.sig_host}/{self.sig_repo}")
 
     # -- legacy layout ----------------------------------------------------------------------
 
     def legacy(self, digest: str) -> tuple[list[SignatureCheck], str]:
         host, repository, limits = self.sig_host, self.sig_repo, self.config.limits
         tag = signature_tag(digest)
-        searched = f"legacy tag {host}/{repository}:{tag}"
+        searched = f"legacy tag {_short_tag(tag)}"
         try:
             sig_manifest = self.client.get_manifest(host, repository, tag, accept=", ".join(SIG_MANIFEST_TYPES))
         except NotFound:
@@ -213,7 +214,7 @@ class _Verification:
         descriptors = self.client.get_referrers(host, repository, digest, limits.max_referrers)
         if descriptors is None:
             fallback = signature_tag(digest, suffix="")
-            searched = f"referrers of {host}/{repository}@{digest} (no referrers API; fallback tag {fallback})"
+            searched = f"bundles under the fallback tag {_short_tag(fallback)} (no referrers API)"
             try:
                 index = self.client.get_manifest(host, repository, fallback, accept=OCI_INDEX)
             except NotFound:
@@ -223,7 +224,7 @@ class _Verification:
                 raise RegistryError(f"fallback tag {host}/{repository}:{fallback} is not an OCI index")
             descriptors = [d for d in listed if isinstance(d, dict)][: limits.max_referrers]
         else:
-            searched = f"referrers of {host}/{repository}@{digest}"
+            searched = "bundles in the referrers API"
         checks = []
         # artifactType in the index is not trusted (older cosign left it empty): every referrer
         # manifest is fetched and kept when it holds exactly one sigstore bundle layer.
@@ -289,6 +290,12 @@ class _Verification:
         return ImageVerdict(False, own.reason, text, manifest.digest, (), own.details)
 
 
+def _short_tag(tag: str) -> str:
+    """sha256-<64 hex>.sig -> sha256-<12 hex>….sig: readable in kubectl output."""
+    head, dot, suffix = tag.partition(".")
+    return f"{head[:19]}…{dot}{suffix}"
+
+
 def _single_bundle_layer(manifest: Any) -> dict[str, Any] | None:
     layers = manifest.get("layers") if isinstance(manifest, dict) else None
     if not isinstance(layers, list) or len(layers) != 1 or not isinstance(layers[0], dict):
@@ -335,8 +342,10 @@ def evaluate(rule: Rule, keys: list[PublicKey], digest: str, found: Found) -> Im
     if len(verified) >= rule.threshold and not missing_required:
         return ImageVerdict(True, "verified", "", digest, signers, details)
     if not checks:
-        searched = "; ".join(found.searched)
-        return ImageVerdict(False, "no-signature", f"no signature found (searched {searched})", digest, (), details)
+        searched = " and ".join(found.searched)
+        where = f" in {found.location}" if found.location else ""
+        text = f"no signature found{where} for {digest[:19]}… (searched the {searched})"
+        return ImageVerdict(False, "no-signature", text, digest, (), details)
     summary = found.describe()
     if not verified:
         informative = [c for c in checks if c.signed_by and c.problem]
