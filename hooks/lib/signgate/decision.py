@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .admission import ContainerImage, container_images, pod_spec_kind
 from .config import Config, Rule
@@ -26,6 +26,9 @@ from .errors import InputError, InvalidReference
 from .policy import match_rule, static_decision
 from .reference import ImageReference, parse_reference
 from .verify import ImageVerdict, KeyRing, verify_image
+
+if TYPE_CHECKING:
+    from .cache import VerdictCache
 
 CHECKED_OPERATIONS = ("CREATE", "UPDATE")
 
@@ -51,6 +54,9 @@ class Decision:
     results: list[ImageResult] = field(default_factory=list)
     summary: str = ""  # a short reason token for logs when there are no image results
     unfinished: bool = False  # worker threads were still running at the deadline
+    cache_hits: int = 0
+    cache_misses: int = 0
+    registry_requests: list[tuple[str, int | None]] = field(default_factory=list)
 
     def response(self) -> dict[str, Any]:
         body: dict[str, Any] = {"allowed": self.allowed}
@@ -65,7 +71,13 @@ class Decision:
 Verifier = Callable[[Rule, ImageReference], ImageVerdict]
 
 
-def decide(request: Any, config: Config, deadline: Deadline, verifier_factory: Callable[[], Verifier] | None = None) -> Decision:
+def decide(
+    request: Any,
+    config: Config,
+    deadline: Deadline,
+    verifier: Verifier | None = None,
+    cache: "VerdictCache | None" = None,
+) -> Decision:
     if not isinstance(request, dict):
         raise InputError("the admission review has no request object")
     operation = request.get("operation")
@@ -105,20 +117,39 @@ def decide(request: Any, config: Config, deadline: Deadline, verifier_factory: C
         assert rule is not None
         pending.setdefault((str(ref), rule.index), []).append((position, container, ref, rule))
 
+    unfinished = False
+    hits = misses = 0
+    network = None
     if pending:
-        verifier = (verifier_factory or registry_verifier(config, deadline))()
-        verdicts, unfinished = _run_concurrently(pending, verifier, deadline)
+        network = verifier or RegistryVerifier(config, deadline)
+        cached = _CachedVerifier(cache, network, deadline) if cache is not None and cache.enabled else None
+        verdicts: dict[tuple[str, int], ImageVerdict] = {}
+        if cached is not None:
+            # Lookups in this thread first: when the cache decides everything, no thread starts,
+            # no HTTP library is imported and no registry is contacted.
+            for key, entries in pending.items():
+                hit = cached.lookup(entries[0][3], entries[0][2])
+                if hit is not None:
+                    verdicts[key] = hit
+        remaining = {key: entries for key, entries in pending.items() if key not in verdicts}
+        if remaining:
+            found, unfinished = _run_concurrently(remaining, cached or network, deadline)
+            verdicts.update(found)
+        if cache is not None:
+            hits, misses = cache.hits, cache.misses
         for key, entries in pending.items():
             verdict = verdicts.get(key) or ImageVerdict(
                 False, "timeout", f"not verified within {deadline.seconds:g} s (the registry is too slow or unreachable)"
             )
             for position, container, ref, rule in entries:
                 results[position] = ImageResult(container, ref, rule, config.rule_mode(rule), verdict)
-    else:
-        unfinished = False
 
     ordered = [results[i] for i in range(len(containers))]
-    return _combine(ordered, unfinished)
+    decision = _combine(ordered, unfinished)
+    decision.cache_hits, decision.cache_misses = hits, misses
+    if isinstance(network, RegistryVerifier):
+        decision.registry_requests = network.requests()
+    return decision
 
 
 def _run_concurrently(
@@ -152,22 +183,119 @@ def _run_concurrently(
         return dict(verdicts), unfinished
 
 
-def registry_verifier(config: Config, deadline: Deadline) -> Callable[[], Verifier]:
-    def factory() -> Verifier:
-        from .credentials import load_credentials
-        from .registry import RegistryClient
+class RegistryVerifier:
+    """Verifies against registries. The client (and `requests`) is created on first use only."""
 
-        client = RegistryClient(
-            config.registries, config.limits, deadline, credentials=load_credentials(config.registries.auth)
+    def __init__(self, config: Config, deadline: Deadline) -> None:
+        import threading
+
+        self.config = config
+        self.deadline = deadline
+        self.keyring = KeyRing(config.keys, config.rekor_keys)
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def client(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                from .credentials import load_credentials
+                from .registry import RegistryClient
+
+                self._client = RegistryClient(
+                    self.config.registries,
+                    self.config.limits,
+                    self.deadline,
+                    credentials=load_credentials(self.config.registries.auth),
+                )
+            return self._client
+
+    def __call__(self, rule: Rule, ref: ImageReference) -> ImageVerdict:
+        return verify_image(self.config, rule, ref, self.client(), self.keyring)
+
+    def requests(self) -> list[tuple[str, int | None]]:
+        with self._lock:
+            if self._client is None:
+                return []
+            return [(record.host, record.status) for record in list(self._client.records)]
+
+
+class _CachedVerifier:
+    """Consults the disk cache, and lets one process per image go to the registry at a time."""
+
+    POLL_SECONDS = 0.02
+
+    def __init__(self, cache: "VerdictCache", inner: Verifier, deadline: Deadline) -> None:
+        self.cache, self.inner, self.deadline = cache, inner, deadline
+
+    def lookup(self, rule: Rule, ref: ImageReference) -> ImageVerdict | None:
+        digest = ref.digest or self.cache.get_tag(self.cache.tag_key(ref))
+        if digest is None:
+            self.cache.misses += 1
+            return None
+        entry = self.cache.get_verdict(self.cache.verdict_key(rule, ref, digest))
+        return _verdict_from(entry) if entry is not None else None
+
+    def __call__(self, rule: Rule, ref: ImageReference) -> ImageVerdict:
+        import time
+
+        lock = self.cache.lock(self.cache.lock_key(rule, ref))
+        # Wait for another process fetching the same image, but keep the later part of the
+        # deadline for fetching ourselves in case that process is stuck or gone.
+        give_up_at = self.deadline.remaining() * 0.4
+        try:
+            while not lock.try_acquire():
+                if self.deadline.remaining() <= give_up_at:
+                    break
+                time.sleep(self.POLL_SECONDS)
+                hit = self._peek(rule, ref)
+                if hit is not None:
+                    return hit
+            hit = self._peek(rule, ref)
+            if hit is not None:
+                return hit
+            verdict = self.inner(rule, ref)
+            self._store(rule, ref, verdict)
+            return verdict
+        finally:
+            lock.release()
+
+    def _peek(self, rule: Rule, ref: ImageReference) -> ImageVerdict | None:
+        digest = ref.digest or self.cache.get_tag(self.cache.tag_key(ref))
+        if digest is None:
+            return None
+        entry = self.cache._read("v", self.cache.verdict_key(rule, ref, digest))
+        return _verdict_from(entry) if entry is not None else None
+
+    def _store(self, rule: Rule, ref: ImageReference, verdict: ImageVerdict) -> None:
+        if verdict.digest is None:
+            return
+        if ref.digest is None and ref.tag is not None:
+            self.cache.put_tag(self.cache.tag_key(ref), verdict.digest)
+        self.cache.put_verdict(self.cache.verdict_key(rule, ref, verdict.digest), _verdict_to(verdict))
+
+
+def _verdict_to(verdict: ImageVerdict) -> dict[str, Any]:
+    return {
+        "passed": verdict.passed,
+        "reason": verdict.reason,
+        "message": verdict.message,
+        "digest": verdict.digest,
+        "verified_keys": list(verdict.verified_keys),
+    }
+
+
+def _verdict_from(entry: dict[str, Any]) -> ImageVerdict | None:
+    try:
+        return ImageVerdict(
+            passed=bool(entry["passed"]),
+            reason=str(entry["reason"]),
+            message=str(entry["message"]),
+            digest=entry.get("digest") if isinstance(entry.get("digest"), str) else None,
+            verified_keys=tuple(str(k) for k in entry.get("verified_keys", [])),
+            details=("from the verdict cache",),
         )
-        keyring = KeyRing(config.keys, config.rekor_keys)
-
-        def verifier(rule: Rule, ref: ImageReference) -> ImageVerdict:
-            return verify_image(config, rule, ref, client, keyring)
-
-        return verifier
-
-    return factory
+    except (KeyError, TypeError):
+        return None
 
 
 def _combine(results: list[ImageResult], unfinished: bool) -> Decision:

@@ -136,12 +136,19 @@ def run_admission(environ: Mapping[str, str], started: float, log: TextIO) -> in
         if not isinstance(found, dict):
             raise InputError("the binding context has no review.request object")
         request = found
+        from .cache import VerdictCache, settings_from
         from .decision import decide
+        from . import metrics
 
         deadline = Deadline(config.webhook.deadline_seconds, start=started)
-        decision = decide(request, config, deadline)
+        cache = VerdictCache(settings_from(config, environ), config)
+        decision = decide(request, config, deadline, cache=cache)
         write_response(response_path, decision.response())
         log_decision(log, request, decision, started)
+        metrics.write(
+            environ.get("METRICS_PATH"),
+            metrics.operations(decision, time.monotonic() - started, decision.registry_requests),
+        )
         if decision.unfinished:
             # Worker threads are stuck on a slow registry past the deadline. The answer is written;
             # leave now instead of waiting for them (shell-operator would never kill us).
@@ -202,6 +209,9 @@ def _respond_error(
         write_response(response_path, body)
     except (OSError, SigngateError) as exc:
         _log(log, "error", f"signgate: cannot write the response: {exc}", reason=reason)
+    from . import metrics
+
+    metrics.write(os.environ.get("METRICS_PATH"), metrics.error_operations(reason, warn))
     _log(
         log,
         "error",
@@ -241,6 +251,8 @@ def log_decision(log: TextIO, request: dict[str, Any], decision: Any, started: f
         reasons=reasons or ([decision.summary] if decision.summary else []),
         images=images,
         warnings=len(decision.warnings),
+        cache={"hits": decision.cache_hits, "misses": decision.cache_misses},
+        registry_requests=len(decision.registry_requests),
         duration_ms=int((time.monotonic() - started) * 1000),
     )
 
