@@ -79,7 +79,7 @@ class VerdictCache:
             # The tag matters only where it changes the outcome (a platform digest found through its index).
             "tag": ref.tag if rule.multi_arch != "exact" else None,
             "rule": {k: v for k, v in asdict(rule).items() if k != "index"},
-            "keys": [self._key_material(self.config.keys[name]) for name in rule.keys],
+            "keys": [self._key_material(self.config.keys[name]) for name in _key_names(rule)],
             "rekor": [self._key_material(spec) for spec in self.config.rekor_keys.values()] if rule.tlog == "required" else [],
             "limits": asdict(self.config.limits),
         }
@@ -240,6 +240,10 @@ def settings_from(config: Config, environ: Any) -> CacheSettings:
     """The configured settings; env SIGNGATE_CACHE_DIR (set by the chart to its emptyDir) wins."""
     directory = environ.get("SIGNGATE_CACHE_DIR") or config.cache.directory
     return replace(config.cache, directory=directory or None)
+
+
+def _key_names(rule: Rule) -> tuple[str, ...]:
+    return rule.keys + (rule.notary.root_keys if rule.notary is not None else ())
 
 
 def _hash(material: Any) -> str:

@@ -74,6 +74,16 @@ class CacheSettings:
 
 
 @dataclass(frozen=True)
+class NotarySettings:
+    """A notaryv1 rule: Docker Content Trust data for the image's GUN on a Notary server."""
+
+    server: str  # https://notary.example.com[:port]
+    root_keys: tuple[str, ...]  # names in `keys`: pinned root public keys (PEM)
+    ca_bundle: str | None = None  # CA for the Notary server's TLS; default: the system CAs
+    delegations: tuple[str, ...] = ()  # roles that must have signed the target, e.g. targets/releases
+
+
+@dataclass(frozen=True)
 class Rule:
     """One policy rule. `index` is its position in the file, used in messages and as a tiebreak."""
 
@@ -92,6 +102,8 @@ class Rule:
     require_digest: bool | None = None
     tlog: str = "ignore"
     multi_arch: str = "exact"
+    type: str = "cosign"  # cosign | notaryv1
+    notary: "NotarySettings | None" = None
 
     @property
     def label(self) -> str:
@@ -392,9 +404,21 @@ def _policy(top: "_Section", keys: Mapping[str, KeySpec], rekor_keys: Mapping[st
         require_digest = section.boolean("requireDigest", None)
         tlog = section.choice("tlog", TLOG_CHOICES, "ignore")
         multi_arch = section.choice("multiArch", MULTI_ARCH_CHOICES, "exact")
+        rule_type = section.choice("type", ("cosign", "notaryv1"), "cosign")
+        notary = _notary(section, keys) if rule_type == "notaryv1" else None
+        if rule_type != "notaryv1" and "notary" in section.data:
+            section.fail("notary", "is only used by rules with type notaryv1")
         section.done()
+        if rule_type == "notaryv1":
+            if action != "verify":
+                section.fail("type", "notaryv1 applies to verify rules only")
+            for name, value in (("keys", rule_keys), ("required", required), ("annotations", annotations)):
+                if value:
+                    section.fail(name, "has no meaning for a notaryv1 rule (use notary.rootKeys and notary.delegations)")
+            if tlog != "ignore" or multi_arch != "exact" or signature_repository or check_identity or threshold != 1:
+                section.fail("type", "notaryv1 rules take no cosign settings (tlog, multiArch, signatureRepository, checkIdentity, threshold)")
 
-        if action == "verify":
+        if action == "verify" and rule_type == "cosign":
             if not rule_keys:
                 if "default" not in keys:
                     section.fail("keys", "is required for a verify rule (no key is named 'default')")
@@ -437,9 +461,33 @@ def _policy(top: "_Section", keys: Mapping[str, KeySpec], rekor_keys: Mapping[st
                 require_digest=require_digest,
                 tlog=tlog,
                 multi_arch=multi_arch,
+                type=rule_type,
+                notary=notary,
             )
         )
     return tuple(rules)
+
+
+def _notary(rule: "_Section", keys: Mapping[str, KeySpec]) -> NotarySettings:
+    section = rule.section("notary")
+    server = section.string("server", None, required=True)
+    if not server.startswith(("https://", "http://")) or server.rstrip("/").count("/") > 2:
+        section.fail("server", f"must be a URL like https://notary.example.com:4443, got {server!r}")
+    root_keys = tuple(section.string_list("rootKeys", ()))
+    if not root_keys:
+        section.fail("rootKeys", "is required: the names of the pinned root public keys (in keys)")
+    for name in root_keys:
+        if name not in keys:
+            section.fail("rootKeys", f"names unknown key {name!r} (keys: {', '.join(sorted(keys)) or 'none'})")
+    ca_bundle = section.string("caBundle", None)
+    if ca_bundle is not None and not os.access(ca_bundle, os.R_OK):
+        section.fail("caBundle", f"cannot read {ca_bundle}")
+    delegations = tuple(section.string_list("delegations", ()))
+    for role in delegations:
+        if not role.startswith("targets/") or role.endswith("/"):
+            section.fail("delegations", f"{role!r} is not a delegation role (e.g. targets/releases)")
+    section.done()
+    return NotarySettings(server=server.rstrip("/"), root_keys=root_keys, ca_bundle=ca_bundle, delegations=delegations)
 
 
 def _check_signature_repository(section: "_Section", value: str) -> None:

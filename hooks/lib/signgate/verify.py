@@ -123,6 +123,13 @@ def signature_location(rule: Rule, ref: ImageReference) -> tuple[str, str]:
 
 def verify_image(config: Config, rule: Rule, ref: ImageReference, client: "RegistryClient", keyring: KeyRing) -> ImageVerdict:
     """Resolve and verify one image. Raises nothing: every failure becomes a verdict."""
+    if rule.type == "notaryv1":
+        from .notary import verify_notary
+
+        try:
+            return verify_notary(config, rule, ref, client, keyring)
+        except SigngateError as exc:
+            return ImageVerdict(False, exc.reason, str(exc))
     try:
         keys = keyring.get(rule.keys)
         rekor = keyring.rekor() if rule.tlog == "required" else None
