@@ -32,6 +32,7 @@ INTOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
 COSIGN_SIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"
 STATEMENT_TYPES = ("https://in-toto.io/Statement/v1", "https://in-toto.io/Statement/v0.1")
 MAX_DSSE_SIGNATURES = 16
+_URLSAFE_TO_STANDARD = str.maketrans("-_", "+/")
 
 
 def pae(payload_type: str, payload: bytes) -> bytes:
@@ -62,7 +63,7 @@ def check_bundle(
     if not isinstance(envelope, dict):
         return _fail(source, "the bundle does not contain a DSSE envelope")
     payload_type = envelope.get("payloadType")
-    if payload_type != INTOTO_PAYLOAD_TYPE:
+    if not isinstance(payload_type, str):
         return _fail(source, f"its DSSE payloadType is {_short(payload_type)}, not {INTOTO_PAYLOAD_TYPE}")
     payload = _b64(envelope.get("payload"))
     if payload is None:
@@ -83,6 +84,11 @@ def check_bundle(
     if not matches:
         return _fail(source, "it does not verify with the configured key(s)")
     names = tuple(key.name for key, _ in matches)
+    # The type is checked after the signature: the PAE binds it, so a key that verifies really
+    # signed this payload as this type, and the reader learns that rather than "wrong key".
+    if payload_type != INTOTO_PAYLOAD_TYPE:
+        problem = f"its DSSE payloadType is {_short(payload_type)}, not {INTOTO_PAYLOAD_TYPE}"
+        return SignatureCheck("bundle", source, (), problem, names)
 
     problem = check_statement(payload, image_digest, requirements)
     if problem:
@@ -154,8 +160,11 @@ def _b64(value: Any) -> bytes | None:
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        try:  # protobuf JSON may use the URL-safe alphabet
-            return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        # protobuf JSON may use the URL-safe alphabet, unpadded. urlsafe_b64decode would silently
+        # drop any other character, so translate and decode strictly instead.
+        standard = value.translate(_URLSAFE_TO_STANDARD) + "=" * (-len(value) % 4)
+        try:
+            return base64.b64decode(standard, validate=True)
         except (binascii.Error, ValueError):
             return None
 

@@ -161,7 +161,8 @@ class VerdictCache:
             return None
         if entry["expires"] <= self.clock():
             return None
-        value: dict[str, Any] = entry["value"]
+        value: dict[str, Any] = dict(entry["value"])
+        value["_expires"] = entry["expires"]
         return value
 
     def _write(self, kind: str, key: str, value: dict[str, Any], ttl: float) -> None:
@@ -237,9 +238,13 @@ class ImageLock:
 
 
 def settings_from(config: Config, environ: Any) -> CacheSettings:
-    """The configured settings; env SIGNGATE_CACHE_DIR (set by the chart to its emptyDir) wins."""
-    directory = environ.get("SIGNGATE_CACHE_DIR") or config.cache.directory
-    return replace(config.cache, directory=directory or None)
+    """The configured lifetimes, in the directory named by $SIGNGATE_CACHE_DIR.
+
+    The directory is deliberately not a configuration field: the fast path (fastpath.py) must
+    find the cache before it reads the configuration, and where an emptyDir is mounted is a
+    deployment matter that the chart decides.
+    """
+    return replace(config.cache, directory=environ.get("SIGNGATE_CACHE_DIR") or None)
 
 
 def _key_names(rule: Rule) -> tuple[str, ...]:

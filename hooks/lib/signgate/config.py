@@ -66,7 +66,7 @@ class Limits:
 class CacheSettings:
     """See cache.py for what is cached and why."""
 
-    directory: str | None = None  # None: no cache
+    directory: str | None = None  # from $SIGNGATE_CACHE_DIR only (see cache.py); None: no cache
     ttl_seconds: float = 600.0
     negative_ttl_seconds: float = 60.0
     tag_ttl_seconds: float = 30.0
@@ -149,6 +149,10 @@ def config_path_from_env(environ: Mapping[str, str] = os.environ) -> str:
 
 def load_config(path: str, environ: Mapping[str, str] = os.environ) -> Config:
     """Read, parse and validate the configuration file."""
+    return parse_config(read_config_bytes(path), path, environ)
+
+
+def read_config_bytes(path: str) -> bytes:
     try:
         with open(path, "rb") as handle:
             raw = handle.read(1024 * 1024 + 1)
@@ -158,7 +162,7 @@ def load_config(path: str, environ: Mapping[str, str] = os.environ) -> Config:
         raise ConfigError(f"{path}: cannot read the configuration file: {exc.strerror}") from None
     if len(raw) > 1024 * 1024:
         raise ConfigError(f"{path}: configuration file is larger than 1 MiB")
-    return parse_config(raw, path, environ)
+    return raw
 
 
 def parse_config(raw: bytes | str, source: str, environ: Mapping[str, str] = os.environ) -> Config:
@@ -364,7 +368,6 @@ def _cache(section: "_Section") -> CacheSettings:
     defaults = CacheSettings()
     ttl = section.number("ttlSeconds", defaults.ttl_seconds, minimum=0)
     settings = CacheSettings(
-        directory=section.string("directory", None),
         ttl_seconds=ttl,
         negative_ttl_seconds=section.number("negativeTtlSeconds", min(defaults.negative_ttl_seconds, ttl), minimum=0),
         tag_ttl_seconds=section.number("tagTtlSeconds", defaults.tag_ttl_seconds, minimum=0),

@@ -293,6 +293,7 @@ def _verdict_from(entry: dict[str, Any]) -> ImageVerdict | None:
             digest=entry.get("digest") if isinstance(entry.get("digest"), str) else None,
             verified_keys=tuple(str(k) for k in entry.get("verified_keys", [])),
             details=("from the verdict cache",),
+            expires_at=float(entry["_expires"]) if isinstance(entry.get("_expires"), (int, float)) else None,
         )
     except (KeyError, TypeError):
         return None

@@ -19,7 +19,7 @@ import sys
 import time
 from typing import Any, Mapping, TextIO
 
-from .config import Config, config_path_from_env, load_config
+from .config import Config, config_path_from_env, load_config, parse_config, read_config_bytes
 from .deadline import Deadline
 from .errors import ConfigError, InputError, SigngateError
 
@@ -121,8 +121,10 @@ def run_admission(environ: Mapping[str, str], started: float, log: TextIO) -> in
     config: Config | None = None
     request: dict[str, Any] = {}
     try:
+        config_path = config_path_from_env(environ)
         try:
-            config = load_config(config_path_from_env(environ), environ)
+            raw_config = read_config_bytes(config_path)
+            config = parse_config(raw_config, config_path, environ)
         except ConfigError as exc:
             return _respond_error(response_path, log, started, None, request, "invalid-config", f"invalid configuration: {exc}")
         contexts = read_binding_context(environ, config.limits.max_binding_context_bytes)
@@ -149,6 +151,7 @@ def run_admission(environ: Mapping[str, str], started: float, log: TextIO) -> in
             environ.get("METRICS_PATH"),
             metrics.operations(decision, time.monotonic() - started, decision.registry_requests),
         )
+        remember_passes(environ, config, raw_config, decision)
         if decision.unfinished:
             # Worker threads are stuck on a slow registry past the deadline. The answer is written;
             # leave now instead of waiting for them (shell-operator would never kill us).
@@ -160,6 +163,41 @@ def run_admission(environ: Mapping[str, str], started: float, log: TextIO) -> in
     except Exception as exc:  # the last line of defence: never crash into "Hook failed"
         text = f"internal error: {type(exc).__name__}: {exc}"
         return _respond_error(response_path, log, started, config, request, "internal-error", text)
+
+
+def remember_passes(environ: Mapping[str, str], config: Config, raw_config: bytes, decision: Any) -> None:
+    """Record passed images for the fast path (fastpath.py), which reads $SIGNGATE_CACHE_DIR."""
+    cache_dir = environ.get("SIGNGATE_CACHE_DIR")
+    if not cache_dir or not decision.results:
+        return
+    from . import fastpath
+
+    digest = fastpath.config_digest(raw_config)
+    now = time.time()
+    settings = config.cache
+    for result in decision.results:
+        verdict, rule, ref = result.verdict, result.rule, result.reference
+        if not verdict.passed or not isinstance(result.container.image, str) or ref is None:
+            continue
+        dependencies: list[str] = []
+        if verdict.reason in ("allowed-by-rule", "unmatched-allowed"):
+            expires = now + settings.ttl_seconds
+        else:
+            if rule is None:
+                continue
+            expires = verdict.expires_at or now + settings.ttl_seconds
+            if ref.digest is None:
+                if settings.tag_ttl_seconds <= 0:
+                    continue  # tags are re-resolved on every request
+                expires = min(expires, now + settings.tag_ttl_seconds)
+            names = rule.keys + (rule.notary.root_keys if rule.notary else ())
+            dependencies = [config.keys[name].path for name in names]
+            if rule.tlog == "required":
+                dependencies += [spec.path for spec in config.rekor_keys.values()]
+        fastpath.remember(
+            cache_dir, digest, result.container.image, dependencies, expires,
+            config.limits.max_images_per_request, verdict.reason,
+        )
 
 
 def read_binding_context(environ: Mapping[str, str], max_bytes: int) -> list[Any]:

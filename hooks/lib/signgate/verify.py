@@ -60,6 +60,7 @@ class ImageVerdict:
     digest: str | None = None
     verified_keys: tuple[str, ...] = ()
     details: tuple[str, ...] = field(default=())  # what was searched and found, for logs
+    expires_at: float | None = None  # wall-clock expiry, when the verdict came from the cache
 
 
 class KeyRing:

@@ -1,0 +1,221 @@
+"""The warm path: admit from the request-level cache, importing nothing but the standard library.
+
+A 50-replica rollout brings 52 admission requests for the same images, each in a new Python
+process. Once the first has verified an image, the others only need to know that nothing has
+changed since. This module answers them before the library (config validation, policy, HTTP and
+crypto) is imported at all.
+
+An entry in `<cache>/f/` says: "under the configuration file with exactly these bytes, image
+string X passed, until T, provided these key files still have these contents". The full path
+writes one for every image that passed (see `remember`). This path admits a request only when
+*every* image of it has a fresh entry whose dependencies still hold, and the request has no more
+images than the limit in force when the entry was written. Anything else (a miss, a failure, a
+DELETE, an unexpected shape, any exception) falls through to the full path, which decides from
+scratch and reports problems properly. So this path can admit only what the full path admitted
+under the same inputs, and never denies anything itself.
+
+Lifetimes: a digest-pinned image's entry lives as long as its verdict (`ttlSeconds`); a tag's
+entry lives `tagTtlSeconds`, because the tag may be moved; a static allow lives `ttlSeconds`.
+The cache directory comes from $SIGNGATE_CACHE_DIR, which the chart sets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+
+from .podspec import pod_spec_kind, walk_containers
+
+FORMAT = 1
+MAX_CONFIG_BYTES = 1024 * 1024
+MAX_CONTEXT_BYTES = 8 * 1024 * 1024
+MAX_ENTRY_BYTES = 16 * 1024
+
+
+def config_digest(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
+
+
+def entry_path(cache_dir: str, digest_of_config: str, image: str) -> str:
+    key = hashlib.sha256(f"{FORMAT}\0{digest_of_config}\0{image}".encode()).hexdigest()
+    return os.path.join(cache_dir, "f", f"{key}.json")
+
+
+def file_digest(path: str) -> str | None:
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.sha256(handle.read(MAX_CONFIG_BYTES)).hexdigest()
+    except OSError:
+        return None
+
+
+def remember(
+    cache_dir: str,
+    digest_of_config: str,
+    image: str,
+    dependencies: list[str],
+    expires: float,
+    max_images: int,
+    reason: str,
+) -> None:
+    """Record that `image` passed under this configuration (called by the full path)."""
+    if expires <= time.time():
+        return
+    deps = []
+    for path in dependencies:
+        digest = file_digest(path)
+        if digest is None:
+            return
+        deps.append([path, digest])
+    body = json.dumps(
+        {"format": FORMAT, "image": image, "expires": expires, "deps": deps, "max_images": max_images, "reason": reason}
+    )
+    path = entry_path(cache_dir, digest_of_config, image)
+    temporary = f"{path}.{os.getpid()}.{time.monotonic_ns()}.tmp"
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(body)
+        os.replace(temporary, path)
+    except OSError:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+
+
+def try_answer(environ: dict[str, str] | os._Environ[str], started: float) -> bool:
+    """Admit from the cache and return True, or return False to let the full path decide."""
+    cache_dir = environ.get("SIGNGATE_CACHE_DIR")
+    response_path = environ.get("VALIDATING_RESPONSE_PATH") or environ.get("ADMISSION_RESPONSE_PATH")
+    context_path = environ.get("BINDING_CONTEXT_PATH")
+    if not (cache_dir and response_path and context_path):
+        return False
+    try:
+        answer = _cached_answer(environ, cache_dir, context_path)
+    except Exception:  # anything unexpected: the full path decides, and says why if it must
+        return False
+    if answer is None:
+        return False
+    request, images = answer
+    with open(response_path, "w", encoding="utf-8") as handle:
+        handle.write('{"allowed": true}')
+    try:
+        _log(request, images, started)
+        _metrics(environ.get("METRICS_PATH"), images, started)
+    except Exception:
+        pass
+    return True
+
+
+def _cached_answer(environ: object, cache_dir: str, context_path: str) -> tuple[dict, list[tuple]] | None:
+    config_path = environ.get("SIGNGATE_CONFIG") or "/etc/signgate/config.yaml"  # type: ignore[attr-defined]
+    with open(config_path, "rb") as handle:
+        raw_config = handle.read(MAX_CONFIG_BYTES + 1)
+    if len(raw_config) > MAX_CONFIG_BYTES:
+        return None
+    with open(context_path, "rb") as handle:
+        raw_context = handle.read(MAX_CONTEXT_BYTES + 1)
+    if len(raw_context) > MAX_CONTEXT_BYTES:
+        return None
+    contexts = json.loads(raw_context)
+    if isinstance(contexts, dict):
+        contexts = [contexts]
+    validating = [c for c in contexts if isinstance(c, dict) and c.get("type") == "Validating"]
+    if len(validating) != 1:
+        return None
+    review = validating[0].get("review")
+    request = review.get("request") if isinstance(review, dict) else None
+    if not isinstance(request, dict) or request.get("operation") not in ("CREATE", "UPDATE"):
+        return None
+    kind = pod_spec_kind(request)
+    if kind is None or request.get("object") is None:
+        return None
+    containers = walk_containers(kind, request["object"])
+    if not containers or any(not isinstance(image, str) for _, _, image, _ in containers):
+        return None
+
+    digest_of_config = config_digest(raw_config)
+    now = time.time()
+    checked: dict[str, str] = {}
+    file_digests: dict[str, str | None] = {}
+    for _, _, image, _ in containers:
+        if image in checked:
+            continue
+        try:
+            with open(entry_path(cache_dir, digest_of_config, image), "rb") as handle:
+                raw_entry = handle.read(MAX_ENTRY_BYTES + 1)
+        except OSError:
+            return None
+        entry = json.loads(raw_entry)
+        if (
+            len(raw_entry) > MAX_ENTRY_BYTES
+            or not isinstance(entry, dict)
+            or entry.get("format") != FORMAT
+            or entry.get("image") != image
+            or not isinstance(entry.get("expires"), (int, float))
+            or entry["expires"] <= now
+            or not isinstance(entry.get("max_images"), int)
+            or len(containers) > entry["max_images"]
+            or not isinstance(entry.get("deps"), list)
+        ):
+            return None
+        for dependency in entry["deps"]:
+            path, digest = dependency
+            if path not in file_digests:
+                file_digests[path] = file_digest(path)
+            if file_digests[path] != digest:
+                return None  # a key file changed: decide again
+        checked[image] = str(entry.get("reason", "cached"))
+    images = [(list_name, name, image, checked[image]) for list_name, name, image, _ in containers]
+    return request, images
+
+
+def _log(request: dict, images: list[tuple], started: float) -> None:
+    import sys
+
+    kind = request.get("kind") if isinstance(request.get("kind"), dict) else {}
+    obj = request.get("object") if isinstance(request.get("object"), dict) else {}
+    metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    entry = {
+        "level": "info",
+        "msg": "signgate decision",
+        "uid": request.get("uid", ""),
+        "namespace": request.get("namespace", ""),
+        "kind": kind.get("kind", ""),
+        "name": request.get("name") or metadata.get("name") or metadata.get("generateName") or "",
+        "operation": request.get("operation", ""),
+        "verdict": "allowed",
+        "reasons": [],
+        "images": [
+            {"container": name, "list": list_name, "image": image, "verdict": "pass", "reason": reason}
+            for list_name, name, image, reason in images
+        ],
+        "cache": {"fast": True, "hits": len({image for _, _, image, _ in images})},
+        "duration_ms": int((time.monotonic() - started) * 1000),
+    }
+    sys.stderr.write(json.dumps(entry, default=str) + "\n")
+
+
+def _metrics(path: str | None, images: list[tuple], started: float) -> None:
+    if not path:
+        return
+    reasons = {reason for _, _, _, reason in images}
+    reason = "verified" if any(r.startswith("verified") for r in reasons) else "static"
+    hits = len({image for _, _, image, _ in images})
+    lines = [
+        {"name": "signgate_decisions_total", "action": "add", "value": 1, "labels": {"result": "allowed", "reason": reason}},
+        {"name": "signgate_cache_total", "action": "add", "value": hits, "labels": {"result": "hit"}},
+        {
+            "name": "signgate_verification_seconds",
+            "action": "observe",
+            "value": round(time.monotonic() - started, 6),
+            "buckets": [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10],
+            "labels": {"result": "allowed"},
+        },
+    ]
+    with open(path, "a", encoding="utf-8") as handle:
+        for line in lines:
+            handle.write(json.dumps(line, separators=(",", ":")) + "\n")
