@@ -199,6 +199,7 @@ class RegistryVerifier:
         with self._lock:
             if self._client is None:
                 from .credentials import load_credentials
+                from .network import HostPolicy
                 from .registry import RegistryClient
 
                 self._client = RegistryClient(
@@ -206,6 +207,7 @@ class RegistryVerifier:
                     self.config.limits,
                     self.deadline,
                     credentials=load_credentials(self.config.registries.auth),
+                    host_allowed=HostPolicy.from_config(self.config).check,
                 )
             return self._client
 
