@@ -31,7 +31,12 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = 
         parser.print_help(err)
         return EXIT_ERROR
     try:
+        from .hook import check_key_files
+
         config = load_config(args.config or config_path_from_env(os.environ), os.environ)
+        # As the hook's --config call does: with a broken key file the webhook never starts, so
+        # no command may answer as if it would (a missing key is exit 2, not "image denied").
+        check_key_files(config)
         return int(args.handler(args, config, out, err))
     except SigngateError as exc:
         err.write(f"signgate: {exc}\n")
@@ -76,6 +81,10 @@ def cmd_verify(args: argparse.Namespace, config: Config, out: TextIO, err: TextI
         "object": {"kind": "Pod", "metadata": {"name": "signgate-verify"}, "spec": {"containers": containers}},
     }
     decision = decide(request, config, Deadline(config.webhook.deadline_seconds))
+    if not decision.results and not decision.allowed:
+        # Denied as a whole before any image was looked at (too many images): nothing passed.
+        err.write(f"{decision.message}\n")
+        return EXIT_DENIED
     reports = [
         {
             "image": result.container.image,
@@ -114,7 +123,7 @@ def cmd_check(args: argparse.Namespace, config: Config, out: TextIO, err: TextIO
 
     reports = []
     for source, obj in read_manifests(args.files):
-        kind = obj.get("kind")
+        kind = obj.get("kind") if isinstance(obj.get("kind"), str) else None
         metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
         name = metadata.get("name") or metadata.get("generateName") or "(unnamed)"
         namespace = metadata.get("namespace") or args.namespace
@@ -161,14 +170,20 @@ def read_manifests(files: Iterable[str]) -> Iterator[tuple[str, dict[str, Any]]]
 
     for name in files:
         if name == "-":
-            text, source = sys.stdin.read(), "stdin"
+            stdin = getattr(sys.stdin, "buffer", None)
+            raw = stdin.read() if stdin is not None else sys.stdin.read().encode("utf-8")
+            source = "stdin"
         else:
             try:
-                with open(name, encoding="utf-8") as handle:
-                    text = handle.read()
+                with open(name, "rb") as handle:
+                    raw = handle.read()
             except OSError as exc:
                 raise SigngateError(f"cannot read {name}: {exc.strerror}") from None
             source = name
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise SigngateError(f"{source}: not UTF-8 text, so not a YAML or JSON manifest") from None
         try:
             documents = list(yaml.safe_load_all(text))
         except yaml.YAMLError as exc:
@@ -177,24 +192,37 @@ def read_manifests(files: Iterable[str]) -> Iterator[tuple[str, dict[str, Any]]]
             yield from _objects(document, f"{source}#{number}")
 
 
-def _objects(document: Any, source: str) -> Iterator[tuple[str, dict[str, Any]]]:
+def _objects(document: Any, source: str, where: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    # An empty document (a template that rendered nothing) has no object. Anything else that is
+    # not a mapping is not a manifest at all: skipping it silently would pass a check of a file
+    # that was never a manifest (a wrong path, a text file) with exit 0.
+    if document is None:
+        return
     if not isinstance(document, dict):
+        raise SigngateError(f"{source}{where}: not a Kubernetes object ({_type_name(document)})")
+    kind = document.get("kind")
+    if kind == "List" or (isinstance(kind, str) and kind.endswith("List") and "items" in document):
+        items = document.get("items") or []
+        if not isinstance(items, list):
+            raise SigngateError(f"{source}{where}: the {kind}'s items are not a list")
+        for number, item in enumerate(items):
+            yield from _objects(item, source, f"{where} items[{number}]")
         return
-    if document.get("kind") == "List" or (str(document.get("kind", "")).endswith("List") and "items" in document):
-        for item in document.get("items") or []:
-            yield from _objects(item, source)
-        return
-    yield source, document
+    yield source + where, document
+
+
+def _type_name(value: Any) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "a boolean", list: "a list"}
+    return names.get(type(value), type(value).__name__)
 
 
 # ---- config -------------------------------------------------------------------------------------
 
 
 def cmd_config(args: argparse.Namespace, config: Config, out: TextIO, err: TextIO) -> int:
-    from .hook import check_key_files, namespace_selector
+    from .hook import namespace_selector
     from .policy import ordered_rules
 
-    check_key_files(config)
     out.write(f"configuration {config.source} is valid\n")
     out.write(f"mode: {config.mode}; denyLatest: {config.deny_latest}; requireDigest: {config.require_digest}; "
               f"unmatched images: {config.unmatched_images}\n")

@@ -16,6 +16,8 @@ from .errors import ConfigError
 
 DEFAULT_CONFIG_PATH = "/etc/signgate/config.yaml"
 DEFAULT_BINDING_NAME = "image-signatures.signgate.dev"
+DEFAULT_MUTATING_NAME = "image-digests.signgate.dev"
+PIN_SCOPES = ("pods", "workloads")
 DEFAULT_SELECTOR: Mapping[str, Any] = {"matchLabels": {"signed": "required"}}
 ALWAYS_EXCLUDED_NAMESPACES = ("kube-system",)
 MODES = ("enforce", "warn")
@@ -35,6 +37,7 @@ class KeySpec:
 @dataclass(frozen=True)
 class WebhookSettings:
     name: str = DEFAULT_BINDING_NAME
+    mutating_name: str = DEFAULT_MUTATING_NAME
     namespace_selector: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULT_SELECTOR))
     timeout_seconds: int = 10
     deadline_seconds: float = 8.0
@@ -104,6 +107,7 @@ class Rule:
     multi_arch: str = "exact"
     type: str = "cosign"  # cosign | notaryv1
     notary: "NotarySettings | None" = None
+    pin_digest: bool = False  # the mutating call rewrites name:tag to name:tag@sha256:<verified digest>
 
     @property
     def label(self) -> str:
@@ -124,6 +128,11 @@ class Config:
     deny_latest: bool = False
     require_digest: bool = False
     unmatched_images: str = "deny"
+    pin_scope: str = "pods"  # which objects the mutating binding pins: pods, or workloads too
+
+    @property
+    def pinning(self) -> bool:
+        return any(rule.pin_digest for rule in self.policy)
 
     def rule_mode(self, rule: Rule | None) -> str:
         return rule.mode if rule is not None and rule.mode else self.mode
@@ -238,6 +247,7 @@ def build_config(data: Any, source: str, environ: Mapping[str, str] = os.environ
     deny_latest = top.boolean("denyLatest", False)
     require_digest = top.boolean("requireDigest", False)
     unmatched = top.choice("unmatchedImages", ("deny", "allow"), "deny")
+    pin_scope = top.choice("pinScope", PIN_SCOPES, "pods")
     policy = _policy(top, keys, rekor_keys)
     top.done()
     return Config(
@@ -253,13 +263,18 @@ def build_config(data: Any, source: str, environ: Mapping[str, str] = os.environ
         deny_latest=deny_latest,
         require_digest=require_digest,
         unmatched_images=unmatched,
+        pin_scope=pin_scope,
     )
 
 
 def _webhook(section: "_Section", environ: Mapping[str, str]) -> WebhookSettings:
     name = section.string("name", DEFAULT_BINDING_NAME)
-    if len([part for part in name.split(".") if part]) < 3 or name != name.strip():
-        section.fail("name", f"must be a fully-qualified name with at least three dot-separated parts, got {name!r}")
+    mutating_name = section.string("mutatingName", DEFAULT_MUTATING_NAME)
+    for field_name, value in (("name", name), ("mutatingName", mutating_name)):
+        if len([part for part in value.split(".") if part]) < 3 or value != value.strip():
+            section.fail(field_name, f"must be a fully-qualified name with at least three dot-separated parts, got {value!r}")
+    if name == mutating_name:
+        section.fail("mutatingName", "must differ from name")
     selector = section.raw("namespaceSelector", None)
     if selector is None:
         selector = json.loads(json.dumps(DEFAULT_SELECTOR))  # a copy: never hand out the shared default
@@ -279,6 +294,7 @@ def _webhook(section: "_Section", environ: Mapping[str, str]) -> WebhookSettings
     section.done()
     return WebhookSettings(
         name=name,
+        mutating_name=mutating_name,
         namespace_selector=selector,
         timeout_seconds=timeout,
         deadline_seconds=float(deadline),
@@ -407,6 +423,7 @@ def _policy(top: "_Section", keys: Mapping[str, KeySpec], rekor_keys: Mapping[st
         require_digest = section.boolean("requireDigest", None)
         tlog = section.choice("tlog", TLOG_CHOICES, "ignore")
         multi_arch = section.choice("multiArch", MULTI_ARCH_CHOICES, "exact")
+        pin_digest = section.boolean("pinDigest", False)
         rule_type = section.choice("type", ("cosign", "notaryv1"), "cosign")
         notary = _notary(section, keys) if rule_type == "notaryv1" else None
         if rule_type != "notaryv1" and "notary" in section.data:
@@ -445,6 +462,8 @@ def _policy(top: "_Section", keys: Mapping[str, KeySpec], rekor_keys: Mapping[st
             for name, value in (("keys", rule_keys), ("required", required), ("annotations", annotations)):
                 if value:
                     section.fail(name, f"has no meaning for a static {action!r} rule")
+        if pin_digest and action != "verify":
+            section.fail("pinDigest", f"has no meaning for a static {action!r} rule: only verified digests are pinned")
         if message is not None and action != "deny":
             section.fail("message", "is only used by deny rules")
         rules.append(
@@ -466,6 +485,7 @@ def _policy(top: "_Section", keys: Mapping[str, KeySpec], rekor_keys: Mapping[st
                 multi_arch=multi_arch,
                 type=rule_type,
                 notary=notary,
+                pin_digest=pin_digest,
             )
         )
     return tuple(rules)

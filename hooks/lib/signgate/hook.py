@@ -47,7 +47,16 @@ WORKLOAD_RULES = [
     },
 ]
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
-ADMISSION_TYPES = ("Validating",)
+ADMISSION_TYPES = ("Validating", "Mutating")
+POD_RULES = [
+    {
+        "apiGroups": [""],
+        "apiVersions": ["v1"],
+        "resources": ["pods"],
+        "operations": ["CREATE", "UPDATE"],
+        "scope": "Namespaced",
+    }
+]
 
 
 def main(argv: list[str], environ: Mapping[str, str] = os.environ, started: float | None = None) -> int:
@@ -70,7 +79,11 @@ def print_config(environ: Mapping[str, str], out: TextIO, err: TextIO) -> int:
     except SigngateError as exc:
         err.write(json.dumps({"level": "error", "msg": f"signgate: invalid configuration: {exc}"}) + "\n")
         return 1
-    out.write(yaml.safe_dump(binding_config(config), sort_keys=False, default_flow_style=False))
+    class PlainDumper(yaml.SafeDumper):
+        def ignore_aliases(self, data: Any) -> bool:  # no &anchors/*aliases: plain YAML for any parser
+            return True
+
+    out.write(yaml.dump(binding_config(config), Dumper=PlainDumper, sort_keys=False, default_flow_style=False))
     return 0
 
 
@@ -95,7 +108,15 @@ def binding_config(config: Config) -> dict[str, Any]:
         "sideEffects": "None",
         "timeoutSeconds": config.webhook.timeout_seconds,
     }
-    return {"configVersion": "v1", "kubernetesValidating": [binding]}
+    output: dict[str, Any] = {"configVersion": "v1", "kubernetesValidating": [binding]}
+    if config.pinning:
+        # Present only when a rule pins digests. It shares the selector, the settings and the
+        # configuration; the validating binding stays the enforcement point.
+        mutating = dict(binding, name=config.webhook.mutating_name)
+        mutating["rules"] = POD_RULES if config.pin_scope == "pods" else WORKLOAD_RULES
+        mutating["rules"] = [dict(rule, resources=[r for r in rule["resources"] if "/" not in r]) for rule in mutating["rules"]]
+        output["kubernetesMutating"] = [mutating]
+    return output
 
 
 def namespace_selector(config: Config) -> dict[str, Any]:
@@ -144,8 +165,20 @@ def run_admission(environ: Mapping[str, str], started: float, log: TextIO) -> in
 
         deadline = Deadline(config.webhook.deadline_seconds, start=started)
         cache = VerdictCache(settings_from(config, environ), config)
+        mutating = admission[0].get("type") == "Mutating"
+        if mutating and not _pinning_applies(config, request):
+            write_response(response_path, {"allowed": True})
+            _log(log, "info", "signgate: nothing to pin", **_request_fields(request), verdict="allowed")
+            return 0
         decision = decide(request, config, deadline, cache=cache)
-        write_response(response_path, decision.response())
+        body = decision.response()
+        if mutating and decision.allowed:
+            from .pinning import encode_patch, pin_operations
+
+            operations = pin_operations(decision.results)
+            if operations:
+                body["patch"] = encode_patch(operations)
+        write_response(response_path, body)
         log_decision(log, request, decision, started)
         metrics.write(
             environ.get("METRICS_PATH"),
@@ -163,6 +196,15 @@ def run_admission(environ: Mapping[str, str], started: float, log: TextIO) -> in
     except Exception as exc:  # the last line of defence: never crash into "Hook failed"
         text = f"internal error: {type(exc).__name__}: {exc}"
         return _respond_error(response_path, log, started, config, request, "internal-error", text)
+
+
+def _pinning_applies(config: Config, request: dict[str, Any]) -> bool:
+    from .podspec import pod_spec_kind
+
+    kind = pod_spec_kind(request)
+    if not config.pinning or kind is None or request.get("operation") not in ("CREATE", "UPDATE"):
+        return False
+    return kind == "Pod" or config.pin_scope == "workloads"
 
 
 def remember_passes(environ: Mapping[str, str], config: Config, raw_config: bytes, decision: Any) -> None:
