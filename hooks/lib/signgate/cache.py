@@ -156,8 +156,9 @@ class VerdictCache:
                 raise ValueError("corrupt entry")
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, UnicodeDecodeError):
-            _unlink(path)  # corrupt entries are ignored and removed
+        except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+            # Corrupt entries are ignored and removed (RecursionError: deeply nested JSON).
+            _unlink(path)
             return None
         if entry["expires"] <= self.clock():
             return None
@@ -189,14 +190,20 @@ class VerdictCache:
         entries = []
         removed = 0
         now = self.clock()
-        for kind in ("v", "t"):
+        ttl = max(self.settings.ttl_seconds, self.settings.negative_ttl_seconds, self.settings.tag_ttl_seconds)
+        # f/ holds the fast path's request-level entries (fastpath.py): bounded like the others.
+        for kind in ("v", "t", "f"):
             for path, mtime in _scan(os.path.join(self.root, kind)):
                 if path.endswith(".tmp") and mtime < now - 60:
                     removed += _unlink(path)
                 elif path.endswith(".json"):
                     entries.append((mtime, path))
+        # Lock files are never rewritten, so one per image ever seen would pile up. Dropping one
+        # that is in use costs at most one duplicate fetch (a newcomer locks a new file).
+        for path, mtime in _scan(os.path.join(self.root, "l")):
+            if path.endswith(".lock") and mtime < now - max(ttl, 60):
+                removed += _unlink(path)
         entries.sort()
-        ttl = max(self.settings.ttl_seconds, self.settings.negative_ttl_seconds, self.settings.tag_ttl_seconds)
         excess = len(entries) - self.settings.max_entries
         for position, (mtime, path) in enumerate(entries):
             if position < excess or mtime < now - ttl:
@@ -221,9 +228,15 @@ class ImageLock:
             return True
         import fcntl
 
-        try:
-            if self.fd is None:
+        if self.fd is None:
+            try:
                 self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
+            except OSError:
+                # No lock file can exist (read-only or vanished directory): there is nothing to
+                # wait for, so go ahead unlocked instead of polling until the deadline.
+                self.path = None
+                return True
+        try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return True
         except OSError:
@@ -271,5 +284,11 @@ def _unlink(path: str) -> int:
     try:
         os.unlink(path)
         return 1
+    except IsADirectoryError:
+        try:
+            os.rmdir(path)  # an (empty) directory where an entry belongs: it would block the entry forever
+            return 1
+        except OSError:
+            return 0
     except OSError:
         return 0

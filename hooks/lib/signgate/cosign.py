@@ -166,7 +166,8 @@ def check_simple_signing_claims(payload: bytes, image_digest: str, requirements:
     if problem:
         return problem
     if requirements.identity is not None:
-        reference = document["critical"].get("identity", {}).get("docker-reference")
+        # parse_simple_signing accepts `"identity": null`, so `.get("identity", {})` is not enough.
+        reference = (document["critical"].get("identity") or {}).get("docker-reference")
         problem = check_identity(reference, requirements.identity)
         if problem:
             return problem

@@ -100,8 +100,11 @@ def try_answer(environ: dict[str, str] | os._Environ[str], started: float) -> bo
     if answer is None:
         return False
     request, images = answer
-    with open(response_path, "w", encoding="utf-8") as handle:
-        handle.write('{"allowed": true}')
+    try:
+        with open(response_path, "w", encoding="utf-8") as handle:
+            handle.write('{"allowed": true}')
+    except OSError:
+        return False  # the full path tries again and reports why it cannot answer
     try:
         _log(request, images, started)
         _metrics(environ.get("METRICS_PATH"), images, started)

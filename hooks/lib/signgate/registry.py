@@ -141,7 +141,7 @@ class RegistryClient:
                 )
         try:
             data = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: deeply nested JSON
             raise BadResponse(f"{what} is not valid JSON") from None
         if not isinstance(data, dict):
             raise BadResponse(f"{what} is not a JSON object")
@@ -165,7 +165,7 @@ class RegistryClient:
             headers = dict(response.headers)
         try:
             return json.loads(body), headers
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise BadResponse(f"{what} is not valid JSON") from None
 
     def get_referrers(self, host: str, repository: str, digest: str, max_descriptors: int) -> list[dict[str, Any]] | None:
@@ -192,7 +192,7 @@ class RegistryClient:
                 return None if pages == 1 else descriptors
             try:
                 data = json.loads(body)
-            except (ValueError, UnicodeDecodeError):
+            except (ValueError, UnicodeDecodeError, RecursionError):
                 raise BadResponse(f"{what} is not valid JSON") from None
             manifests = data.get("manifests") if isinstance(data, dict) else None
             if not isinstance(manifests, list):
@@ -272,17 +272,14 @@ class RegistryClient:
                 response.close()
                 raise RegistryAuthError(f"{what}: access denied by the registry (403)")
             if status in RETRY_STATUSES:
-                wait = _retry_after(response.headers.get("Retry-After"), attempt)
+                header = response.headers.get("Retry-After")
+                wait = _retry_after(header, attempt)
                 response.close()
                 if attempt >= MAX_ATTEMPTS:
                     raise self._status_error(status, what, attempt)
-                if wait >= self.deadline.remaining():
-                    if status == 429:
-                        raise RegistryRateLimited(
-                            f"{what}: rate-limited by the registry (429); it asks to retry after {wait:g} s, "
-                            f"beyond the {self.deadline.seconds:g} s deadline"
-                        )
-                    raise self._status_error(status, what, attempt)
+                left = self.deadline.remaining()
+                if wait >= left:
+                    raise self._cannot_wait_error(status, what, attempt, _parse_retry_after(header), left)
                 time.sleep(wait)
                 continue
             if follow_redirects and status in (301, 302, 303, 307, 308):
@@ -302,6 +299,27 @@ class RegistryClient:
         if status == 429:
             return RegistryRateLimited(f"{what}: rate-limited by the registry (429) after {attempts} attempts")
         return RegistryUnreachable(f"{what}: the registry answered HTTP {status} after {attempts} attempts")
+
+    def _cannot_wait_error(
+        self, status: int, what: str, attempts: int, asked: float | None, left: float
+    ) -> RegistryError:
+        """The error when the wait before a retry would not end within the deadline.
+
+        It names the registry's Retry-After for 5xx answers too (the README promises "fails at once,
+        with that reason"), and compares it with what is left of the deadline when that is what
+        stops the retry: "retry after 5 s, beyond the 8 s deadline" would be false.
+        """
+        if asked is None:  # our own backoff does not fit: the plain status error says enough
+            return self._status_error(status, what, attempts)
+        seconds = self.deadline.seconds
+        if asked >= seconds:
+            limit = f"beyond the {seconds:g} s deadline"
+        else:
+            limit = f"more than the {left:.1f} s left of the {seconds:g} s deadline"
+        request = f"it asks to retry after {asked:g} s, {limit}"
+        if status == 429:
+            return RegistryRateLimited(f"{what}: rate-limited by the registry (429); {request}")
+        return RegistryUnreachable(f"{what}: the registry answered HTTP {status}; {request}")
 
     def _send(self, host: str, url: str, headers: dict[str, str], what: str) -> Any:
         requests = self._requests
@@ -442,9 +460,17 @@ class RegistryClient:
         headers = {"Accept": "application/json"}
         # Credentials go to the token service this registry names, but never in clear text to a
         # host other than the registry itself.
-        if credentials is not None and (realm.scheme == "https" or realm_host == host.lower()):
+        withheld = credentials is not None and not (realm.scheme == "https" or realm_host == host.lower())
+        if credentials is not None and not withheld:
             headers["Authorization"] = _basic_header(credentials)
         response = self._send(realm_host, url, headers, f"token for {what}")
+        if response.status_code in (401, 403) and withheld:
+            # "refused the credentials" would send the reader checking a password that was never sent.
+            response.close()
+            raise RegistryAuthError(
+                f"{what}: the token service {realm_host} answered {response.status_code}; the credentials for "
+                f"{host} were not sent to it because it is plain HTTP on another host (it must use HTTPS)"
+            )
         if response.status_code in (401, 403):
             response.close()
             raise RegistryAuthError(f"{what}: the token service refused the credentials ({response.status_code})")
@@ -454,7 +480,7 @@ class RegistryClient:
         body = self._read_capped(response, MAX_TOKEN_BYTES, f"token for {what}")
         try:
             data = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise RegistryAuthError(f"{what}: the token service sent invalid JSON") from None
         token = data.get("token") or data.get("access_token") if isinstance(data, dict) else None
         if not isinstance(token, str) or not token or any(ch in token for ch in "\r\n "):
@@ -526,9 +552,15 @@ def _basic_header(credentials: Credentials) -> str:
 
 
 def _retry_after(value: str | None, attempt: int) -> float:
-    backoff = 0.2 * (2 ** (attempt - 1))
+    """Seconds to wait before the next attempt: the registry's Retry-After, else our backoff."""
+    asked = _parse_retry_after(value)
+    return 0.2 * (2 ** (attempt - 1)) if asked is None else asked
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    """A Retry-After header (delay-seconds or HTTP-date) in seconds; None when absent or unreadable."""
     if not value:
-        return backoff
+        return None
     value = value.strip()
     if value.isdigit():
         return float(value)
@@ -537,7 +569,7 @@ def _retry_after(value: str | None, attempt: int) -> float:
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
-        return backoff
+        return None
     return max(0.0, when.timestamp() - time.time())
 
 
