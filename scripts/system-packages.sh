@@ -2,12 +2,14 @@
 # Install the Debian packages that tests, the demo and benchmarks run for real:
 #   docker-registry  the OCI registry (distribution 2.8) that tests start on 127.0.0.1
 #   notary           notary-server and the notary client, for Notary v1 (DCT) tests
+#   openssl          used by the Notary tests to read the client's root key
 # Idempotent: does nothing when everything is present.
 set -euo pipefail
 
 needed=()
 command -v docker-registry >/dev/null 2>&1 || needed+=(docker-registry)
 command -v notary-server  >/dev/null 2>&1 || needed+=(notary)
+command -v openssl        >/dev/null 2>&1 || needed+=(openssl)
 if [ ${#needed[@]} -eq 0 ]; then
     exit 0
 fi

@@ -3,6 +3,8 @@
     signgate verify IMAGE...            resolve and verify images; exit 0 only if all pass
     signgate check FILE... [-o json]    the decision the webhook would take for each manifest
     signgate config                     validate the configuration, print rules in match order
+    signgate notary root-key GUN --server URL [--ca FILE]
+                                        print the root public key of a Notary trust collection
 
 All three use the hook's own code (config loader, policy, decision), so what they print is what
 the webhook would answer. Exit codes: 0 pass, 1 a denial or failed image, 2 usage or
@@ -25,6 +27,12 @@ EXIT_OK, EXIT_DENIED, EXIT_ERROR = 0, 1, 2
 
 
 def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:2] == ["notary", "root-key"]:
+        # Needs no configuration: it is how the configuration's pinned key is obtained.
+        from .notary import root_key_main
+
+        return root_key_main(argv[2:], out=out, err=err)
     parser = _parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
@@ -61,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("-o", "--output", choices=("text", "json"), default="text")
     check.set_defaults(handler=cmd_check)
 
+    commands.add_parser("notary", help="notary root-key GUN --server URL [--ca FILE]: print a trust collection's root key (PEM)")
     config = commands.add_parser("config", help="validate the configuration and print the effective rules")
     config.set_defaults(handler=cmd_config)
     return parser
@@ -127,9 +136,14 @@ def cmd_check(args: argparse.Namespace, config: Config, out: TextIO, err: TextIO
         metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
         name = metadata.get("name") or metadata.get("generateName") or "(unnamed)"
         namespace = metadata.get("namespace") or args.namespace
+        skip = None
         if kind not in POD_SPEC_PATHS:
+            skip = "no pod spec"
+        elif namespace in config.excluded_namespaces():
+            skip = f"namespace {namespace} is excluded from the webhook"  # the webhook never sees it
+        if skip:
             reports.append({"source": source, "kind": kind, "name": name, "namespace": namespace, "checked": False,
-                            "allowed": True, "message": "", "warnings": []})
+                            "allowed": True, "message": "", "warnings": [], "skipped": skip})
             continue
         request = {
             "uid": "signgate-cli",
@@ -153,7 +167,7 @@ def cmd_check(args: argparse.Namespace, config: Config, out: TextIO, err: TextIO
         for report in reports:
             target = f"{report['kind']}/{report['name']} ({report['source']})"
             if not report["checked"]:
-                out.write(f"skipped  {target}: no pod spec\n")
+                out.write(f"skipped  {target}: {report['skipped']}\n")
                 continue
             for warning in report["warnings"]:
                 out.write(f"Warning: {warning}\n")

@@ -175,7 +175,8 @@ def run_admission(environ: Mapping[str, str], started: float, log: TextIO) -> in
         if mutating and decision.allowed:
             from .pinning import encode_patch, pin_operations
 
-            operations = pin_operations(decision.results)
+            old_object = request.get("oldObject") if request.get("operation") == "UPDATE" else None
+            operations = pin_operations(decision.results, old_object)
             if operations:
                 body["patch"] = encode_patch(operations)
         write_response(response_path, body)

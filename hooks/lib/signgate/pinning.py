@@ -23,8 +23,13 @@ def pinned_reference(image: str, tag_defaulted: bool, digest: str) -> str:
     return f"{image}:latest@{digest}" if tag_defaulted else f"{image}@{digest}"
 
 
-def pin_operations(results: Iterable[Any]) -> list[dict[str, str]]:
-    """JSON Patch operations for every verified, tag-only image whose rule pins digests."""
+def pin_operations(results: Iterable[Any], old_object: Any = None) -> list[dict[str, str]]:
+    """JSON Patch operations for every verified, tag-only image whose rule pins digests.
+
+    On UPDATE, an image that stands unchanged at the same place in `old_object` is left alone:
+    rewriting it would restart containers (or roll a Deployment) on a metadata-only change, and
+    a Job's pod template cannot change at all after creation.
+    """
     operations = []
     for result in results:
         ref, rule, verdict = result.reference, result.rule, result.verdict
@@ -32,6 +37,8 @@ def pin_operations(results: Iterable[Any]) -> list[dict[str, str]]:
             continue
         if ref.digest is not None or verdict.digest is None or not isinstance(result.container.image, str):
             continue  # already pinned (a tag plus digest keeps its digest), or nothing verified
+        if old_object is not None and _at_pointer(old_object, result.container.pointer) == result.container.image:
+            continue  # unchanged by this UPDATE
         operations.append(
             {
                 "op": "replace",
@@ -45,3 +52,17 @@ def pin_operations(results: Iterable[Any]) -> list[dict[str, str]]:
 def encode_patch(operations: list[dict[str, str]]) -> str:
     """shell-operator wants the JSON Patch base64-encoded, on one line."""
     return base64.b64encode(json.dumps(operations, separators=(",", ":")).encode()).decode()
+
+
+def _at_pointer(document: Any, pointer: str) -> Any:
+    """The value at an RFC 6901 pointer, or None when the path does not exist."""
+    current = document
+    for raw in pointer.lstrip("/").split("/"):
+        part = raw.replace("~1", "/").replace("~0", "~")
+        if isinstance(current, dict):
+            current = current.get(part)
+        elif isinstance(current, list) and part.isdigit() and int(part) < len(current):
+            current = current[int(part)]
+        else:
+            return None
+    return current

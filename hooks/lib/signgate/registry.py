@@ -221,12 +221,12 @@ class RegistryClient:
                 session.trust_env = False
                 session.headers["User-Agent"] = USER_AGENT
                 session.headers["Accept-Encoding"] = "identity"
-                session.verify = self._verify_setting()
+                session.verify = True
+                if self.settings.ca_bundle:
+                    session.mount("https://", _adapter_with_extra_ca(self._requests, self.settings.ca_bundle))
                 self._sessions[host] = session
             return session
 
-    def _verify_setting(self) -> Any:
-        return self.settings.ca_bundle or True
 
     def _check_host(self, host: str) -> None:
         problem = self.host_allowed(host)
@@ -524,6 +524,34 @@ def _challenge_params(text: str) -> Iterator[tuple[str, str]]:
             while i < n and text[i] != ",":
                 i += 1
             yield key, text[start:i].strip()
+
+
+def _adapter_with_extra_ca(requests: Any, ca_bundle: str) -> Any:
+    """An HTTPS adapter that trusts the system CAs *and* the configured bundle.
+
+    `verify=<file>` in requests would replace the default trust store, so a bundle added for a
+    private registry would break HTTPS to every public one.
+    """
+    import ssl
+
+    import certifi
+
+    context = ssl.create_default_context(cafile=certifi.where())
+    try:
+        context.load_verify_locations(cafile=ca_bundle)
+    except (OSError, ssl.SSLError) as exc:
+        raise RegistryError(f"cannot load registries.caBundle {ca_bundle}: {exc}") from None
+
+    class ExtraCAAdapter(requests.adapters.HTTPAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> Any:
+            kwargs["ssl_context"] = context
+            return super().init_poolmanager(*args, **kwargs)
+
+        def proxy_manager_for(self, *args: Any, **kwargs: Any) -> Any:
+            kwargs["ssl_context"] = context
+            return super().proxy_manager_for(*args, **kwargs)
+
+    return ExtraCAAdapter()
 
 
 def _next_link(header: str | None, host: str, scheme: str) -> str | None:

@@ -229,7 +229,9 @@ class _Verification:
                 return [], searched
             listed = index.data.get("manifests")
             if not isinstance(listed, list):
-                raise RegistryError(f"fallback tag {host}/{repository}:{fallback} is not an OCI index")
+                # Not an index: no bundles here, but a valid legacy signature must still count.
+                problem = "the fallback tag is not an OCI index of referrers"
+                return [SignatureCheck("bundle", f"fallback tag {_short_tag(fallback)}", (), problem)], searched
             descriptors = [d for d in listed if isinstance(d, dict)][: limits.max_referrers]
         else:
             searched = "bundles in the referrers API"
