@@ -10,11 +10,17 @@ all: test
 system-packages:
 	@./scripts/system-packages.sh
 
-venv: $(VENV)/.installed
+venv: $(VENV)/.installed $(VENV)/checkov/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-chart.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+# checkov pins packaging<24, which pytest 9 cannot live with: it gets a venv of its own.
+$(VENV)/checkov/.installed: requirements-checkov.txt
+	$(PYTHON) -m venv $(VENV)/checkov
+	$(VENV)/checkov/bin/pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
 	@touch $@
 
 demo: system-packages venv
