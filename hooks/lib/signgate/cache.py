@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 import time
@@ -151,6 +152,7 @@ class VerdictCache:
                 or entry.get("format") != CACHE_FORMAT
                 or entry.get("key") != key
                 or not isinstance(entry.get("expires"), (int, float))
+                or not math.isfinite(entry["expires"])  # NaN or Infinity would never expire
                 or not isinstance(entry.get("value"), dict)
             ):
                 raise ValueError("corrupt entry")
@@ -160,11 +162,22 @@ class VerdictCache:
             # Corrupt entries are ignored and removed (RecursionError: deeply nested JSON).
             _unlink(path)
             return None
-        if entry["expires"] <= self.clock():
+        expires = entry["expires"]
+        created = entry.get("created")
+        if isinstance(created, (int, float)) and not isinstance(created, bool):
+            # Lifetimes are not part of the key: an entry written under a longer TTL than the one
+            # configured now lives only as long as the current setting allows.
+            expires = min(expires, created + self._ttl_for(kind, entry["value"]))
+        if expires <= self.clock():
             return None
         value: dict[str, Any] = dict(entry["value"])
-        value["_expires"] = entry["expires"]
+        value["_expires"] = expires
         return value
+
+    def _ttl_for(self, kind: str, value: dict[str, Any]) -> float:
+        if kind == "t":
+            return self.settings.tag_ttl_seconds
+        return self.settings.ttl_seconds if value.get("passed") else self.settings.negative_ttl_seconds
 
     def _write(self, kind: str, key: str, value: dict[str, Any], ttl: float) -> None:
         if not self.root or ttl <= 0:
@@ -200,9 +213,10 @@ class VerdictCache:
                     entries.append((mtime, path))
         # Lock files are never rewritten, so one per image ever seen would pile up. Dropping one
         # that is in use costs at most one duplicate fetch (a newcomer locks a new file).
-        for path, mtime in _scan(os.path.join(self.root, "l")):
-            if path.endswith(".lock") and mtime < now - max(ttl, 60):
-                removed += _unlink(path)
+        for locks in ("l", "fl"):  # fl/: the fast path's "being verified" locks (fastpath.py)
+            for path, mtime in _scan(os.path.join(self.root, locks)):
+                if path.endswith(".lock") and mtime < now - max(ttl, 60):
+                    removed += _unlink(path)
         entries.sort()
         excess = len(entries) - self.settings.max_entries
         for position, (mtime, path) in enumerate(entries):

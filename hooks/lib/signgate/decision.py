@@ -266,7 +266,12 @@ class _CachedVerifier:
         if digest is None:
             return None
         entry = self.cache._read("v", self.cache.verdict_key(rule, ref, digest))
-        return _verdict_from(entry) if entry is not None else None
+        if entry is None:
+            return None
+        # The lookup before the wait counted a miss; the verdict another process fetched is a hit.
+        self.cache.misses = max(0, self.cache.misses - 1)
+        self.cache.hits += 1
+        return _verdict_from(entry)
 
     def _store(self, rule: Rule, ref: ImageReference, verdict: ImageVerdict) -> None:
         if verdict.digest is None:
@@ -289,7 +294,7 @@ def _verdict_to(verdict: ImageVerdict) -> dict[str, Any]:
 def _verdict_from(entry: dict[str, Any]) -> ImageVerdict | None:
     try:
         return ImageVerdict(
-            passed=bool(entry["passed"]),
+            passed=entry["passed"] is True,  # a corrupt "false" string must never pass
             reason=str(entry["reason"]),
             message=str(entry["message"]),
             digest=entry.get("digest") if isinstance(entry.get("digest"), str) else None,

@@ -14,6 +14,11 @@ DELETE, an unexpected shape, any exception) falls through to the full path, whic
 scratch and reports problems properly. So this path can admit only what the full path admitted
 under the same inputs, and never denies anything itself.
 
+Stampedes: while a full-path process verifies images, it holds a lock per (configuration,
+image) in `fl/`, with its deadline written inside. A process that finds no entry for an image
+whose lock is held waits here, cheaply, for at most 60% of that deadline, and answers from the
+entry once it appears; a 50-replica rollout then imports the library about once, not 50 times.
+
 Lifetimes: a digest-pinned image's entry lives as long as its verdict (`ttlSeconds`); a tag's
 entry lives `tagTtlSeconds`, because the tag may be moved; a static allow lives `ttlSeconds`.
 The cache directory comes from $SIGNGATE_CACHE_DIR, which the chart sets.
@@ -43,6 +48,68 @@ def entry_path(cache_dir: str, digest_of_config: str, image: str) -> str:
     return os.path.join(cache_dir, "f", f"{key}.json")
 
 
+WAIT_FRACTION = 0.6
+POLL_SECONDS = 0.015
+
+
+def lock_path(cache_dir: str, digest_of_config: str, image: str) -> str:
+    key = os.path.basename(entry_path(cache_dir, digest_of_config, image))[: -len(".json")]
+    return os.path.join(cache_dir, "fl", f"{key}.lock")
+
+
+class VerifyingLocks:
+    """Held by the full path while it decides: tells fast-path processes to wait for its entries."""
+
+    def __init__(self, cache_dir: str, digest_of_config: str, images: list[str], deadline_seconds: float) -> None:
+        import fcntl
+
+        self.fds: list[int] = []
+        for image in dict.fromkeys(images):
+            path = lock_path(cache_dir, digest_of_config, image)
+            try:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                os.ftruncate(fd, 0)
+                os.write(fd, str(deadline_seconds).encode())
+                self.fds.append(fd)
+            except OSError:
+                os.close(fd)  # another process is deciding this image already
+
+    def release(self) -> None:
+        for fd in self.fds:
+            try:
+                os.close(fd)  # closing drops the flock
+            except OSError:
+                pass
+        self.fds = []
+
+
+def _being_verified(path: str) -> float | None:
+    """The deadline of the process verifying this image now, or None when nobody is."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return None  # free: nobody is verifying it
+        except OSError:
+            pass
+        try:
+            return max(0.0, min(30.0, float(os.read(fd, 32).decode() or "0")))
+        except (OSError, ValueError):
+            return None
+    finally:
+        os.close(fd)
+
+
 def file_digest(path: str) -> str | None:
     try:
         with open(path, "rb") as handle:
@@ -59,6 +126,7 @@ def remember(
     expires: float,
     max_images: int,
     reason: str,
+    mode: str = "enforce",
 ) -> None:
     """Record that `image` passed under this configuration (called by the full path)."""
     if expires <= time.time():
@@ -70,7 +138,8 @@ def remember(
             return
         deps.append([path, digest])
     body = json.dumps(
-        {"format": FORMAT, "image": image, "expires": expires, "deps": deps, "max_images": max_images, "reason": reason}
+        {"format": FORMAT, "image": image, "expires": expires, "deps": deps, "max_images": max_images, "reason": reason,
+         "mode": mode}
     )
     path = entry_path(cache_dir, digest_of_config, image)
     temporary = f"{path}.{os.getpid()}.{time.monotonic_ns()}.tmp"
@@ -94,7 +163,7 @@ def try_answer(environ: dict[str, str] | os._Environ[str], started: float) -> bo
     if not (cache_dir and response_path and context_path):
         return False
     try:
-        answer = _cached_answer(environ, cache_dir, context_path)
+        answer = _cached_answer(environ, cache_dir, context_path, started)
     except Exception:  # anything unexpected: the full path decides, and says why if it must
         return False
     if answer is None:
@@ -113,7 +182,23 @@ def try_answer(environ: dict[str, str] | os._Environ[str], started: float) -> bo
     return True
 
 
-def _cached_answer(environ: object, cache_dir: str, context_path: str) -> tuple[dict, list[tuple]] | None:
+def _read_entry(cache_dir: str, digest_of_config: str, image: str, started: float) -> bytes | None:
+    """The entry's bytes; waits while another process is verifying the image."""
+    path = entry_path(cache_dir, digest_of_config, image)
+    lock = lock_path(cache_dir, digest_of_config, image)
+    while True:
+        try:
+            with open(path, "rb") as handle:
+                return handle.read(MAX_ENTRY_BYTES + 1)
+        except OSError:
+            pass
+        deadline = _being_verified(lock)
+        if deadline is None or time.monotonic() - started > WAIT_FRACTION * deadline:
+            return None
+        time.sleep(POLL_SECONDS)
+
+
+def _cached_answer(environ: object, cache_dir: str, context_path: str, started: float = 0.0) -> tuple[dict, list[tuple]] | None:
     config_path = environ.get("SIGNGATE_CONFIG") or "/etc/signgate/config.yaml"  # type: ignore[attr-defined]
     with open(config_path, "rb") as handle:
         raw_config = handle.read(MAX_CONFIG_BYTES + 1)
@@ -147,10 +232,8 @@ def _cached_answer(environ: object, cache_dir: str, context_path: str) -> tuple[
     for _, _, image, _ in containers:
         if image in checked:
             continue
-        try:
-            with open(entry_path(cache_dir, digest_of_config, image), "rb") as handle:
-                raw_entry = handle.read(MAX_ENTRY_BYTES + 1)
-        except OSError:
+        raw_entry = _read_entry(cache_dir, digest_of_config, image, started)
+        if raw_entry is None:
             return None
         entry = json.loads(raw_entry)
         if (
@@ -171,8 +254,8 @@ def _cached_answer(environ: object, cache_dir: str, context_path: str) -> tuple[
                 file_digests[path] = file_digest(path)
             if file_digests[path] != digest:
                 return None  # a key file changed: decide again
-        checked[image] = str(entry.get("reason", "cached"))
-    images = [(list_name, name, image, checked[image]) for list_name, name, image, _ in containers]
+        checked[image] = (str(entry.get("reason", "cached")), str(entry.get("mode", "enforce")))
+    images = [(list_name, name, image, checked[image][0], checked[image][1]) for list_name, name, image, _ in containers]
     return request, images
 
 
@@ -194,9 +277,9 @@ def _log(request: dict, images: list[tuple], started: float) -> None:
         "reasons": [],
         "images": [
             {"container": name, "list": list_name, "image": image, "verdict": "pass", "reason": reason}
-            for list_name, name, image, reason in images
+            for list_name, name, image, reason, _ in images
         ],
-        "cache": {"fast": True, "hits": len({image for _, _, image, _ in images})},
+        "cache": {"fast": True, "hits": len({image for _, _, image, _, _ in images})},
         "duration_ms": int((time.monotonic() - started) * 1000),
     }
     sys.stderr.write(json.dumps(entry, default=str) + "\n")
@@ -205,11 +288,19 @@ def _log(request: dict, images: list[tuple], started: float) -> None:
 def _metrics(path: str | None, images: list[tuple], started: float) -> None:
     if not path:
         return
-    reasons = {reason for _, _, _, reason in images}
+    reasons = {reason for _, _, _, reason, _ in images}
     reason = "verified" if any(r.startswith("verified") for r in reasons) else "static"
-    hits = len({image for _, _, image, _ in images})
+    hits = len({image for _, _, image, _, _ in images})
+    per_image: dict[tuple[str, str], int] = {}
+    for _, _, _, image_reason, mode in images:
+        per_image[(image_reason, mode)] = per_image.get((image_reason, mode), 0) + 1
     lines = [
         {"name": "signgate_decisions_total", "action": "add", "value": 1, "labels": {"result": "allowed", "reason": reason}},
+        *(
+            {"name": "signgate_images_total", "action": "add", "value": count,
+             "labels": {"result": "pass", "reason": image_reason, "mode": mode}}
+            for (image_reason, mode), count in sorted(per_image.items())
+        ),
         {"name": "signgate_cache_total", "action": "add", "value": hits, "labels": {"result": "hit"}},
         {
             "name": "signgate_verification_seconds",

@@ -147,7 +147,10 @@ def run_admission(environ: Mapping[str, str], started: float, log: TextIO) -> in
             raw_config = read_config_bytes(config_path)
             config = parse_config(raw_config, config_path, environ)
         except ConfigError as exc:
-            return _respond_error(response_path, log, started, None, request, "invalid-config", f"invalid configuration: {exc}")
+            return _respond_error(
+                response_path, log, started, None, request, "invalid-config", f"invalid configuration: {exc}",
+                environ.get("METRICS_PATH"),
+            )
         contexts = read_binding_context(environ, config.limits.max_binding_context_bytes)
         admission = [c for c in contexts if isinstance(c, dict) and c.get("type") in ADMISSION_TYPES]
         if not admission:
@@ -170,22 +173,27 @@ def run_admission(environ: Mapping[str, str], started: float, log: TextIO) -> in
             write_response(response_path, {"allowed": True})
             _log(log, "info", "signgate: nothing to pin", **_request_fields(request), verdict="allowed")
             return 0
-        decision = decide(request, config, deadline, cache=cache)
-        body = decision.response()
-        if mutating and decision.allowed:
-            from .pinning import encode_patch, pin_operations
+        locks = _verifying_locks(environ, config, raw_config, request, mutating)
+        try:
+            decision = decide(request, config, deadline, cache=cache)
+            body = decision.response()
+            if mutating and decision.allowed:
+                from .pinning import encode_patch, pin_operations
 
-            old_object = request.get("oldObject") if request.get("operation") == "UPDATE" else None
-            operations = pin_operations(decision.results, old_object)
-            if operations:
-                body["patch"] = encode_patch(operations)
-        write_response(response_path, body)
-        log_decision(log, request, decision, started)
-        metrics.write(
-            environ.get("METRICS_PATH"),
-            metrics.operations(decision, time.monotonic() - started, decision.registry_requests),
-        )
-        remember_passes(environ, config, raw_config, decision)
+                old_object = request.get("oldObject") if request.get("operation") == "UPDATE" else None
+                operations = pin_operations(decision.results, old_object)
+                if operations:
+                    body["patch"] = encode_patch(operations)
+            write_response(response_path, body)
+            log_decision(log, request, decision, started)
+            metrics.write(
+                environ.get("METRICS_PATH"),
+                metrics.operations(decision, time.monotonic() - started, decision.registry_requests),
+            )
+            remember_passes(environ, config, raw_config, decision)
+        finally:
+            if locks is not None:
+                locks.release()
         if decision.unfinished:
             # Worker threads are stuck on a slow registry past the deadline. The answer is written;
             # leave now instead of waiting for them (shell-operator would never kill us).
@@ -193,10 +201,32 @@ def run_admission(environ: Mapping[str, str], started: float, log: TextIO) -> in
             os._exit(0)
         return 0
     except SigngateError as exc:
-        return _respond_error(response_path, log, started, config, request, exc.reason, str(exc))
+        return _respond_error(
+            response_path, log, started, config, request, exc.reason, str(exc), environ.get("METRICS_PATH")
+        )
     except Exception as exc:  # the last line of defence: never crash into "Hook failed"
         text = f"internal error: {type(exc).__name__}: {exc}"
-        return _respond_error(response_path, log, started, config, request, "internal-error", text)
+        return _respond_error(
+            response_path, log, started, config, request, "internal-error", text, environ.get("METRICS_PATH")
+        )
+
+
+def _verifying_locks(environ: Mapping[str, str], config: Config, raw_config: bytes, request: Any, mutating: bool) -> Any:
+    """Tell fast-path processes that this one is deciding these images (see fastpath.py)."""
+    cache_dir = environ.get("SIGNGATE_CACHE_DIR")
+    if not cache_dir or mutating:
+        return None
+    from . import fastpath
+    from .podspec import pod_spec_kind, walk_containers
+
+    kind = pod_spec_kind(request)
+    if kind is None or request.get("operation") not in ("CREATE", "UPDATE"):
+        return None
+    try:
+        images = [image for _, _, image, _ in walk_containers(kind, request.get("object")) if isinstance(image, str)]
+    except SigngateError:
+        return None
+    return fastpath.VerifyingLocks(cache_dir, fastpath.config_digest(raw_config), images, config.webhook.deadline_seconds)
 
 
 def _pinning_applies(config: Config, request: dict[str, Any]) -> bool:
@@ -239,7 +269,7 @@ def remember_passes(environ: Mapping[str, str], config: Config, raw_config: byte
                 dependencies += [spec.path for spec in config.rekor_keys.values()]
         fastpath.remember(
             cache_dir, digest, result.container.image, dependencies, expires,
-            config.limits.max_images_per_request, verdict.reason,
+            config.limits.max_images_per_request, verdict.reason, result.mode,
         )
 
 
@@ -280,6 +310,7 @@ def _respond_error(
     request: dict[str, Any],
     reason: str,
     text: str,
+    metrics_path: str | None = None,
 ) -> int:
     warn = config is not None and config.mode == "warn"
     if warn:
@@ -292,7 +323,7 @@ def _respond_error(
         _log(log, "error", f"signgate: cannot write the response: {exc}", reason=reason)
     from . import metrics
 
-    metrics.write(os.environ.get("METRICS_PATH"), metrics.error_operations(reason, warn))
+    metrics.write(metrics_path, metrics.error_operations(reason, warn))
     _log(
         log,
         "error",

@@ -5,7 +5,7 @@ Each hook run appends JSON lines to `$METRICS_PATH`; shell-operator serves them 
 
 | name | type | labels | meaning |
 | --- | --- | --- | --- |
-| `signgate_decisions_total` | counter | `result` (allowed/denied), `reason` | admission decisions; reason is the first failure's reason, or `verified`, `static`, `not-checked` |
+| `signgate_decisions_total` | counter | `result` (allowed/denied), `reason` | admission decisions; reason is the first failure's reason, or `verified`, `static`, `not-checked`, `too-many-images`, or an error's reason (`invalid-config`, `invalid-input`, ...) |
 | `signgate_images_total` | counter | `result` (pass/fail), `reason`, `mode` | per-image outcomes |
 | `signgate_cache_total` | counter | `result` (hit/miss) | verdict-cache lookups |
 | `signgate_registry_requests_total` | counter | `registry`, `status` | HTTP requests to registries; `status` is the HTTP status or `error`; 429s show up here |
@@ -23,9 +23,15 @@ DURATION_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10]
 
 def operations(decision: Any, seconds: float, requests: Iterable[tuple[str, int | None]]) -> list[dict[str, Any]]:
     result = "allowed" if decision.allowed else "denied"
-    failures = [r.verdict.reason for r in decision.results if not r.verdict.passed]
+    failing = [r for r in decision.results if not r.verdict.passed]
+    if not decision.allowed:
+        # A denial is explained by an enforce-mode failure, not by a warn-mode one listed before it.
+        failing = [r for r in failing if r.mode == "enforce"] or failing
+    failures = [r.verdict.reason for r in failing]
     if failures:
         reason = failures[0]
+    elif decision.summary and not decision.allowed:
+        reason = decision.summary  # a denial without image results, e.g. too-many-images
     elif decision.summary:
         reason = "not-checked"
     elif any(r.verdict.reason in ("verified", "verified-platforms", "verified-index") for r in decision.results):

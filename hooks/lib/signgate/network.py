@@ -89,12 +89,14 @@ class HostPolicy:
         bare = split_host(host)
         if bare in self.named:
             return None
+        # Keyed by host and port: the verdict's message names the host as it was asked for.
+        key = host.strip().lower()
         with self._lock:
-            if bare in self._verdicts:
-                return self._verdicts[bare]
+            if key in self._verdicts:
+                return self._verdicts[key]
         verdict = self._judge(host, bare)
         with self._lock:
-            self._verdicts[bare] = verdict
+            self._verdicts[key] = verdict
         return verdict
 
     def _judge(self, host: str, bare: str) -> str | None:

@@ -361,12 +361,12 @@ class RegistryClient:
             if not location:
                 raise BadResponse(f"{what}: redirect without a Location")
             target = urllib.parse.urljoin(current_url, location)
-            parts = urllib.parse.urlsplit(target)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
+            target_host = _unambiguous_netloc(target)
+            if target_host is None or "\\" in location or any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in location):
                 raise BadResponse(f"{what}: redirect to an unusable location")
+            parts = urllib.parse.urlsplit(target)
             if parts.scheme == "http" and urllib.parse.urlsplit(current_url).scheme == "https":
                 raise BadResponse(f"{what}: redirect from HTTPS to plain HTTP refused")
-            target_host = parts.netloc.rsplit("@", 1)[-1].lower()
             self._check_host(target_host)
             headers = {"Accept": accept}
             if target_host == host.lower():
@@ -446,10 +446,10 @@ class RegistryClient:
     def _fetch_token(
         self, host: str, params: dict[str, str], scope: str, credentials: Credentials | None, what: str
     ) -> str:
-        realm = urllib.parse.urlsplit(params["realm"])
-        if realm.scheme not in ("http", "https") or not realm.hostname:
+        realm_host = _unambiguous_netloc(params["realm"])
+        if realm_host is None:
             raise RegistryAuthError(f"{what}: the registry names an unusable token service")
-        realm_host = realm.netloc.rsplit("@", 1)[-1].lower()
+        realm = urllib.parse.urlsplit(params["realm"])
         self._check_host(realm_host)
         query = {"scope": scope}
         if params.get("service"):
@@ -552,6 +552,34 @@ def _adapter_with_extra_ca(requests: Any, ca_bundle: str) -> Any:
             return super().proxy_manager_for(*args, **kwargs)
 
     return ExtraCAAdapter()
+
+
+def _unambiguous_netloc(url: str) -> str | None:
+    """`host[:port]` (lower case) of an absolute http(s) URL, or None when parsers may disagree on it.
+
+    The host policy judges the host that urllib.parse reads, but the connection goes to the host
+    that urllib3 reads, and for crafted URLs they differ: `http://169.254.169.254\\@registry/` is
+    `registry` to urllib.parse and 169.254.169.254 to urllib3, and urllib3 percent-decodes
+    `http://%31%36%39.254.169.254/`. So URLs with user info, percent signs in the host part,
+    backslashes, white space or control characters are refused, and both parsers must agree.
+    """
+    if "\\" in url or any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in url):
+        return None
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    netloc = parts.netloc
+    if "@" in netloc or "%" in netloc or not netloc.isascii():
+        return None
+    try:
+        from urllib3.util import parse_url
+
+        connects_to = (parse_url(url).host or "").lower()
+    except Exception:  # urllib3's LocationParseError: requests would refuse the URL too
+        return None
+    if connects_to.strip("[]") != parts.hostname:
+        return None
+    return netloc.lower()
 
 
 def _next_link(header: str | None, host: str, scheme: str) -> str | None:
