@@ -14,10 +14,11 @@ DELETE, an unexpected shape, any exception) falls through to the full path, whic
 scratch and reports problems properly. So this path can admit only what the full path admitted
 under the same inputs, and never denies anything itself.
 
-Stampedes: while a full-path process verifies images, it holds a lock per (configuration,
-image) in `fl/`, with its deadline written inside. A process that finds no entry for an image
-whose lock is held waits here, cheaply, for at most 60% of that deadline, and answers from the
-entry once it appears; a 50-replica rollout then imports the library about once, not 50 times.
+Stampedes: the first process to miss an image takes a lock per (configuration, image) in `fl/`
+right here, before importing anything, and keeps it until it exits, having verified the image
+on the full path. A process that misses while the lock is held waits here, cheaply, for at most
+60% of the deadline, and answers from the entry once it appears. A 50-replica rollout then
+imports the library and verifies about once, not 50 times.
 
 Lifetimes: a digest-pinned image's entry lives as long as its verdict (`ttlSeconds`); a tag's
 entry lives `tagTtlSeconds`, because the tag may be moved; a static allow lives `ttlSeconds`.
@@ -182,20 +183,83 @@ def try_answer(environ: dict[str, str] | os._Environ[str], started: float) -> bo
     return True
 
 
-def _read_entry(cache_dir: str, digest_of_config: str, image: str, started: float) -> bytes | None:
-    """The entry's bytes; waits while another process is verifying the image."""
-    path = entry_path(cache_dir, digest_of_config, image)
-    lock = lock_path(cache_dir, digest_of_config, image)
-    while True:
-        try:
-            with open(path, "rb") as handle:
-                return handle.read(MAX_ENTRY_BYTES + 1)
-        except OSError:
-            pass
-        deadline = _being_verified(lock)
-        if deadline is None or time.monotonic() - started > WAIT_FRACTION * deadline:
+# Locks this process took as the elected verifier of an image. They must outlive try_answer: the
+# full path that runs next in this same process verifies the image, and the kernel drops the locks
+# when the process exits, after the entry is written.
+_ELECTED: list[int] = []
+
+
+def _try_elect(lock: str) -> bool:
+    """Take the image's "being verified" lock, or return False if another process holds it."""
+    import fcntl
+
+    try:
+        os.makedirs(os.path.dirname(lock), exist_ok=True)
+        fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o600)
+    except OSError:
+        return True  # no lock can exist: nobody to wait for
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False
+    _ELECTED.append(fd)
+    return True
+
+
+def _deadline_hint(raw_config: bytes) -> float:
+    """The configured deadline, when the configuration is JSON (as the chart renders it)."""
+    try:
+        webhook = json.loads(raw_config).get("webhook") or {}
+        timeout = float(webhook.get("timeoutSeconds", 10))
+        return float(webhook.get("deadlineSeconds", max(timeout * 0.5, timeout - 2.0)))
+    except (ValueError, TypeError, AttributeError):
+        return 8.0
+
+
+def _read_entries(cache_dir: str, digest_of_config: str, images: list[str], started: float, deadline: float) -> dict[str, bytes] | None:
+    """Every image's entry bytes, or None to let the full path decide.
+
+    On a miss, this process tries to become the one that verifies each missing image. If it
+    wins any, it goes on to the full path at once. If every missing image is being verified by
+    other processes, it waits for their entries, for at most WAIT_FRACTION of the deadline.
+    """
+    found: dict[str, bytes] = {}
+    missing: list[str] = []
+    for image in images:
+        raw = _read_file(entry_path(cache_dir, digest_of_config, image))
+        if raw is None:
+            missing.append(image)
+        else:
+            found[image] = raw
+    if not missing:
+        return found
+    locks = {image: lock_path(cache_dir, digest_of_config, image) for image in missing}
+    elected = False
+    for image in missing:
+        elected = _try_elect(locks[image]) or elected
+    if elected:
+        return None
+    while missing:
+        if time.monotonic() - started > WAIT_FRACTION * deadline:
             return None
         time.sleep(POLL_SECONDS)
+        for image in list(missing):
+            raw = _read_file(entry_path(cache_dir, digest_of_config, image))
+            if raw is not None:
+                found[image] = raw
+                missing.remove(image)
+            elif _being_verified(locks[image]) is None:
+                return None  # the verifier finished without an entry (a denial): decide here
+    return found
+
+
+def _read_file(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(MAX_ENTRY_BYTES + 1)
+    except OSError:
+        return None
 
 
 def _cached_answer(environ: object, cache_dir: str, context_path: str, started: float = 0.0) -> tuple[dict, list[tuple]] | None:
@@ -229,12 +293,12 @@ def _cached_answer(environ: object, cache_dir: str, context_path: str, started: 
     now = time.time()
     checked: dict[str, str] = {}
     file_digests: dict[str, str | None] = {}
-    for _, _, image, _ in containers:
-        if image in checked:
-            continue
-        raw_entry = _read_entry(cache_dir, digest_of_config, image, started)
-        if raw_entry is None:
-            return None
+    images = list(dict.fromkeys(image for _, _, image, _ in containers))
+    raw_entries = _read_entries(cache_dir, digest_of_config, images, started, _deadline_hint(raw_config))
+    if raw_entries is None:
+        return None
+    for image in images:
+        raw_entry = raw_entries[image]
         entry = json.loads(raw_entry)
         if (
             len(raw_entry) > MAX_ENTRY_BYTES
