@@ -55,7 +55,7 @@ def check_bundle(
 ) -> SignatureCheck:
     try:
         bundle = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly nested JSON
         return _fail(source, "it is not valid JSON")
     if not isinstance(bundle, dict) or not is_bundle_media_type(bundle.get("mediaType")):
         return _fail(source, "it is not a sigstore bundle")
@@ -112,7 +112,7 @@ def check_statement(payload: bytes, image_digest: str, requirements: Requirement
     """Check a verified in-toto statement. Returns a problem, or None."""
     try:
         statement = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly nested JSON
         return "its in-toto statement is not valid JSON"
     if not isinstance(statement, dict):
         return "its in-toto statement is not a JSON object"

@@ -183,6 +183,8 @@ def parse_config(raw: bytes | str, source: str, environ: Mapping[str, str] = os.
             data = json.loads(text, object_pairs_hook=_no_duplicates)
         except _DuplicateKey as exc:
             raise ConfigError(f"{source}: {exc}") from None
+        except RecursionError:
+            raise ConfigError(f"{source}: the configuration is nested too deeply") from None
         except ValueError:
             pass  # not JSON after all: YAML flow style, perhaps; let the YAML parser say what is wrong
         else:
@@ -193,6 +195,8 @@ def parse_config(raw: bytes | str, source: str, environ: Mapping[str, str] = os.
         data = yaml.load(raw, Loader=_strict_loader())  # noqa: S506 (a SafeLoader subclass)
     except _DuplicateKey as exc:
         raise ConfigError(f"{source}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: the configuration is nested too deeply") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -357,9 +361,35 @@ def _registries(section: "_Section") -> RegistrySettings:
     insecure = section.string_list("insecure", ())
     section.done()
     for path, what in ((ca_bundle, "caBundle"), (auth, "auth")):
-        if path is not None and not os.access(path, os.R_OK):
-            section.fail(what, f"cannot read {path}")
+        if path is not None and not (os.path.isfile(path) and os.access(path, os.R_OK)):
+            section.fail(what, f"cannot read {path} (it must be a readable file)")
+    if ca_bundle is not None:
+        problem = ca_bundle_problem(ca_bundle)
+        if problem:
+            section.fail("caBundle", problem)
     return RegistrySettings(ca_bundle=ca_bundle, auth=auth, insecure=frozenset(h.lower() for h in insecure))
+
+
+def ca_bundle_problem(path: str) -> str | None:
+    """Why a CA bundle cannot be used, or None. Checked at load so that a wrong file fails
+    `--config` instead of surfacing later as a misleading TLS error."""
+    if b"-----BEGIN CERTIFICATE-----" not in _head(path):
+        return f"{path} holds no PEM certificate"
+    import ssl
+
+    try:
+        ssl.create_default_context(cafile=path)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        return f"{path} is not a usable CA bundle ({exc.__class__.__name__})"
+    return None
+
+
+def _head(path: str, size: int = 1024 * 1024) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(size)
+    except OSError:
+        return b""
 
 
 def _limits(section: "_Section") -> Limits:
@@ -503,8 +533,12 @@ def _notary(rule: "_Section", keys: Mapping[str, KeySpec]) -> NotarySettings:
         if name not in keys:
             section.fail("rootKeys", f"names unknown key {name!r} (keys: {', '.join(sorted(keys)) or 'none'})")
     ca_bundle = section.string("caBundle", None)
-    if ca_bundle is not None and not os.access(ca_bundle, os.R_OK):
-        section.fail("caBundle", f"cannot read {ca_bundle}")
+    if ca_bundle is not None:
+        if not (os.path.isfile(ca_bundle) and os.access(ca_bundle, os.R_OK)):
+            section.fail("caBundle", f"cannot read {ca_bundle} (it must be a readable file)")
+        problem = ca_bundle_problem(ca_bundle)
+        if problem:
+            section.fail("caBundle", problem)
     delegations = tuple(section.string_list("delegations", ()))
     for role in delegations:
         if not role.startswith("targets/") or role.endswith("/"):

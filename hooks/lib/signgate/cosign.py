@@ -161,7 +161,7 @@ def check_simple_signing_claims(payload: bytes, image_digest: str, requirements:
     if claimed != image_digest:
         return f"the signature is for digest {claimed}, but the image resolves to {image_digest}"
     if document["critical"].get("type") != COSIGN_SIGNATURE_TYPE:
-        return f"its payload type is {document['critical'].get('type')!r}, not {COSIGN_SIGNATURE_TYPE!r}"
+        return f"its payload type is {_short(document['critical'].get('type'))}, not {COSIGN_SIGNATURE_TYPE!r}"
     problem = check_annotations(document.get("optional") or {}, requirements.annotations)
     if problem:
         return problem
@@ -178,7 +178,7 @@ def parse_simple_signing(payload: bytes) -> dict[str, Any]:
     """Parse a simple-signing payload; ValueError with a readable message when malformed."""
     try:
         document = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly nested JSON
         raise ValueError("its payload is not valid JSON") from None
     if not isinstance(document, dict):
         raise ValueError("its payload is not a JSON object")

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from .admission import ContainerImage, container_images, pod_spec_kind
 from .config import Config, Rule
 from .deadline import Deadline
-from .errors import InputError, InvalidReference
+from .errors import InputError, InvalidReference, SigngateError
 from .policy import match_rule, static_decision
 from .reference import ImageReference, parse_reference
 from .verify import ImageVerdict, KeyRing, verify_image
@@ -212,7 +212,11 @@ class RegistryVerifier:
             return self._client
 
     def __call__(self, rule: Rule, ref: ImageReference) -> ImageVerdict:
-        return verify_image(self.config, rule, ref, self.client(), self.keyring)
+        try:
+            client = self.client()
+        except SigngateError as exc:  # e.g. an unreadable registries.auth file
+            return ImageVerdict(False, "invalid-config", f"invalid configuration: {exc}")
+        return verify_image(self.config, rule, ref, client, self.keyring)
 
     def requests(self) -> list[tuple[str, int | None]]:
         with self._lock:

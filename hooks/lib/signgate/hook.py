@@ -91,6 +91,13 @@ def check_key_files(config: Config) -> None:
     """Load every key once, so that a broken key stops start-up instead of denying later."""
     from .keys import load_public_key
 
+    if config.registries.auth:
+        from .credentials import load_credentials
+
+        try:
+            load_credentials(config.registries.auth)
+        except ConfigError as exc:
+            raise ConfigError(f"{config.source}: {exc}") from None
     for section, specs in (("keys", config.keys), ("rekorKeys", config.rekor_keys)):
         for spec in specs.values():
             try:

@@ -48,7 +48,7 @@ def check_legacy_tlog(annotation: str | None, payload: bytes, signature: bytes, 
         set_bytes = _b64(document["SignedEntryTimestamp"])
         entry = document["Payload"]
         body_b64, integrated, index, log_id = entry["body"], entry["integratedTime"], entry["logIndex"], entry["logID"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         return "its Rekor bundle is malformed"
     if not (isinstance(body_b64, str) and _is_int(integrated) and _is_int(index) and isinstance(log_id, str)):
         return "its Rekor bundle is malformed"
@@ -111,7 +111,7 @@ def _check_body(body: bytes | None, payload: bytes, signature: bytes, key: Publi
     try:
         entry = json.loads(body)
         kind, spec = entry["kind"], entry["spec"]
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError):
         return "its transparency-log entry body is malformed"
     try:
         if kind == "hashedrekord":
