@@ -70,7 +70,16 @@ def _pem() -> str:
 
 KEY_PEM = _pem()
 SECOND_PEM = _pem()
-REGISTRY_CA = "-----BEGIN CERTIFICATE-----\nnot parsed at configuration time\n-----END CERTIFICATE-----\n"
+def _registry_ca() -> str:
+    # A real CA certificate: signgate's loader checks that a CA bundle is a usable PEM bundle.
+    import tempfile
+
+    from support.certs import make_ca
+
+    return Path(make_ca(Path(tempfile.mkdtemp(prefix="signgate-chart-ca-")), "chart test registry CA").cert_path).read_text()
+
+
+REGISTRY_CA = _registry_ca()
 DOCKER_CONFIG = json.dumps({"auths": {"registry.example.com": {"auth": base64.b64encode(b"u:p").decode()}}})
 
 # Objects the user creates before installing, for the options that refer to existing ones.

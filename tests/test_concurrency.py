@@ -2,8 +2,7 @@
 
 shell-operator starts one process per admission request, so a rollout means dozens of hook
 processes at the same moment, all reading and writing `$SIGNGATE_CACHE_DIR` (verdicts, tag
-resolutions, the fast path's entries, the per-image locks). This test starts 200 of them (in a
-sliding window, so that a two-core machine is loaded but not starved past the deadline) over a
+resolutions, the fast path's entries, the per-image locks). This test starts 200 of them at once over a
 handful of images, some signed and some not, and checks that:
 
 - every process exits 0 and writes one valid JSON response;
@@ -35,7 +34,7 @@ from support.signer import TestKey, sign_legacy
 pytestmark = [pytest.mark.slow, pytest.mark.registry]
 
 PROCESSES = 200
-WINDOW = min(PROCESSES, 50 * (os.cpu_count() or 2))  # processes in flight at most: 100 on two cores
+WINDOW = PROCESSES  # all 200 at once, as the issue asks; the deadline below leaves room on two cores
 TIME_BUDGET = 90.0
 
 
