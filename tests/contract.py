@@ -50,6 +50,24 @@ class HookRun:
         return entries[0]
 
 
+def write_config(directory: Path, key_path: str | Path, registry_host: str, *, comment: str = "", **top: Any) -> Path:
+    """A config file trusting one key for every image on a plain-HTTP test registry; `top`
+    overrides or adds top-level fields. Each call writes a new file (new bytes, new cache keys)."""
+    import time
+
+    import yaml
+
+    data: dict[str, Any] = {
+        "keys": {"default": str(key_path)},
+        "registries": {"insecure": [registry_host]},
+        "policy": [{"images": "**"}],
+    }
+    data.update(top)
+    path = Path(directory) / f"config-{time.monotonic_ns()}.yaml"
+    path.write_text(yaml.safe_dump(data) + (f"# {comment}\n" if comment else ""))
+    return path
+
+
 def hook_env(config_path: str | Path | None, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment shell-operator passes: its own, plus the hook's file paths."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SIGNGATE_", "BINDING_", "VALIDATING_"))}

@@ -14,7 +14,6 @@ handful of images, some signed and some not, and checks that:
 from __future__ import annotations
 
 import json
-import os
 import random
 import subprocess
 import time

@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-import yaml
 
-from contract import BINDING, HOOK, HookRun, admission_request, pod_spec, request_for, run_contexts, run_request, workload
+from contract import BINDING, HOOK, HookRun, admission_request, pod_spec, request_for, run_contexts, run_request, workload, write_config
 from signgate import fastpath
 from support.oci import PushedImage, RegistryHTTP, push_image
 from support.registry import Registry
@@ -49,15 +48,7 @@ class World:
     unsigned: PushedImage
 
     def config(self, *, comment: str = "", **top: Any) -> Path:
-        data: dict[str, Any] = {
-            "keys": {"default": str(self.key_path)},
-            "registries": {"insecure": [self.registry.host]},
-            "policy": [{"images": "**"}],
-        }
-        data.update(top)
-        path = self.tmp / f"config-{time.monotonic_ns()}.yaml"
-        path.write_text(yaml.safe_dump(data) + (f"# {comment}\n" if comment else ""))
-        return path
+        return write_config(self.tmp, self.key_path, self.registry.host, comment=comment, **top)
 
     def admit(self, config: Path, request: dict[str, Any] | list[str], *, env: dict[str, str] | None = None) -> HookRun:
         if isinstance(request, list):

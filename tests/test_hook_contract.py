@@ -6,7 +6,6 @@ Every test runs the real executable as a subprocess (see contract.py).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from contract import BINDING, admission_request, request_for, run_config, run_contexts, run_request, workload, pod_spec
+from contract import BINDING, admission_request, request_for, run_config, run_contexts, run_request
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from typing import Any, Callable
 import pytest
 import yaml
 
-from contract import BINDING, HookRun, admission_request, pod_spec, request_for, run_contexts, run_request, workload
+from contract import BINDING, HookRun, admission_request, pod_spec, request_for, run_contexts, run_request, workload, write_config
 from support.oci import PushedImage, RegistryHTTP, push_image
 from support.registry import Registry
 from support.signer import TestKey, sign_legacy
@@ -105,15 +105,7 @@ class World:
     cache: Path
 
     def config(self, *, comment: str = "", **top: Any) -> Path:
-        data: dict[str, Any] = {
-            "keys": {"default": str(self.key_path)},
-            "registries": {"insecure": [self.registry.host]},
-            "policy": [{"images": "**"}],
-        }
-        data.update(top)
-        path = self.tmp / f"config-{time.monotonic_ns()}.yaml"
-        path.write_text(yaml.safe_dump(data) + (f"# {comment}\n" if comment else ""))
-        return path
+        return write_config(self.tmp, self.key_path, self.registry.host, comment=comment, **top)
 
     def env(self) -> dict[str, str]:
         return {"METRICS_PATH": str(self.metrics), "SIGNGATE_CACHE_DIR": str(self.cache)}

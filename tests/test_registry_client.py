@@ -9,11 +9,10 @@ receives, headers included, so the tests can say what the client sent and to who
 from __future__ import annotations
 
 import email.utils
-import hashlib
 import json
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Iterable, Iterator, Union
 

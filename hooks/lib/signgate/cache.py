@@ -114,6 +114,10 @@ class VerdictCache:
         self.hits += 1
         return entry
 
+    def peek_verdict(self, key: str) -> dict[str, Any] | None:
+        """Like get_verdict, without counting a hit or miss (for re-reads while waiting)."""
+        return self._read("v", key)
+
     def put_verdict(self, key: str, verdict: dict[str, Any]) -> None:
         if verdict.get("passed"):
             ttl = self.settings.ttl_seconds

@@ -269,7 +269,7 @@ class _CachedVerifier:
         digest = ref.digest or self.cache.get_tag(self.cache.tag_key(ref))
         if digest is None:
             return None
-        entry = self.cache._read("v", self.cache.verdict_key(rule, ref, digest))
+        entry = self.cache.peek_verdict(self.cache.verdict_key(rule, ref, digest))
         if entry is None:
             return None
         # The lookup before the wait counted a miss; the verdict another process fetched is a hit.

@@ -67,57 +67,31 @@ def lock_path(cache_dir: str, digest_of_config: str, image: str) -> str:
     return os.path.join(cache_dir, "fl", f"{key}.lock")
 
 
-class VerifyingLocks:
-    """Held by the full path while it decides: tells fast-path processes to wait for its entries."""
+def elect(cache_dir: str, digest_of_config: str, images: list[str]) -> None:
+    """Mark this process as the one deciding these images, until it exits (see `_try_elect`).
 
-    def __init__(self, cache_dir: str, digest_of_config: str, images: list[str], deadline_seconds: float) -> None:
-        import fcntl
-
-        self.fds: list[int] = []
-        for image in dict.fromkeys(images):
-            path = lock_path(cache_dir, digest_of_config, image)
-            try:
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-            except OSError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                os.ftruncate(fd, 0)
-                os.write(fd, str(deadline_seconds).encode())
-                self.fds.append(fd)
-            except OSError:
-                os.close(fd)  # another process is deciding this image already
-
-    def release(self) -> None:
-        for fd in self.fds:
-            try:
-                os.close(fd)  # closing drops the flock
-            except OSError:
-                pass
-        self.fds = []
+    The full path calls this too, for the cases where the fast path gave up before electing
+    (an expired or stale entry), so that processes arriving meanwhile wait for its entries.
+    """
+    for image in dict.fromkeys(images):
+        _try_elect(lock_path(cache_dir, digest_of_config, image))
 
 
-def _being_verified(path: str) -> float | None:
-    """The deadline of the process verifying this image now, or None when nobody is."""
+def _being_verified(path: str) -> bool:
+    """True while another process holds the image's lock (it is deciding the image)."""
     import fcntl
 
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
-        return None
+        return False
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            return None  # free: nobody is verifying it
-        except OSError:
-            pass
-        try:
-            return max(0.0, min(30.0, float(os.read(fd, 32).decode() or "0")))
-        except (OSError, ValueError):
-            return None
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
     finally:
-        os.close(fd)
+        os.close(fd)  # closing drops the shared lock, if it was taken
 
 
 def file_digest(path: str) -> str | None:
@@ -258,7 +232,7 @@ def _read_entries(cache_dir: str, digest_of_config: str, images: list[str], star
             if raw is not None:
                 found[image] = raw
                 missing.remove(image)
-            elif _being_verified(locks[image]) is None:
+            elif not _being_verified(locks[image]):
                 return None  # the verifier finished without an entry (a denial): decide here
     return found
 

@@ -180,27 +180,27 @@ def run_admission(environ: Mapping[str, str], started: float, log: TextIO) -> in
             write_response(response_path, {"allowed": True})
             _log(log, "info", "signgate: nothing to pin", **_request_fields(request), verdict="allowed")
             return 0
-        locks = _verifying_locks(environ, config, raw_config, request, mutating)
-        try:
-            decision = decide(request, config, deadline, cache=cache)
-            body = decision.response()
-            if mutating and decision.allowed:
-                from .pinning import encode_patch, pin_operations
+        _elect_for_fast_path(environ, raw_config, request, mutating)
+        decision = decide(request, config, deadline, cache=cache)
+        body = decision.response()
+        if mutating and decision.allowed:
+            from .pinning import encode_patch, pin_operations
 
-                old_object = request.get("oldObject") if request.get("operation") == "UPDATE" else None
-                operations = pin_operations(decision.results, old_object)
-                if operations:
-                    body["patch"] = encode_patch(operations)
-            write_response(response_path, body)
+            old_object = request.get("oldObject") if request.get("operation") == "UPDATE" else None
+            operations = pin_operations(decision.results, old_object)
+            if operations:
+                body["patch"] = encode_patch(operations)
+        write_response(response_path, body)
+        # The answer is written: nothing below may replace it with an error response.
+        try:
             log_decision(log, request, decision, started)
             metrics.write(
                 environ.get("METRICS_PATH"),
                 metrics.operations(decision, time.monotonic() - started, decision.registry_requests),
             )
             remember_passes(environ, config, raw_config, decision)
-        finally:
-            if locks is not None:
-                locks.release()
+        except Exception as exc:  # bookkeeping only
+            _log(log, "error", f"signgate: after answering: {type(exc).__name__}: {exc}")
         if decision.unfinished:
             # Worker threads are stuck on a slow registry past the deadline. The answer is written;
             # leave now instead of waiting for them (shell-operator would never kill us).
@@ -218,22 +218,22 @@ def run_admission(environ: Mapping[str, str], started: float, log: TextIO) -> in
         )
 
 
-def _verifying_locks(environ: Mapping[str, str], config: Config, raw_config: bytes, request: Any, mutating: bool) -> Any:
-    """Tell fast-path processes that this one is deciding these images (see fastpath.py)."""
+def _elect_for_fast_path(environ: Mapping[str, str], raw_config: bytes, request: Any, mutating: bool) -> None:
+    """Tell fast-path processes that this one is deciding these images (see fastpath.elect)."""
     cache_dir = environ.get("SIGNGATE_CACHE_DIR")
     if not cache_dir or mutating:
-        return None
+        return
     from . import fastpath
     from .podspec import pod_spec_kind, walk_containers
 
     kind = pod_spec_kind(request)
     if kind is None or request.get("operation") not in ("CREATE", "UPDATE"):
-        return None
+        return
     try:
         images = [image for _, _, image, _ in walk_containers(kind, request.get("object")) if isinstance(image, str)]
     except SigngateError:
-        return None
-    return fastpath.VerifyingLocks(cache_dir, fastpath.config_digest(raw_config), images, config.webhook.deadline_seconds)
+        return  # decide() reports the malformed object
+    fastpath.elect(cache_dir, fastpath.config_digest(raw_config), images)
 
 
 def _pinning_applies(config: Config, request: dict[str, Any]) -> bool:

@@ -985,17 +985,6 @@ def _check_digest(collection: TrustCollection, digest: str, size: int, required:
 # ---- fetching -----------------------------------------------------------------------------------
 
 
-class _NotaryHTTP(RegistryClient):
-    """The registry client, for a Notary server: same auth (token flow), TLS, caps and deadline.
-
-    Its one addition returns the raw bytes, which TUF needs to check hashes and lengths.
-    """
-
-    def get_bytes(self, host: str, gun: str, path: str, *, what: str, max_bytes: int) -> bytes:
-        with self._get(host, gun, path, accept=ACCEPT, what=what) as response:
-            return self._read_capped(response, max_bytes, what)
-
-
 class NotaryFetcher:
     """`Fetch` for one GUN on one Notary server. Turns transport errors into Notary messages."""
 
@@ -1019,16 +1008,16 @@ class NotaryFetcher:
         settings = RegistrySettings(ca_bundle=ca_bundle, insecure=insecure)
         if client is not None:
             # Same credentials (a pull secret may carry the Notary host), host policy and request log.
-            self.http = _NotaryHTTP(settings, limits, deadline, client.credentials, client.host_allowed)
+            self.http = RegistryClient(settings, limits, deadline, client.credentials, client.host_allowed)
             self.http.records = client.records
         else:
-            self.http = _NotaryHTTP(settings, limits, deadline)
+            self.http = RegistryClient(settings, limits, deadline)
 
     def __call__(self, role: str, max_bytes: int) -> bytes | None:
         what = f"{role}.json of {self.gun} from Notary server {self.server}"
         path = f"/v2/{urllib.parse.quote(self.gun, safe='/:')}/_trust/tuf/{role}.json"
         try:
-            return self.http.get_bytes(self.host, self.gun, path, what=what, max_bytes=max_bytes)
+            return self.http.get_bytes(self.host, self.gun, path, accept=ACCEPT, what=what, max_bytes=max_bytes)
         except NotFound:
             return None
         except DeadlineExceeded:

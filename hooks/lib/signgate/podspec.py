@@ -28,7 +28,7 @@ POD_SPEC_PATHS: dict[str, str] = {
 CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
 
 
-def pod_spec_kind(request: dict[str, Any]) -> str | None:
+def pod_spec_kind(request: dict[str, object]) -> str | None:
     """The kind of the object under admission, if it is one that carries a pod spec."""
     kind = request.get("kind")
     name = kind.get("kind") if isinstance(kind, dict) else None

@@ -158,15 +158,11 @@ class RegistryClient:
         check_digest(body, digest, what)
         return body
 
-    def get_json(self, host: str, repository: str, path: str, *, accept: str, what: str) -> tuple[Any, dict[str, str]]:
-        """GET a JSON document (e.g. the referrers API); returns the data and the response headers."""
+    def get_bytes(self, host: str, repository: str, path: str, *, accept: str, what: str, max_bytes: int) -> bytes:
+        """GET any document under /v2/ as raw bytes, capped (Notary's TUF files: their hashes and
+        lengths are checked by the caller against the metadata that lists them)."""
         with self._get(host, repository, path, accept=accept, what=what) as response:
-            body = self._read_capped(response, self.limits.max_manifest_bytes, what)
-            headers = dict(response.headers)
-        try:
-            return json.loads(body), headers
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            raise BadResponse(f"{what} is not valid JSON") from None
+            return self._read_capped(response, max_bytes, what)
 
     def get_referrers(self, host: str, repository: str, digest: str, max_descriptors: int) -> list[dict[str, Any]] | None:
         """Descriptors from the OCI referrers API, following `Link` pagination.
