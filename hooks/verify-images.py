@@ -20,6 +20,14 @@ try:
 
         if try_answer(os.environ, STARTED):
             sys.exit(0)
+        if os.environ.get("SIGNGATE_VERIFIER_SOCKET"):
+            # A cold decision: a warm verifier service, when deployed, spares this process the
+            # heavy imports (lib/signgate/relay.py). When it cannot answer, decide here.
+            from signgate.relay import relay
+
+            code = relay(os.environ, STARTED)
+            if code is not None:
+                sys.exit(code)
     from signgate.hook import main
 except Exception as exc:  # a broken install must still answer, and say why
     if "--config" in sys.argv[1:]:

@@ -5,6 +5,9 @@
     signgate config                     validate the configuration, print rules in match order
     signgate notary root-key GUN --server URL [--ca FILE]
                                         print the root public key of a Notary trust collection
+    signgate serve --socket PATH [--max-workers N]
+                                        run the warm verifier service for the hook (service.py)
+    signgate ping --socket PATH         exit 0 if the verifier service answers (for probes)
 
 All three use the hook's own code (config loader, policy, decision), so what they print is what
 the webhook would answer. Exit codes: 0 pass, 1 a denial or failed image, 2 usage or
@@ -28,6 +31,11 @@ EXIT_OK, EXIT_DENIED, EXIT_ERROR = 0, 1, 2
 
 def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["serve"], ["ping"]):
+        # The verifier service reads the configuration per request, as the hook does.
+        from .service import main as service_main
+
+        return service_main(argv, out=out, err=err)
     if argv[:2] == ["notary", "root-key"]:
         # Needs no configuration: it is how the configuration's pinned key is obtained.
         from .notary import root_key_main
@@ -69,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("-o", "--output", choices=("text", "json"), default="text")
     check.set_defaults(handler=cmd_check)
 
+    commands.add_parser("serve", help="serve --socket PATH [--max-workers N]: the warm verifier service for the hook")
+    commands.add_parser("ping", help="ping --socket PATH: exit 0 if the verifier service answers")
     commands.add_parser("notary", help="notary root-key GUN --server URL [--ca FILE]: print a trust collection's root key (PEM)")
     config = commands.add_parser("config", help="validate the configuration and print the effective rules")
     config.set_defaults(handler=cmd_config)

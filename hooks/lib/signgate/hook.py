@@ -17,7 +17,7 @@ import json
 import os
 import sys
 import time
-from typing import Any, Mapping, TextIO
+from typing import Any, Callable, Mapping, TextIO
 
 from .config import Config, config_path_from_env, load_config, parse_config, read_config_bytes
 from .deadline import Deadline
@@ -144,7 +144,11 @@ def namespace_selector(config: Config) -> dict[str, Any]:
 # ---- admission -----------------------------------------------------------------------------------
 
 
-def run_admission(environ: Mapping[str, str], started: float, log: TextIO) -> int:
+def run_admission(
+    environ: Mapping[str, str], started: float, log: TextIO, on_unfinished: Callable[[], None] | None = None
+) -> int:
+    """Answer one admission call. `on_unfinished` replaces the default exit when worker threads
+    are stuck past the deadline (the verifier service must tell the hook before leaving)."""
     response_path = environ.get("VALIDATING_RESPONSE_PATH") or environ.get("ADMISSION_RESPONSE_PATH")
     config: Config | None = None
     request: dict[str, Any] = {}
@@ -205,6 +209,8 @@ def run_admission(environ: Mapping[str, str], started: float, log: TextIO) -> in
             # Worker threads are stuck on a slow registry past the deadline. The answer is written;
             # leave now instead of waiting for them (shell-operator would never kill us).
             log.flush()
+            if on_unfinished is not None:
+                on_unfinished()
             os._exit(0)
         return 0
     except SigngateError as exc:

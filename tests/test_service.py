@@ -1,0 +1,387 @@
+"""Specification of the verifier service as the hook sees it (relay.py and service.py).
+
+With $SIGNGATE_VERIFIER_SOCKET set, a hook call that the fast path cannot answer hands its files
+to `signgate serve`, whose forked worker runs the same admission code. Two promises:
+
+1. The service answers exactly as the hook would have: same response, same decision log on the
+   hook's stderr, same metrics, same caches (so the next call takes the fast path).
+2. The service only accelerates. However it fails (absent, refusing, silent, lying, hung), the hook
+   still answers, by deciding in its own process, and logs why.
+
+The hook runs as a real subprocess against the real registry on 127.0.0.1; the service is the real
+`python -m signgate serve`. Hostile stand-ins for the service are small socket servers here.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from contract import BINDING, HookRun, admission_request, pod_spec, request_for, run_contexts, run_request, workload, write_config
+from support.oci import PushedImage, RegistryHTTP, push_image
+from support.registry import Registry
+from support.service import VerifierService
+from support.signer import TestKey, sign_legacy
+
+
+@pytest.fixture(scope="module")
+def service() -> Iterator[VerifierService]:
+    directory = Path(tempfile.mkdtemp(prefix="sg-svc-", dir="/tmp"))
+    with VerifierService(directory) as running:
+        yield running
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A directory whose paths fit in a Unix socket address (pytest's tmp paths may not)."""
+    path = Path(tempfile.mkdtemp(prefix="sg-", dir="/tmp"))
+    yield path
+    for child in path.iterdir():
+        child.unlink()
+    path.rmdir()
+
+
+class Images:
+    def __init__(self, registry: Registry, http: RegistryHTTP, repo: str, key: TestKey) -> None:
+        self.signed: PushedImage = push_image(http, repo, "v1", content=b"signed " + repo.encode())
+        sign_legacy(http, repo, self.signed.digest, key)
+        self.unsigned: PushedImage = push_image(http, repo, "unsigned", content=b"unsigned " + repo.encode())
+        self.registry = registry
+
+
+@pytest.fixture
+def images(registry: Registry, http: RegistryHTTP, repo: str, keys: dict[str, TestKey]) -> Images:
+    return Images(registry, http, repo, keys["ecdsa-p256"])
+
+
+def via(service: VerifierService, cache: Path, **extra: str) -> dict[str, str]:
+    return {"SIGNGATE_VERIFIER_SOCKET": str(service.socket), "SIGNGATE_CACHE_DIR": str(cache), **extra}
+
+
+def relay_warnings(run: HookRun) -> list[str]:
+    return [e["msg"] for e in run.logs if e.get("level") == "warning" and "verifier service" in e.get("msg", "")]
+
+
+def comparable(run: HookRun) -> dict[str, Any]:
+    """What must not depend on who decided: the response and the decision's verdicts."""
+    assert run.returncode == 0 and run.response is not None, run.stderr
+    decisions = [e for e in run.logs if e.get("msg") == "signgate decision"]
+    assert len(decisions) == 1, run.stderr
+    log = decisions[0]
+    images = [{k: v for k, v in image.items()} for image in log.get("images", [])]
+    return {"response": run.response, "verdict": log["verdict"], "reasons": log["reasons"], "images": images}
+
+
+# ---- 1. the same answer as the hook's own ----------------------------------------------------------
+
+
+def _contexts(request: dict[str, Any], kind: str = "Validating") -> list[dict[str, Any]]:
+    return [{"binding": BINDING, "type": kind, "review": {"request": request}}]
+
+
+CASES: list[tuple[str, Callable[[Images, Path, dict[str, TestKey]], tuple[Path, Any]]]] = [
+    (
+        "signed image by tag is admitted",
+        lambda im, d, k: (write_config(d, k["ecdsa-p256"].pub_path, im.registry.host), _contexts(request_for("Pod", [im.signed.reference]))),
+    ),
+    (
+        "signed image by digest is admitted",
+        lambda im, d, k: (
+            write_config(d, k["ecdsa-p256"].pub_path, im.registry.host),
+            _contexts(request_for("Pod", [f"{im.signed.reference.rsplit(':', 1)[0]}@{im.signed.digest}"])),
+        ),
+    ),
+    (
+        "unsigned image is denied with the same message",
+        lambda im, d, k: (write_config(d, k["ecdsa-p256"].pub_path, im.registry.host), _contexts(request_for("Pod", [im.unsigned.reference]))),
+    ),
+    (
+        "signature by an untrusted key is denied",
+        lambda im, d, k: (write_config(d, k["other-ecdsa-p256"].pub_path, im.registry.host), _contexts(request_for("Pod", [im.signed.reference]))),
+    ),
+    (
+        "one unsigned container among signed ones denies the pod and names it",
+        lambda im, d, k: (
+            write_config(d, k["ecdsa-p256"].pub_path, im.registry.host),
+            _contexts(request_for("Pod", [im.signed.reference], init=[im.unsigned.reference])),
+        ),
+    ),
+    (
+        "warn mode admits the unsigned image with a warning",
+        lambda im, d, k: (
+            write_config(d, k["ecdsa-p256"].pub_path, im.registry.host, mode="warn"),
+            _contexts(request_for("Pod", [im.unsigned.reference])),
+        ),
+    ),
+    (
+        "a deployment is checked through its pod template",
+        lambda im, d, k: (
+            write_config(d, k["ecdsa-p256"].pub_path, im.registry.host),
+            _contexts(admission_request(workload("Deployment", pod_spec([im.unsigned.reference])))),
+        ),
+    ),
+    (
+        "the mutating call pins the digest with the same patch",
+        lambda im, d, k: (
+            write_config(d, k["ecdsa-p256"].pub_path, im.registry.host, policy=[{"images": "**", "pinDigest": True}]),
+            _contexts(request_for("Pod", [im.signed.reference]), kind="Mutating"),
+        ),
+    ),
+    (
+        "an image no rule matches is denied by default",
+        lambda im, d, k: (
+            write_config(d, k["ecdsa-p256"].pub_path, im.registry.host, policy=[{"images": "elsewhere.example/**"}]),
+            _contexts(request_for("Pod", [im.signed.reference])),
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize("name, build", CASES, ids=[name for name, _ in CASES])
+def test_the_service_answers_exactly_as_the_hook_itself(name, build, images, service, keys, tmp_path) -> None:
+    config, contexts = build(images, tmp_path, keys)
+    own = run_contexts(config, contexts, env={"SIGNGATE_CACHE_DIR": str(tmp_path / "own")})
+    served = run_contexts(config, contexts, env=via(service, tmp_path / "served"))
+    assert comparable(served) == comparable(own)
+    assert relay_warnings(served) == []
+
+
+FAULTY_INPUT = [
+    ("a configuration that does not parse", b"keys: [unclosed", b"[]"),
+    ("a binding context that is not JSON", None, b"{not json"),
+    ("a binding context without a request", None, json.dumps([{"binding": BINDING, "type": "Validating", "review": {}}]).encode()),
+]
+
+
+@pytest.mark.parametrize("name, raw_config, raw_context", FAULTY_INPUT, ids=[c[0] for c in FAULTY_INPUT])
+def test_faulty_input_is_denied_by_the_service_with_the_hooks_own_message(name, raw_config, raw_context, images, service, keys, tmp_path) -> None:
+    config = write_config(tmp_path, keys["ecdsa-p256"].pub_path, images.registry.host)
+    if raw_config is not None:
+        config.write_bytes(raw_config)
+    own = run_contexts(config, None, raw_context=raw_context, env={"SIGNGATE_CACHE_DIR": str(tmp_path / "own")})
+    served = run_contexts(config, None, raw_context=raw_context, env=via(service, tmp_path / "served"))
+    assert own.response is not None and own.response["allowed"] is False
+    assert served.response == own.response
+    assert relay_warnings(served) == []
+
+
+def test_the_hook_process_imports_neither_requests_nor_cryptography_when_the_service_answers(images, service, keys, tmp_path) -> None:
+    # Shadow both packages for the hook process only: importing either there fails loudly.
+    shadow = tmp_path / "shadow"
+    for package in ("requests", "cryptography"):
+        (shadow / package).mkdir(parents=True)
+        (shadow / package / "__init__.py").write_text(f"raise ImportError('the hook process imported {package}')\n")
+    config = write_config(tmp_path, keys["ecdsa-p256"].pub_path, images.registry.host)
+    request = request_for("Pod", [images.signed.reference])
+
+    served = run_request(config, request, env=via(service, tmp_path / "c1", PYTHONPATH=str(shadow)))
+    assert served.allowed, served.stderr
+    # The shadow works: without the service the same hook process cannot verify.
+    alone = run_request(config, request, env={"SIGNGATE_CACHE_DIR": str(tmp_path / "c2"), "PYTHONPATH": str(shadow)})
+    assert not alone.allowed and "imported" in alone.message
+
+
+def test_decision_log_and_metrics_reach_the_hooks_own_files(images, service, keys, tmp_path) -> None:
+    config = write_config(tmp_path, keys["ecdsa-p256"].pub_path, images.registry.host)
+    metrics = tmp_path / "metrics.json"
+    run = run_request(config, request_for("Pod", [images.signed.reference]), env=via(service, tmp_path / "c", METRICS_PATH=str(metrics)))
+    assert run.allowed
+    assert run.decision_log["images"][0]["reason"] == "verified"
+    operations = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert any(op["name"] == "signgate_decisions_total" and op["labels"].get("result") == "allowed" for op in operations), operations
+
+
+def test_after_the_service_verified_an_image_the_next_call_is_answered_by_the_fast_path_alone(images, keys, tmp_path, short_dir) -> None:
+    config = write_config(tmp_path, keys["ecdsa-p256"].pub_path, images.registry.host)
+    request = request_for("Pod", [images.signed.reference])
+    with VerifierService(short_dir) as own_service:
+        first = run_request(config, request, env=via(own_service, tmp_path / "cache"))
+    assert first.allowed
+    # The service is gone: only the hook's fast path can answer now, from the worker's entries.
+    mark = images.registry.mark()
+    second = run_request(config, request, env=via(own_service, tmp_path / "cache"))
+    assert second.allowed
+    assert second.decision_log["cache"].get("fast") is True
+    assert images.registry.count_requests(mark) == 0
+    assert relay_warnings(second) == []  # the fast path answered before the relay was tried
+
+
+def test_concurrent_cold_admissions_through_the_service_elect_one_verifier(images, service, keys, tmp_path) -> None:
+    config = write_config(tmp_path, keys["ecdsa-p256"].pub_path, images.registry.host)
+    cache = tmp_path / "shared"
+    results: list[HookRun | BaseException] = []
+
+    def admit() -> None:
+        try:
+            results.append(run_request(config, request_for("Pod", [images.signed.reference]), env=via(service, cache)))
+        except BaseException as exc:  # recorded, never lost
+            results.append(exc)
+
+    mark = images.registry.mark()
+    threads = [threading.Thread(target=admit) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 16
+    assert all(isinstance(r, HookRun) and r.allowed for r in results), results
+    # Tag resolution + referrers probe + fallback tag + .sig manifest + payload: once in all.
+    assert images.registry.count_requests(mark) == 5
+
+
+# ---- 2. the service only accelerates -----------------------------------------------------------------
+
+
+class FakeService:
+    """A Unix socket server that misbehaves in one chosen way, in a thread."""
+
+    def __init__(self, path: Path, behaviour: Callable[[socket.socket], None]) -> None:
+        self.path = path
+        self.behaviour = behaviour
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(str(path))
+        self.listener.listen(16)
+        self.connections = 0
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            try:
+                self.behaviour(conn)
+            except OSError:
+                pass
+            finally:
+                conn.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def _hang_up(conn: socket.socket) -> None:
+    conn.recv(65536)
+
+
+def _reply(line: bytes) -> Callable[[socket.socket], None]:
+    def behaviour(conn: socket.socket) -> None:
+        conn.recv(65536)
+        conn.sendall(line)
+
+    return behaviour
+
+
+BROKEN_SERVICES = [
+    ("closes the connection without a word", _hang_up, "closed the connection without an answer"),
+    ("refuses the request", _reply(b"error too busy\n"), "too busy"),
+    ("answers something else", _reply(b"hello there\n"), "unexpected reply"),
+    ("claims a non-numeric exit code", _reply(b"done zero\n"), "unexpected reply"),
+]
+
+
+@pytest.mark.parametrize("name, behaviour, logged", BROKEN_SERVICES, ids=[c[0] for c in BROKEN_SERVICES])
+def test_a_broken_service_makes_the_hook_decide_itself_and_say_why(name, behaviour, logged, images, keys, tmp_path, short_dir) -> None:
+    config = write_config(tmp_path, keys["ecdsa-p256"].pub_path, images.registry.host)
+    fake = FakeService(short_dir / "v.sock", behaviour)
+    try:
+        signed = run_request(config, request_for("Pod", [images.signed.reference]), env={"SIGNGATE_VERIFIER_SOCKET": str(fake.path)})
+        unsigned = run_request(config, request_for("Pod", [images.unsigned.reference]), env={"SIGNGATE_VERIFIER_SOCKET": str(fake.path)})
+    finally:
+        fake.close()
+    assert fake.connections == 2
+    assert signed.allowed, signed.stderr
+    assert not unsigned.allowed and "no signature found" in unsigned.message
+    for run in (signed, unsigned):
+        warnings = relay_warnings(run)
+        assert len(warnings) == 1 and logged in warnings[0] and "verifying in this process" in warnings[0], run.stderr
+
+
+UNREACHABLE = [
+    ("no file at the socket path", lambda d: d / "absent.sock", "no socket at the configured path"),
+    ("a socket file nobody listens on", lambda d: _dead_socket(d / "dead.sock"), "connection refused"),
+    ("a regular file at the socket path", lambda d: _regular_file(d / "file.sock"), "connection refused"),
+]
+
+
+def _dead_socket(path: Path) -> Path:
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.close()
+    return path
+
+
+def _regular_file(path: Path) -> Path:
+    path.write_text("not a socket")
+    return path
+
+
+@pytest.mark.parametrize("name, make, logged", UNREACHABLE, ids=[c[0] for c in UNREACHABLE])
+def test_an_unreachable_service_makes_the_hook_decide_itself(name, make, logged, images, keys, tmp_path, short_dir) -> None:
+    config = write_config(tmp_path, keys["ecdsa-p256"].pub_path, images.registry.host)
+    run = run_request(config, request_for("Pod", [images.signed.reference]), env={"SIGNGATE_VERIFIER_SOCKET": str(make(short_dir))})
+    assert run.allowed, run.stderr
+    warnings = relay_warnings(run)
+    assert len(warnings) == 1 and logged in warnings[0], run.stderr
+
+
+def test_a_silent_service_is_waited_for_no_longer_than_the_webhook_timeout(images, keys, tmp_path, short_dir) -> None:
+    # JSON, as the chart renders it, so the relay can read timeoutSeconds without yaml.
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({
+        "keys": {"default": str(keys["ecdsa-p256"].pub_path)},
+        "registries": {"insecure": [images.registry.host]},
+        "policy": [{"images": "**"}],
+        "webhook": {"timeoutSeconds": 2},
+    }))
+    release = threading.Event()
+    fake = FakeService(short_dir / "v.sock", lambda conn: (conn.recv(65536), release.wait(30)))
+    started = time.monotonic()
+    try:
+        run = run_request(config, request_for("Pod", [images.signed.reference]), env={"SIGNGATE_VERIFIER_SOCKET": str(fake.path)})
+    finally:
+        release.set()
+        fake.close()
+    elapsed = time.monotonic() - started
+    # The API server has given up by now; the hook still writes a named denial and exits.
+    assert elapsed < 10, elapsed
+    assert not run.allowed
+    assert 'container "c0"' in run.message and images.signed.reference in run.message
+    assert "not verified within" in run.message
+    assert "no answer in time" in relay_warnings(run)[0]
+
+
+def test_a_registry_that_never_answers_is_cut_off_at_the_deadline_by_the_worker(keys, tmp_path, service) -> None:
+    # A TCP listener that accepts and never answers: the worker's own deadline, counted from the
+    # hook's start, must end the call, and the worker must still tell the hook it answered.
+    silent = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    host = f"127.0.0.1:{silent.getsockname()[1]}"
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({
+        "keys": {"default": str(keys["ecdsa-p256"].pub_path)},
+        "registries": {"insecure": [host]},
+        "policy": [{"images": "**"}],
+        "webhook": {"timeoutSeconds": 4, "deadlineSeconds": 2},
+    }))
+    started = time.monotonic()
+    try:
+        run = run_request(config, request_for("Pod", [f"{host}/slow/app:v1"]), env=via(service, tmp_path / "c"))
+    finally:
+        silent.close()
+    elapsed = time.monotonic() - started
+    assert not run.allowed
+    assert f"{host}/slow/app:v1" in run.message and "not verified within 2 s" in run.message
+    assert elapsed < 3.5, elapsed  # the deadline includes the hook's own start-up
+    assert relay_warnings(run) == []  # the worker answered; the hook did not decide again
