@@ -6,7 +6,8 @@ ports, env, probes, security context, PDB and RBAC; the rendered signgate config
 signgate's own loader with the pod's volumes laid out on disk, and the real hook's `--config`
 output; the generated certificate parsed with cryptography, and kept on upgrade when `lookup` finds
 it (against a stub API server on 127.0.0.1 that answers the two requests Helm's lookup makes);
-schema and template failures; and a checkov scan with every skip carrying its reason.
+schema and template failures; the verifier service's sidecar (the same env, mounts and user as
+the hook container, derived from the render); and a checkov scan with every skip carrying its reason.
 """
 
 from __future__ import annotations
@@ -19,9 +20,12 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -117,6 +121,18 @@ OPTIONS: dict[str, dict[str, Any]] = {
     # A rule that pins digests makes the hook register a mutating binding, so the chart must
     # grant (and clean up) the mutating configuration even with mutation.enabled left false.
     "pin-digest": {"config": {"policy": [{"images": "**", "keys": ["default"], "pinDigest": True}]}},
+    "verifier-disabled": {"verifier": {"enabled": False}},
+    # extraEnv and extraVolumeMounts reach both containers: a worker reads HTTPS_PROXY from its own
+    # environment (only SIGNGATE_* variables are forwarded over the socket).
+    "verifier-tuned": {
+        "verifier": {"maxWorkers": 8, "resources": {"limits": {"memory": "384Mi"}}},
+        "registryAuth": {"existingSecret": "regcred"},
+        "registryCA": {"existingConfigMap": "registry-ca"},
+        "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy.example.com:3128"},
+                     {"name": "SIGNGATE_EXTRA_SETTING", "value": "1"}],
+        "extraVolumes": [{"name": "proxy-ca", "configMap": {"name": "registry-ca"}}],
+        "extraVolumeMounts": [{"name": "proxy-ca", "mountPath": "/etc/ssl/proxy-ca", "readOnly": True}],
+    },
     "full-config": {
         "image": {"digest": "sha256:" + "a" * 64},
         "podAntiAffinity": "hard",
@@ -200,16 +216,30 @@ class Rendered:
         return self.deployment["spec"]["template"]
 
     @property
+    def containers(self) -> dict[str, dict[str, Any]]:
+        containers = {c["name"]: c for c in self.pod["spec"]["containers"]}
+        assert len(containers) == len(self.pod["spec"]["containers"]), "two containers share a name"
+        return containers
+
+    @property
     def container(self) -> dict[str, Any]:
-        [container] = self.pod["spec"]["containers"]
-        return container
+        """The hook container: shell-operator, which runs the hooks."""
+        return self.containers["shell-operator"]
+
+    @property
+    def verifier(self) -> dict[str, Any] | None:
+        return self.containers.get("verifier")
+
+    @property
+    def verifier_enabled(self) -> bool:
+        return bool(merge(DEFAULTS, self.values)["verifier"]["enabled"])
 
     @property
     def env(self) -> dict[str, Any]:
-        return {entry["name"]: entry for entry in self.container["env"]}
+        return container_env(self.container)
 
-    def env_value(self, name: str) -> str:
-        entry = self.env[name]
+    def env_value(self, name: str, container: dict[str, Any] | None = None) -> str:
+        entry = container_env(container or self.container)[name]
         if "value" in entry:
             return entry["value"]
         field = entry["valueFrom"]["fieldRef"]["fieldPath"]
@@ -227,6 +257,15 @@ class Rendered:
     @property
     def hook_objects(self) -> list[dict[str, Any]]:
         return [d for d in self.docs if "helm.sh/hook" in (d["metadata"].get("annotations") or {})]
+
+
+def container_env(container: dict[str, Any]) -> dict[str, Any]:
+    names = [entry["name"] for entry in container["env"]]
+    assert len(names) == len(set(names)), f"{container['name']}: a variable is set twice: {names}"
+    return {entry["name"]: entry for entry in container["env"]}
+
+
+DEFAULTS: dict[str, Any] = yaml.safe_load((CHART / "values.yaml").read_text())
 
 
 def split(files: dict[str, str]) -> list[dict[str, Any]]:
@@ -279,14 +318,14 @@ def object_data(r: Rendered, kind: str, name: str) -> dict[str, str]:
     return dict(found.get("data") or {})
 
 
-def lay_out_volumes(r: Rendered, root: Path) -> dict[str, Path]:
-    """Write the files the kubelet would mount into the container under `root`.
+def lay_out_volumes(r: Rendered, root: Path, container: dict[str, Any] | None = None) -> dict[str, Path]:
+    """Write the files the kubelet would mount into the container (default: the hook's) under `root`.
 
     Returns mountPath -> local directory. Named items must exist in their source, as the
     kubelet requires."""
     volumes = {v["name"]: v for v in r.pod["spec"]["volumes"]}
     mounts: dict[str, Path] = {}
-    for mount in r.container["volumeMounts"]:
+    for mount in (container or r.container)["volumeMounts"]:
         assert "subPath" not in mount, "subPath mounts never see ConfigMap/Secret updates"
         volume = volumes[mount["name"]]
         target = root / mount["mountPath"].lstrip("/")
@@ -328,9 +367,10 @@ class Pod:
     config_path: Path
 
 
-def as_pod(r: Rendered, root: Path) -> Pod:
-    mounts = lay_out_volumes(r, root)
-    env = {name: relocate(r.env_value(name), mounts) for name in r.env}
+def as_pod(r: Rendered, root: Path, container: dict[str, Any] | None = None) -> Pod:
+    container = container or r.container
+    mounts = lay_out_volumes(r, root, container)
+    env = {name: relocate(r.env_value(name, container), mounts) for name in container_env(container)}
     config_path = Path(env["SIGNGATE_CONFIG"])
     assert config_path.is_file(), "SIGNGATE_CONFIG does not point at the mounted configuration"
     # The configuration's own paths are pod paths: relocate them as the mounts are.
@@ -471,6 +511,8 @@ def test_writable_paths_are_empty_dirs_and_everything_else_is_read_only(rendered
         else:
             assert mount["readOnly"] is True, mount
     expected = {"/tmp", "/var/run/shell-operator"}
+    if rendered.verifier_enabled:
+        expected.add(os.path.dirname(rendered.env_value("SIGNGATE_VERIFIER_SOCKET")))
     if rendered.values.get("cache", {}).get("enabled", True):
         expected.add(rendered.env_value("SIGNGATE_CACHE_DIR"))
     else:
@@ -510,6 +552,268 @@ def test_network_policy_admits_the_webhook_and_metrics_ports(renders: dict[str, 
     full = renders["full-config"].get("NetworkPolicy", RELEASE)
     assert full["spec"]["policyTypes"] == ["Ingress", "Egress"]
     assert full["spec"]["ingress"][0]["from"] == [{"ipBlock": {"cidr": "10.0.0.0/8"}}]
+
+
+# ---- the verifier service ---------------------------------------------------------------------------
+
+SOCKET_VARIABLE = "SIGNGATE_VERIFIER_SOCKET"
+VERIFIER_OPTIONS = [name for name, override in OPTIONS.items()
+                    if merge(DEFAULTS, merge(BASE_VALUES, override))["verifier"]["enabled"]]
+DOCKERFILE = (REPO / "image" / "Dockerfile").read_text()
+# Where the image puts the venv's Python and signgate's library (the chart must name the same).
+IMAGE_PYTHON = re.search(r"-m venv (/\S+)", DOCKERFILE).group(1) + "/bin/python"
+IMAGE_HOOKS_LIB = re.search(r"^COPY hooks/ (/\S+?)/?$", DOCKERFILE, re.M).group(1) + "/lib"
+
+
+def mounts_by_path(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    mounts = {m["mountPath"]: m for m in container.get("volumeMounts", [])}
+    assert len(mounts) == len(container.get("volumeMounts", [])), f"{container['name']}: a path is mounted twice"
+    return mounts
+
+
+def mount_for(path: str, container: dict[str, Any]) -> dict[str, Any] | None:
+    """The mount that `path` lies under (the longest mountPath that is a prefix of it)."""
+    under = [m for p, m in mounts_by_path(container).items() if path == p or path.startswith(p.rstrip("/") + "/")]
+    return max(under, key=lambda m: len(m["mountPath"]), default=None)
+
+
+def absolute_paths(value: Any) -> Iterator[str]:
+    if isinstance(value, dict):
+        for child in value.values():
+            yield from absolute_paths(child)
+    elif isinstance(value, list):
+        for child in value:
+            yield from absolute_paths(child)
+    elif isinstance(value, str) and value.startswith("/"):
+        yield value
+
+
+def signgate_paths(r: Rendered) -> set[str]:
+    """Every file or directory signgate reads in the hook container, as the render names them: the
+    values of its SIGNGATE_* variables and the paths in its configuration (keys, credentials, CA)."""
+    paths = {r.env_value(name) for name in r.env if name.startswith("SIGNGATE_")}
+    paths.update(absolute_paths(r.config))
+    return {path for path in paths if path.startswith("/")}
+
+
+def signgate_mounts(r: Rendered) -> list[dict[str, Any]]:
+    """The hook container's mounts that signgate depends on: those its paths lie under, and the
+    user's extraVolumeMounts (whatever they hold is part of the hook's environment)."""
+    needed: dict[str, dict[str, Any]] = {}
+    for path in sorted(signgate_paths(r)):
+        mount = mount_for(path, r.container)
+        assert mount is not None, f"signgate reads {path}, which is not mounted in the hook container"
+        needed[mount["mountPath"]] = mount
+    for extra in r.values.get("extraVolumeMounts") or []:
+        needed[extra["mountPath"]] = mounts_by_path(r.container)[extra["mountPath"]]
+    return list(needed.values())
+
+
+def serve_flags(command: list[str]) -> dict[str, str]:
+    python = command.index(IMAGE_PYTHON)
+    assert command[python + 1:python + 4] == ["-m", "signgate", "serve"], command
+    args = command[python + 4:]
+    assert len(args) % 2 == 0 and all(flag.startswith("--") for flag in args[::2]), args
+    return dict(zip(args[::2], args[1::2]))
+
+
+def quantity_mib(quantity: str) -> float:
+    number, unit = re.fullmatch(r"([0-9.]+)([KMG]i)?", str(quantity)).groups()
+    return float(number) * {None: 1 / 2**20, "Ki": 1 / 1024, "Mi": 1, "Gi": 1024}[unit]
+
+
+def test_verifier_is_a_sidecar_by_default(renders: dict[str, Rendered]) -> None:
+    assert DEFAULTS["verifier"]["enabled"] is True
+    r = renders["default"]
+    # The hook container first: `kubectl logs`, `kubectl exec` and the checks above expect it there,
+    # and the annotation makes kubectl pick it (the decisions are logged there) without asking.
+    assert [c["name"] for c in r.pod["spec"]["containers"]] == ["shell-operator", "verifier"]
+    assert r.pod["metadata"]["annotations"]["kubectl.kubernetes.io/default-container"] == "shell-operator"
+    assert "webhook" in {p["name"] for p in r.container["ports"]}
+    verifier = r.verifier
+    assert (verifier["image"], verifier["imagePullPolicy"]) == (r.container["image"], r.container["imagePullPolicy"])
+    assert "ports" not in verifier  # reached over its Unix socket only; the NetworkPolicy is unchanged
+    # The image's entrypoint is tini -- shell-operator: the command must replace it, with tini as PID 1.
+    assert verifier["command"][:2] == ["/sbin/tini", "--"]
+    assert "args" not in verifier
+
+
+def test_a_disabled_verifier_renders_nothing_of_it(renders: dict[str, Rendered]) -> None:
+    on, off = renders["default"], renders["verifier-disabled"]
+    assert off.verifier is None and [c["name"] for c in off.pod["spec"]["containers"]] == ["shell-operator"]
+    assert SOCKET_VARIABLE not in off.env
+    assert "kubectl.kubernetes.io/default-container" not in off.pod["metadata"]["annotations"]
+
+    # Default minus the verifier's parts is exactly the disabled render (the TLS material differs:
+    # every offline render generates a new certificate).
+    expected = copy.deepcopy(on.deployment)
+    pod = expected["spec"]["template"]
+    socket_volume = mount_for(on.env_value(SOCKET_VARIABLE), on.container)["name"]
+    pod["spec"]["containers"] = [c for c in pod["spec"]["containers"] if c["name"] != "verifier"]
+    [hook] = pod["spec"]["containers"]
+    hook["env"] = [e for e in hook["env"] if e["name"] != SOCKET_VARIABLE]
+    hook["volumeMounts"] = [m for m in hook["volumeMounts"] if m["name"] != socket_volume]
+    pod["spec"]["volumes"] = [v for v in pod["spec"]["volumes"] if v["name"] != socket_volume]
+    del pod["metadata"]["annotations"]["kubectl.kubernetes.io/default-container"]
+    actual = copy.deepcopy(off.deployment)
+    for deployment in (expected, actual):
+        del deployment["spec"]["template"]["metadata"]["annotations"]["checksum/tls"]
+    assert actual == expected
+    # Nothing else of the release changes.
+    def others(r: Rendered) -> list[dict[str, Any]]:
+        return [d for d in r.docs if d["kind"] != "Deployment" and d["metadata"]["name"] != f"{RELEASE}-tls"]
+    assert others(off) == others(on)
+
+
+@pytest.mark.parametrize("option", VERIFIER_OPTIONS)
+def test_verifier_mounts_what_signgate_reads_at_the_same_paths(renders: dict[str, Rendered], option: str) -> None:
+    r = renders[option]
+    verifier_mounts = mounts_by_path(r.verifier)
+    needed = signgate_mounts(r)
+    assert r.env_value("SIGNGATE_CONFIG").startswith(tuple(m["mountPath"] for m in needed))
+    for mount in needed:
+        # Same volume, same path, same read-only flag: the worker opens the paths the hook's
+        # environment and configuration name.
+        assert verifier_mounts.get(mount["mountPath"]) == mount, f"{mount} is not mounted in the verifier"
+    # And nothing else: not the webhook's TLS key, not shell-operator's binding contexts.
+    assert set(verifier_mounts) == {m["mountPath"] for m in needed}
+    volumes = {v["name"]: v for v in r.pod["spec"]["volumes"]}
+    for mount in verifier_mounts.values():
+        volume = volumes[mount["name"]]
+        assert "tls.key" not in {i["key"] for i in (volume.get("secret") or {}).get("items", [])}
+        assert bool(mount.get("readOnly")) != ("emptyDir" in volume), mount  # writable: emptyDirs only
+
+
+@pytest.mark.parametrize("option", VERIFIER_OPTIONS)
+def test_the_configuration_loads_in_the_verifier_container(
+    renders: dict[str, Rendered], option: str, tmp_path: Path
+) -> None:
+    from signgate.hook import check_key_files
+
+    r = renders[option]
+    pod = as_pod(r, tmp_path, r.verifier)
+    config = parse_config(pod.config_path.read_bytes(), "config.json", pod.env)
+    check_key_files(config)  # what the hook's --config call checks at start-up: keys, credentials
+    for path in [spec.path for spec in list(config.keys.values()) + list(config.rekor_keys.values())] + [
+        config.registries.auth, config.registries.ca_bundle
+    ]:
+        if path:
+            assert Path(path).is_file() and str(path).startswith(str(tmp_path)), path
+    if "SIGNGATE_CACHE_DIR" in r.env:
+        assert Path(pod.env["SIGNGATE_CACHE_DIR"]).is_dir()
+
+
+@pytest.mark.parametrize("option", VERIFIER_OPTIONS)
+def test_verifier_has_the_hooks_signgate_environment(renders: dict[str, Rendered], option: str) -> None:
+    r = renders[option]
+    verifier_env = container_env(r.verifier)
+    hook_signgate = [e for e in r.container["env"] if e["name"].startswith("SIGNGATE_") and e["name"] != SOCKET_VARIABLE]
+    verifier_signgate = [e for e in r.verifier["env"] if e["name"].startswith("SIGNGATE_")]
+    assert verifier_signgate == hook_signgate
+    assert SOCKET_VARIABLE not in verifier_env
+    # extraEnv reaches both, last (so it can override): proxies are read from the worker's own env.
+    for entry in r.values.get("extraEnv") or []:
+        assert r.container["env"][-len(r.values["extraEnv"]):] == r.verifier["env"][-len(r.values["extraEnv"]):]
+        assert entry in r.verifier["env"] and entry in r.container["env"]
+    assert verifier_env["PYTHONPATH"] == {"name": "PYTHONPATH", "value": IMAGE_HOOKS_LIB}
+
+
+@pytest.mark.parametrize("option", VERIFIER_OPTIONS)
+def test_verifier_runs_as_the_hook_user_with_the_same_hardening(renders: dict[str, Rendered], option: str) -> None:
+    r = renders[option]
+    pod_context = r.pod["spec"]["securityContext"]
+
+    def effective(container: dict[str, Any], key: str) -> Any:
+        return container.get("securityContext", {}).get(key, pod_context.get(key))
+
+    for key in ("runAsUser", "runAsGroup", "runAsNonRoot"):
+        assert effective(r.verifier, key) == effective(r.container, key) is not None, key
+    assert r.verifier["securityContext"] == r.container["securityContext"]
+
+
+@pytest.mark.parametrize("option", VERIFIER_OPTIONS)
+def test_verifier_serves_and_is_probed_on_the_socket_the_hook_uses(renders: dict[str, Rendered], option: str) -> None:
+    r = renders[option]
+    socket = r.env_value(SOCKET_VARIABLE)
+    assert serve_flags(r.verifier["command"])["--socket"] == socket
+    ping = [IMAGE_PYTHON, "-m", "signgate", "ping", "--socket", socket]
+    for name in ("readinessProbe", "livenessProbe"):
+        probe = r.verifier[name]
+        assert probe["exec"] == {"command": ping}, name
+        assert probe["timeoutSeconds"] >= 2 and probe["periodSeconds"] >= 5, name
+    liveness, readiness = r.verifier["livenessProbe"], r.verifier["readinessProbe"]
+    # Generous: a busy service is not restarted for a slow answer or two.
+    assert liveness["failureThreshold"] * liveness["periodSeconds"] >= 60
+    assert liveness["failureThreshold"] * liveness["periodSeconds"] > readiness["failureThreshold"] * readiness["periodSeconds"]
+    # The socket's directory: one in-memory emptyDir, mounted in both containers at the same path.
+    hook_mount, verifier_mount = mount_for(socket, r.container), mount_for(socket, r.verifier)
+    assert hook_mount == verifier_mount and hook_mount["mountPath"] == os.path.dirname(socket)
+    [volume] = [v for v in r.pod["spec"]["volumes"] if v["name"] == hook_mount["name"]]
+    assert volume["emptyDir"] == {"medium": "Memory", "sizeLimit": "1Mi"}
+
+
+def test_max_workers_and_resources_reach_the_verifier(renders: dict[str, Rendered]) -> None:
+    default, tuned = renders["default"], renders["verifier-tuned"]
+    workers = DEFAULTS["verifier"]["maxWorkers"]
+    assert serve_flags(default.verifier["command"])["--max-workers"] == str(workers)
+    assert serve_flags(tuned.verifier["command"])["--max-workers"] == "8"
+    assert default.verifier["resources"] == DEFAULTS["verifier"]["resources"]
+    assert tuned.verifier["resources"]["limits"] == {**DEFAULTS["verifier"]["resources"]["limits"], "memory": "384Mi"}
+    # The default limit holds the service (~40 MiB idle) and every worker busy (roughly 10 MiB each).
+    assert quantity_mib(default.verifier["resources"]["limits"]["memory"]) >= 40 + 10 * workers
+
+
+def test_install_guide_describes_the_verifier(renders: dict[str, Rendered]) -> None:
+    guide = (REPO / "docs" / "install.md").read_text()
+    r = renders["default"]
+    assert "--set verifier.enabled=false" in guide
+    assert os.path.dirname(r.env_value(SOCKET_VARIABLE)) in guide
+    assert "verifier.maxWorkers" in guide and "verifier.resources" in guide
+
+
+def test_the_real_service_answers_the_charts_probe(renders: dict[str, Rendered]) -> None:
+    """The rendered serve and ping commands against signgate's own service, with the verifier
+    container's environment and files laid out locally: the service starts, creates its socket
+    0600, answers the probe, and stops cleanly on SIGTERM (the kubelet's stop signal)."""
+    if not (REPO / "hooks" / "lib" / "signgate" / "service.py").is_file():
+        pytest.skip("signgate.service (the verifier service) is not in this tree yet")
+    r = renders["default"]
+    # Short: an AF_UNIX path has at most 107 bytes.
+    root = Path(tempfile.mkdtemp(prefix="sg-", dir="/tmp"))
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        pod = as_pod(r, root, r.verifier)
+        env = {**os.environ, **pod.env, "PYTHONPATH": str(REPO / "hooks" / "lib")}
+
+        def local(command: list[str]) -> list[str]:
+            command = command[2:] if command[:2] == ["/sbin/tini", "--"] else command
+            return [sys.executable if arg == IMAGE_PYTHON else relocate(arg, pod.mounts) for arg in command]
+
+        serve = local(r.verifier["command"])
+        ping = local(r.verifier["readinessProbe"]["exec"]["command"])
+        socket = Path(serve_flags([IMAGE_PYTHON] + serve[1:])["--socket"])
+        assert str(socket).startswith(str(root))
+
+        def probe() -> int:
+            return subprocess.run(ping, env=env, capture_output=True, timeout=30).returncode
+
+        assert probe() == 1  # nothing listens yet
+        server = subprocess.Popen(serve, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while probe() != 0:
+            assert server.poll() is None, server.stdout.read().decode(errors="replace")
+            assert time.monotonic() < deadline, "the service did not answer the probe within 20 s"
+            time.sleep(0.2)
+        assert socket.stat().st_mode & 0o777 == 0o600
+        server.send_signal(signal.SIGTERM)
+        output = server.communicate(timeout=15)[0].decode(errors="replace")
+        assert server.returncode == 0, output
+        assert probe() == 1
+    finally:
+        if server is not None and server.poll() is None:
+            server.kill()
+            server.wait()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 # ---- RBAC and uninstall -----------------------------------------------------------------------------
@@ -912,6 +1216,14 @@ SCHEMA_VIOLATIONS = {
     "bad digest": {"image": {"digest": "latest"}},
     "two-part binding name": {"config": {"webhook": {"name": "signgate.dev"}}},
     "bad anti-affinity": {"podAntiAffinity": "always"},
+    "zero verifier workers": {"verifier": {"maxWorkers": 0}},
+    "too many verifier workers": {"verifier": {"maxWorkers": 257}},
+    "string verifier workers": {"verifier": {"maxWorkers": "8"}},
+    "fractional verifier workers": {"verifier": {"maxWorkers": 2.5}},
+    "unknown verifier value": {"verifier": {"socket": "/run/other.sock"}},
+    "verifier typo": {"verifier": {"enable": False}},
+    "unknown verifier resources value": {"verifier": {"resources": {"request": {"cpu": "1"}}}},
+    "string verifier switch": {"verifier": {"enabled": "false"}},
 }
 
 
@@ -1048,7 +1360,8 @@ def test_install_guide_matches_the_chart(renders: dict[str, Rendered]) -> None:
     assert "--set-file keys.inline.default=cosign.pub" in guide
     assert f"deployment/{r.deployment['metadata']['name']}" in guide
     for value in ("tls.source", "tls.certManager.issuerRef", "tls.existingSecret", "keys.existingSecret",
-                  "registryAuth.existingSecret", "registryCA.existingConfigMap", "metrics.serviceMonitor.enabled"):
+                  "registryAuth.existingSecret", "registryCA.existingConfigMap", "metrics.serviceMonitor.enabled",
+                  "verifier.enabled", "verifier.maxWorkers", "verifier.resources"):
         section = yaml.safe_load((CHART / "values.yaml").read_text())
         for part in value.split("."):
             assert part in section, f"{value} is documented but is not a value"

@@ -103,6 +103,84 @@ registryCA: /etc/signgate/registry-ca
 registryCAFile: /etc/signgate/registry-ca/ca.crt
 certs: /validating-certs
 cache: /var/cache/signgate
+verifierSocketDir: /run/signgate
+verifierSocket: /run/signgate/verifier.sock
+{{- end -}}
+
+{{/* What signgate reads, for both containers ---------------------------------------------------
+The verifier service's workers run the hook's admission code with the hook's SIGNGATE_* variables
+(forwarded over the socket), so the verifier container must have the same variables and see the
+same files at the same paths. One definition for both containers, so the two cannot drift.
+extraEnv goes to both, last (it may override): the process that talks to the registries reads
+variables of its own, such as HTTPS_PROXY and NO_PROXY. */}}
+{{- define "signgate.sharedEnv" -}}
+{{- $paths := include "signgate.paths" . | fromYaml -}}
+# signgate excludes its own namespace (and kube-system) from the webhook's selector.
+- name: SIGNGATE_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+- name: SIGNGATE_CONFIG
+  value: {{ $paths.configFile | quote }}
+{{- if .Values.cache.enabled }}
+- name: SIGNGATE_CACHE_DIR
+  value: {{ $paths.cache | quote }}
+{{- end }}
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* The configuration, keys, registry credentials and CA, the verdict cache, the verifier's
+socket directory and extraVolumeMounts: mounted at the same paths in both containers. */}}
+{{- define "signgate.sharedMounts" -}}
+{{- $paths := include "signgate.paths" . | fromYaml -}}
+{{- $rekorNames := include "signgate.keyNames" (dict "section" .Values.rekorKeys "what" "rekorKeys") | fromJsonArray -}}
+- name: config
+  mountPath: {{ $paths.config }}
+  readOnly: true
+- name: keys
+  mountPath: {{ $paths.keys }}
+  readOnly: true
+{{- if $rekorNames }}
+- name: rekor-keys
+  mountPath: {{ $paths.rekorKeys }}
+  readOnly: true
+{{- end }}
+{{- if .Values.registryAuth.existingSecret }}
+- name: registry-auth
+  mountPath: {{ $paths.registryAuth }}
+  readOnly: true
+{{- end }}
+{{- if or .Values.registryCA.existingConfigMap .Values.registryCA.existingSecret }}
+- name: registry-ca
+  mountPath: {{ $paths.registryCA }}
+  readOnly: true
+{{- end }}
+{{- if .Values.cache.enabled }}
+- name: cache
+  mountPath: {{ $paths.cache }}
+{{- end }}
+{{- if .Values.verifier.enabled }}
+- name: verifier-socket
+  mountPath: {{ $paths.verifierSocketDir }}
+{{- end }}
+{{- with .Values.extraVolumeMounts }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* The verifier's probe: `signgate ping` exits 0 when the service answers on its socket. */}}
+{{- define "signgate.verifierPing" -}}
+{{- $paths := include "signgate.paths" . | fromYaml -}}
+exec:
+  command:
+    - /opt/venv/bin/python
+    - -m
+    - signgate
+    - ping
+    - --socket
+    - {{ $paths.verifierSocket }}
 {{- end -}}
 
 {{/* Key sources --------------------------------------------------------------------------------
