@@ -115,6 +115,7 @@ class RegistryClient:
         # Returns a reason to refuse the host, or None to allow it.
         self.host_allowed = host_allowed or (lambda host: None)
         self._sessions: dict[str, Any] = {}
+        self._proxies: dict[str, dict[str, str]] = {}
         self._tokens: dict[tuple[str, str], str] = {}
         self._basic_hosts: set[str] = set()
         self._lock = threading.Lock()
@@ -224,6 +225,19 @@ class RegistryClient:
             return session
 
 
+    def _proxies_for(self, url: str) -> dict[str, str]:
+        # The environment's proxies and NO_PROXY depend only on scheme and host; reading them
+        # walks the whole environment, which is worth doing once per host, not per request.
+        parts = urllib.parse.urlsplit(url)
+        key = f"{parts.scheme}://{parts.netloc}"
+        with self._lock:
+            found = self._proxies.get(key)
+        if found is None:
+            found = self._requests.utils.get_environ_proxies(key + "/")
+            with self._lock:
+                self._proxies[key] = found
+        return found
+
     def _check_host(self, host: str) -> None:
         problem = self.host_allowed(host)
         if problem:
@@ -323,7 +337,7 @@ class RegistryClient:
             self.deadline.timeout(self.limits.connect_timeout_seconds),
             self.deadline.timeout(self.limits.read_timeout_seconds),
         )
-        proxies = requests.utils.get_environ_proxies(url)
+        proxies = self._proxies_for(url)
         started = time.monotonic()
         status = None
         try:
