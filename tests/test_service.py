@@ -282,11 +282,18 @@ def _reply(line: bytes) -> Callable[[socket.socket], None]:
     return behaviour
 
 
+def _accept_then(line: bytes) -> Callable[[socket.socket], None]:
+    return _reply(b"accepted\n" + line)
+
+
 BROKEN_SERVICES = [
     ("closes the connection without a word", _hang_up, "closed the connection without an answer"),
+    ("accepts the request, then closes without an answer", _accept_then(b""), "closed the connection without an answer"),
+    ("accepts the request, then fails it", _accept_then(b"error the worker failed\n"), "the worker failed"),
     ("refuses the request", _reply(b"error too busy\n"), "too busy"),
     ("answers something else", _reply(b"hello there\n"), "unexpected reply"),
-    ("claims a non-numeric exit code", _reply(b"done zero\n"), "unexpected reply"),
+    ("answers before accepting", _reply(b"done 0\n"), "unexpected reply"),
+    ("claims a non-numeric exit code", _accept_then(b"done zero\n"), "unexpected reply"),
 ]
 
 
@@ -335,15 +342,19 @@ def test_an_unreachable_service_makes_the_hook_decide_itself(name, make, logged,
     assert len(warnings) == 1 and logged in warnings[0], run.stderr
 
 
-def test_a_silent_service_is_waited_for_no_longer_than_the_webhook_timeout(images, keys, tmp_path, short_dir) -> None:
-    # JSON, as the chart renders it, so the relay can read timeoutSeconds without yaml.
-    config = tmp_path / "config.json"
-    config.write_text(json.dumps({
-        "keys": {"default": str(keys["ecdsa-p256"].pub_path)},
-        "registries": {"insecure": [images.registry.host]},
+def _json_config(path: Path, key: TestKey, host: str, **webhook: Any) -> Path:
+    # JSON, as the chart renders it, so that the relay can read timeoutSeconds without yaml.
+    path.write_text(json.dumps({
+        "keys": {"default": str(key.pub_path)},
+        "registries": {"insecure": [host]},
         "policy": [{"images": "**"}],
-        "webhook": {"timeoutSeconds": 2},
+        **({"webhook": webhook} if webhook else {}),
     }))
+    return path
+
+
+def test_a_service_that_never_starts_the_request_gets_one_second_then_the_hook_decides(images, keys, tmp_path, short_dir) -> None:
+    config = _json_config(tmp_path / "config.json", keys["ecdsa-p256"], images.registry.host)
     release = threading.Event()
     fake = FakeService(short_dir / "v.sock", lambda conn: (conn.recv(65536), release.wait(30)))
     started = time.monotonic()
@@ -353,8 +364,30 @@ def test_a_silent_service_is_waited_for_no_longer_than_the_webhook_timeout(image
         release.set()
         fake.close()
     elapsed = time.monotonic() - started
+    assert run.allowed, run.stderr  # verified in-process, within the deadline
+    assert 1.0 <= elapsed < 6, elapsed
+    assert "no answer in time" in relay_warnings(run)[0]
+
+
+def test_a_worker_that_never_finishes_is_waited_for_no_longer_than_the_webhook_timeout(images, keys, tmp_path, short_dir) -> None:
+    config = _json_config(tmp_path / "config.json", keys["ecdsa-p256"], images.registry.host, timeoutSeconds=3)
+    release = threading.Event()
+
+    def accept_and_hang(conn: socket.socket) -> None:
+        conn.recv(65536)
+        conn.sendall(b"accepted\n")
+        release.wait(30)
+
+    fake = FakeService(short_dir / "v.sock", accept_and_hang)
+    started = time.monotonic()
+    try:
+        run = run_request(config, request_for("Pod", [images.signed.reference]), env={"SIGNGATE_VERIFIER_SOCKET": str(fake.path)})
+    finally:
+        release.set()
+        fake.close()
+    elapsed = time.monotonic() - started
     # The API server has given up by now; the hook still writes a named denial and exits.
-    assert elapsed < 10, elapsed
+    assert 3 <= elapsed < 10, elapsed
     assert not run.allowed
     assert 'container "c0"' in run.message and images.signed.reference in run.message
     assert "not verified within" in run.message
@@ -385,3 +418,43 @@ def test_a_registry_that_never_answers_is_cut_off_at_the_deadline_by_the_worker(
     assert f"{host}/slow/app:v1" in run.message and "not verified within 2 s" in run.message
     assert elapsed < 3.5, elapsed  # the deadline includes the hook's own start-up
     assert relay_warnings(run) == []  # the worker answered; the hook did not decide again
+
+
+def test_a_saturated_service_still_answers_its_probe_and_the_hook_decides_itself(images, keys, tmp_path, short_dir) -> None:
+    config = _json_config(tmp_path / "config.json", keys["ecdsa-p256"], images.registry.host)
+    with VerifierService(short_dir, max_workers=1) as saturated:
+        # Occupy the only worker: a client that connects and never sends its request holds it
+        # for the header timeout (2 s).
+        holder = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        holder.connect(str(saturated.socket))
+        try:
+            time.sleep(0.2)
+            probe_started = time.monotonic()
+            assert saturated.ping()  # the parent answers probes itself, busy or not
+            assert time.monotonic() - probe_started < 0.5
+            started = time.monotonic()
+            run = run_request(config, request_for("Pod", [images.signed.reference]), env={"SIGNGATE_VERIFIER_SOCKET": str(saturated.socket)})
+            elapsed = time.monotonic() - started
+        finally:
+            holder.close()
+    assert run.allowed, run.stderr
+    assert "no answer in time" in relay_warnings(run)[0]
+    assert elapsed < 1.0 + 5, elapsed
+
+
+def test_requests_queued_behind_a_busy_worker_are_served_in_turn(images, keys, tmp_path, short_dir) -> None:
+    config = _json_config(tmp_path / "config.json", keys["ecdsa-p256"], images.registry.host)
+    results: list[HookRun] = []
+    with VerifierService(short_dir, max_workers=1) as narrow:
+        def admit(i: int) -> None:
+            env = {"SIGNGATE_VERIFIER_SOCKET": str(narrow.socket), "SIGNGATE_CACHE_DIR": str(tmp_path / f"c{i}")}
+            results.append(run_request(config, request_for("Pod", [images.signed.reference]), env=env))
+
+        threads = [threading.Thread(target=admit, args=(i,)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert len(results) == 4 and all(r.allowed for r in results)
+    # One worker at a time, each well under a second: nobody had to fall back.
+    assert [relay_warnings(r) for r in results] == [[]] * 4

@@ -27,6 +27,7 @@ PROTOCOL = 1
 # Kubernetes caps a webhook's timeoutSeconds at 30: past that the API server has given up.
 MAX_WEBHOOK_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 1.0
+ACCEPT_TIMEOUT = 1.0
 MAX_REPLY_BYTES = 256
 MAX_CONFIG_BYTES = 1024 * 1024
 SOCKET_VARIABLE = "SIGNGATE_VERIFIER_SOCKET"
@@ -87,17 +88,29 @@ def _relay(environ: dict[str, str] | os._Environ[str], path: str, started: float
             sent = sock.sendmsg([frame], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, packed)])
             if sent < len(frame):
                 sock.sendall(frame[sent:])
-            reply = _read_line(sock)
+            lines = _Lines(sock)
+            # A worker starts at once unless the service is saturated; then this process still
+            # has most of the deadline to decide by itself.
+            sock.settimeout(min(ACCEPT_TIMEOUT, timeout))
+            _expect_accepted(lines.next())
+            sock.settimeout(max(0.001, _webhook_timeout(environ) - (time.monotonic() - started)))
+            reply = lines.next()
         finally:
             sock.close()
     finally:
         for fd in fds:
             if fd != 2:
                 os.close(fd)
-    return _parse_reply(reply)
+    return _parse_done(reply)
 
 
-def _parse_reply(reply: bytes) -> int | None:
+def _expect_accepted(reply: bytes) -> None:
+    if reply != b"accepted":
+        _parse_done(reply)  # raises the reason
+        raise ConnectionError(f"unexpected reply {reply[:40]!r}")
+
+
+def _parse_done(reply: bytes) -> int:
     """`done <exit code>` means the worker answered; anything else means decide here."""
     words = reply.decode("ascii", "replace").split()
     if len(words) == 2 and words[0] == "done" and words[1].isdigit():
@@ -109,14 +122,21 @@ def _parse_reply(reply: bytes) -> int | None:
     raise ConnectionError(f"unexpected reply {reply[:40]!r}")
 
 
-def _read_line(sock: object) -> bytes:
-    data = b""
-    while b"\n" not in data and len(data) < MAX_REPLY_BYTES:
-        chunk = sock.recv(MAX_REPLY_BYTES)  # type: ignore[attr-defined]
-        if not chunk:
-            break
-        data += chunk
-    return data.split(b"\n", 1)[0]
+class _Lines:
+    """Newline-terminated replies from a socket, at most MAX_REPLY_BYTES each."""
+
+    def __init__(self, sock: object) -> None:
+        self.sock = sock
+        self.buffer = b""
+
+    def next(self) -> bytes:
+        while b"\n" not in self.buffer and len(self.buffer) < MAX_REPLY_BYTES:
+            chunk = self.sock.recv(MAX_REPLY_BYTES)  # type: ignore[attr-defined]
+            if not chunk:
+                break
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return line[:MAX_REPLY_BYTES]
 
 
 def _webhook_timeout(environ: dict[str, str] | os._Environ[str]) -> float:

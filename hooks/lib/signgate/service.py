@@ -6,7 +6,7 @@ This service imports them once. For every connection it forks a worker, which:
 
 1. receives the hook call's open files (binding context, response, optionally metrics, and the
    hook's stderr) as SCM_RIGHTS descriptors, with the hook's SIGNGATE_* variables and how long
-   ago the hook started;
+   ago the hook started, and replies `accepted`;
 2. runs `hook.run_admission`, the code the hook would run itself, on those files, so the
    response, decision log, metrics and caches are exactly those of an in-process call, and the
    deadline still counts from the hook's start;
@@ -18,10 +18,12 @@ service holds no configuration either; each worker reads it (and the keys) as th
 so configuration changes apply at once. The socket file is created 0600, in a directory the
 deployment shares only between the hook and verifier containers.
 
-The parent never reads from a connection (a stuck client only ever holds its own worker), keeps
-at most --max-workers workers alive (further connections wait in the listen backlog), and on
-SIGTERM or SIGINT stops accepting, waits up to STOP_GRACE seconds for its workers, and removes
-the socket.
+The parent never blocks on a connection (a stuck client only ever holds its own worker). It
+keeps at most --max-workers workers alive; requests beyond that wait in a queue, and a hook
+whose request is not `accepted` within a second decides by itself (relay.py). Pings are answered
+by the parent at once, busy or not, because a saturated service is still alive. On SIGTERM or
+SIGINT it stops accepting, waits up to STOP_GRACE seconds for its workers, and removes the
+socket.
 """
 
 from __future__ import annotations
@@ -30,11 +32,13 @@ import argparse
 import gc
 import json
 import os
+import select
 import signal
 import socket
 import stat
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, TextIO
 
@@ -46,6 +50,10 @@ MAX_ENV_VALUE = 4096
 HEADER_TIMEOUT = 2.0
 STOP_GRACE = 10.0
 ACCEPT_POLL = 0.5
+BUSY_POLL = 0.01
+MAX_PENDING = 1024
+PING_FRAME_BODY = json.dumps({"v": PROTOCOL, "ping": True}).encode()
+PING_FRAME = len(PING_FRAME_BODY).to_bytes(4, "big") + PING_FRAME_BODY
 FD_NAMES = ("context", "response", "stderr", "metrics")
 CONTRACT_VARIABLES = ("BINDING_CONTEXT_PATH", "VALIDATING_RESPONSE_PATH", "ADMISSION_RESPONSE_PATH", "METRICS_PATH")
 
@@ -128,6 +136,9 @@ def handle(conn: socket.socket, own_environ: Mapping[str, str], log: TextIO) -> 
     if request.ping:
         _reply(conn, "pong")
         return
+    # The hook waits only briefly for this line: a service too busy to start its request soon
+    # must leave the hook time to decide by itself.
+    _reply(conn, "accepted")
     for name, fd in request.files.items():
         if name != "stderr" and not stat.S_ISREG(os.fstat(fd).st_mode):
             _reply(conn, f"error the {name} descriptor is not a regular file")
@@ -267,37 +278,34 @@ def serve(path: str, max_workers: int, log: TextIO = sys.stderr) -> int:
     # the memory stays shared with the parent instead of being copied page by page.
     gc.freeze()
     workers: set[int] = set()
+    # Requests accepted while every worker is busy, oldest first. They wait here rather than in
+    # the kernel's backlog so that the parent keeps accepting, and so keeps answering pings:
+    # a busy service is alive, and its probes must say so.
+    pending: deque[socket.socket] = deque()
     _log(log, "info", "signgate serve: listening", socket=path, max_workers=max_workers, pid=os.getpid())
     try:
         while not stopping:
             _reap(workers)
-            if len(workers) >= max_workers:
-                time.sleep(0.01)
-                continue
+            while pending and len(workers) < max_workers:
+                workers.add(_spawn(pending.popleft(), listener, log))
+            listener.settimeout(BUSY_POLL if pending else ACCEPT_POLL)
             try:
                 conn, _ = listener.accept()
             except (TimeoutError, InterruptedError):
                 continue
-            sys.stderr.flush()
-            pid = os.fork()
-            if pid == 0:  # the worker
-                code = 0
-                try:
-                    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                    signal.signal(signal.SIGINT, signal.SIG_DFL)
-                    listener.close()
-                    handle(conn, os.environ.copy(), log)
-                except BaseException:
-                    code = 1
-                finally:
-                    try:
-                        sys.stderr.flush()
-                    finally:
-                        os._exit(code)
-            conn.close()
-            workers.add(pid)
+            if _answer_ping(conn, wait=BUSY_POLL if len(workers) >= max_workers else 0.0):
+                conn.close()
+            elif len(workers) < max_workers and not pending:
+                workers.add(_spawn(conn, listener, log))
+            elif len(pending) < MAX_PENDING:
+                pending.append(conn)
+            else:
+                _reply(conn, "error the verifier service is saturated")
+                conn.close()
     finally:
         listener.close()
+        for conn in pending:  # their hooks decide in-process
+            conn.close()
         try:
             os.unlink(path)
         except OSError:
@@ -308,6 +316,47 @@ def serve(path: str, max_workers: int, log: TextIO = sys.stderr) -> int:
             time.sleep(0.05)
         _log(log, "info", "signgate serve: stopped", unfinished_workers=len(workers))
     return 0
+
+
+def _spawn(conn: socket.socket, listener: socket.socket, log: TextIO) -> int:
+    """Fork a worker for `conn`; the parent keeps only the worker's pid."""
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the worker
+        code = 0
+        try:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            listener.close()
+            handle(conn, os.environ.copy(), log)
+        except BaseException:
+            code = 1
+        finally:
+            try:
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+    conn.close()
+    return pid
+
+
+def _answer_ping(conn: socket.socket, wait: float) -> bool:
+    """Answer `conn` here if it is a ping whose bytes have arrived (within `wait` seconds)."""
+    try:
+        if wait > 0:
+            select.select([conn], [], [], wait)
+        data = conn.recv(len(PING_FRAME) + 1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except OSError:
+        return False
+    if data != PING_FRAME:
+        return False
+    try:
+        conn.recv(len(PING_FRAME))
+        conn.settimeout(1.0)
+        conn.sendall(b"pong\n")
+    except OSError:
+        pass
+    return True
 
 
 def _reap(workers: set[int]) -> None:
@@ -325,12 +374,11 @@ def _reap(workers: set[int]) -> None:
 
 def ping(path: str, timeout: float = 3.0) -> bool:
     """True when a service answers on `path` (for the container's probes)."""
-    body = json.dumps({"v": PROTOCOL, "ping": True}).encode()
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         conn.settimeout(timeout)
         conn.connect(path)
-        conn.sendall(len(body).to_bytes(4, "big") + body)
+        conn.sendall(PING_FRAME)
         return conn.recv(64).startswith(b"pong\n")
     except OSError:
         return False
