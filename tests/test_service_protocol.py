@@ -128,14 +128,7 @@ def _two_fds_for_three_names() -> tuple[bytes, list[int]]:
         (header(v=2), THREE_FDS, f"speaks version {PROTOCOL}"),
         (header(v="1"), THREE_FDS, f"speaks version {PROTOCOL}"),
         (header(v=...), THREE_FDS, f"speaks version {PROTOCOL}"),
-        pytest.param(
-            header(v=True), THREE_FDS, f"speaks version {PROTOCOL}",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: `header.get('v') != PROTOCOL` lets JSON true through (True == 1 in Python), "
-                "although elapsed rejects booleans explicitly",
-            ),
-        ),
+        (header(v=True), THREE_FDS, f"speaks version {PROTOCOL}"),  # JSON true is not 1
         (json.dumps({"v": PROTOCOL, "ping": True}).encode(), [7], "a ping carries no descriptors"),
         (header(elapsed=...), THREE_FDS, "elapsed must be a number"),
         (header(elapsed=-0.001), THREE_FDS, "elapsed must be a number"),
@@ -504,14 +497,20 @@ MISUSES = {
         _header_ends_early, ("error the request header ended early",), "refused a request: the request header ended early"
     ),
     "connection-closed-without-a-byte": Misuse(_nothing_then_eof, ("error no request header",), "refused a request: no request header"),
-    "less-than-the-4-byte-length": Misuse(_partial_length_prefix, ("error no request header",), "refused a request: no request header"),
+    "less-than-the-4-byte-length": Misuse(
+        _partial_length_prefix, ("error the request header ended early",), "refused a request: the request header ended early"
+    ),
     "bytes-after-the-header": Misuse(
         _trailing_bytes, ("error trailing bytes after the request header",), "refused a request: trailing bytes after the request header"
     ),
-    # Descriptors are checked once the request is accepted: the hook reads the error and decides itself.
-    "pipe-as-the-context-descriptor": Misuse(_pipe_as("context"), ("accepted", "error the context descriptor is not a regular file"), None),
+    # Descriptors are checked before the request is accepted: the hook reads the error and decides itself.
+    "pipe-as-the-context-descriptor": Misuse(
+        _pipe_as("context"), ("error the context descriptor is not a regular file",),
+        "refused a request: the context descriptor is not a regular file",
+    ),
     "pipe-as-the-response-descriptor": Misuse(
-        _pipe_as("response"), ("accepted", "error the response descriptor is not a regular file"), None
+        _pipe_as("response"), ("error the response descriptor is not a regular file",),
+        "refused a request: the response descriptor is not a regular file",
     ),
     "wrong-protocol-version": Misuse(
         _wrong_protocol,
@@ -595,11 +594,6 @@ def test_a_silent_client_holds_only_its_own_worker_until_HEADER_TIMEOUT(service:
     assert answers_ping(service.socket)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: HEADER_TIMEOUT is a per-recv idle timeout (conn.settimeout in handle), not a deadline for the header: "
-    "a client that sends one byte of a declared header every < HEADER_TIMEOUT seconds holds its worker indefinitely",
-)
 def test_a_client_trickling_its_header_is_cut_off_after_HEADER_TIMEOUT(service: VerifierService) -> None:
     with Client(service.socket) as slow:
         slow.send((1000).to_bytes(4, "big"))
@@ -759,12 +753,6 @@ def one_busy_worker(directory: Path) -> Iterator[tuple[VerifierService, Client]]
         yield svc, holder
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a worker runs a queued request even when its client has gone: handle() ignores that `accepted` "
-    "could not be delivered (_reply swallows EPIPE), so a hook that gave up after relay.ACCEPT_TIMEOUT and decided "
-    "itself gets a second admission later (second decision log and metrics, a late rewrite of its response file)",
-)
 def test_a_queued_request_whose_hook_gave_up_is_not_run(short_dir: Path) -> None:
     abandoned_dir, later_dir = short_dir / "abandoned", short_dir / "later"
     abandoned_dir.mkdir()
@@ -784,11 +772,6 @@ def test_a_queued_request_whose_hook_gave_up_is_not_run(short_dir: Path) -> None
     assert decisions(abandoned_dir) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the time a request waits in the queue is not counted against its deadline: the worker computes "
-    "started = monotonic() - elapsed when it starts, not when the parent accepted the connection",
-)
 def test_time_spent_in_the_queue_counts_against_the_deadline(short_dir: Path) -> None:
     queued_for = 0.8  # a relay client still waits for `accepted` this long
     with one_busy_worker(short_dir) as (svc, holder), hook_files(short_dir) as files, Client(svc.socket) as queued:
@@ -811,12 +794,6 @@ def _sockets_of(pid: int) -> set[str]:
     return found
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _spawn forks while other connections wait in `pending`, and the worker closes only the listener: "
-    "it keeps copies of the queued clients' sockets, so closing them (on SIGTERM, or a worker dying) does not "
-    "reach those clients until this worker exits",
-)
 def test_a_worker_holds_no_connection_of_the_parent(short_dir: Path) -> None:
     with one_busy_worker(short_dir) as (svc, holder), Client(svc.socket) as first, Client(svc.socket) as second:
         assert svc.process is not None
@@ -863,18 +840,13 @@ def connect_within(path: Path, seconds: float) -> Client | None:
         return client
 
 
-FLOOD_BUG = (
-    "BUG: the parent keeps up to MAX_PENDING (1024) queued sockets open, so under a flood it crashes before the "
-    "queue is full: select() in _answer_ping raises ValueError for a descriptor >= FD_SETSIZE (1024), and accept() "
-    "raises EMFILE once RLIMIT_NOFILE is reached; serve() catches neither, and the service exits with a traceback"
-)
-
-
+# A flood once crashed the parent: select() refuses descriptors past 1023, and accept() fails
+# with EMFILE at the descriptor limit. The queue is now bounded well within that limit.
 @pytest.mark.parametrize(
     "nofile,clients",
     [
-        pytest.param(None, MAX_PENDING + 20, marks=pytest.mark.xfail(strict=True, reason=FLOOD_BUG)),
-        pytest.param(256, 300, marks=pytest.mark.xfail(strict=True, reason=FLOOD_BUG)),
+        (None, MAX_PENDING + 20),
+        (256, 300),
     ],
     ids=["more-queued-than-MAX_PENDING", "more-queued-than-the-services-RLIMIT_NOFILE-of-256"],
 )

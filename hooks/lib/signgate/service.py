@@ -32,6 +32,7 @@ import argparse
 import gc
 import json
 import os
+import resource
 import select
 import signal
 import socket
@@ -79,7 +80,7 @@ def parse_request(body: bytes, fds: list[int]) -> WorkRequest:
         header = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise RequestError("the request header is not JSON") from None
-    if not isinstance(header, dict) or header.get("v") != PROTOCOL:
+    if not isinstance(header, dict) or type(header.get("v")) is not int or header["v"] != PROTOCOL:
         raise RequestError(f"unsupported protocol (this service speaks version {PROTOCOL})")
     if header.get("ping") is True:
         if fds:
@@ -89,8 +90,10 @@ def parse_request(body: bytes, fds: list[int]) -> WorkRequest:
     if not isinstance(elapsed, (int, float)) or isinstance(elapsed, bool) or not 0 <= elapsed <= 3600:
         raise RequestError("elapsed must be a number of seconds between 0 and 3600")
     names = header.get("fds")
-    if not isinstance(names, list) or len(names) != len(fds) or len(set(map(str, names))) != len(names):
+    if not isinstance(names, list) or len(names) != len(fds):
         raise RequestError(f"the header names {names!r} but {len(fds)} descriptors arrived")
+    if len(set(map(str, names))) != len(names):
+        raise RequestError(f"the header names a descriptor twice: {names!r}")
     if any(name not in FD_NAMES for name in names) or not {"context", "response", "stderr"} <= set(names):
         raise RequestError(f"descriptors must be context, response, stderr and optionally metrics, not {names!r}")
     env = header.get("env")
@@ -124,11 +127,14 @@ def fd_path(fd: int) -> str:
 # ---- the worker ----------------------------------------------------------------------------------
 
 
-def handle(conn: socket.socket, own_environ: Mapping[str, str], log: TextIO) -> None:
-    """Serve one connection in a forked worker. Never returns normally: the caller exits."""
-    conn.settimeout(HEADER_TIMEOUT)
+def handle(conn: socket.socket, own_environ: Mapping[str, str], log: TextIO, accepted_at: float) -> None:
+    """Serve one connection in a forked worker. Never returns normally: the caller exits.
+
+    `accepted_at` is when the parent accepted the connection: time spent queued behind busy
+    workers counts against the hook's deadline.
+    """
     try:
-        request = receive(conn)
+        request = receive(conn, time.monotonic() + HEADER_TIMEOUT)
     except (RequestError, OSError) as exc:
         _log(log, "warning", f"signgate serve: refused a request: {exc}")
         _reply(conn, f"error {exc}")
@@ -136,20 +142,23 @@ def handle(conn: socket.socket, own_environ: Mapping[str, str], log: TextIO) -> 
     if request.ping:
         _reply(conn, "pong")
         return
-    # The hook waits only briefly for this line: a service too busy to start its request soon
-    # must leave the hook time to decide by itself.
-    _reply(conn, "accepted")
     for name, fd in request.files.items():
         if name != "stderr" and not stat.S_ISREG(os.fstat(fd).st_mode):
+            _log(log, "warning", f"signgate serve: refused a request: the {name} descriptor is not a regular file")
             _reply(conn, f"error the {name} descriptor is not a regular file")
             return
+    # A hook that waited too long for this line has closed the connection and decides by itself:
+    # its request must not run a second time here.
+    if _peer_gone(conn) or not _reply(conn, "accepted"):
+        _log(log, "info", "signgate serve: dropped a request whose hook stopped waiting")
+        return
     # The decision log goes where the hook's would: into shell-operator's log.
     sys.stderr.flush()
     os.dup2(request.files["stderr"], 2)
     environ = worker_environ(own_environ, request)
     os.environ.clear()
     os.environ.update(environ)  # for libraries that read it (proxies, CA bundles)
-    started = time.monotonic() - request.elapsed
+    started = accepted_at - request.elapsed
     from .hook import run_admission
 
     def finish(code: int) -> None:
@@ -173,32 +182,70 @@ def _exit_now(finish: Callable[[int], None]) -> None:
     os._exit(0)
 
 
-def receive(conn: socket.socket) -> WorkRequest:
-    """Read one length-prefixed header and the descriptors that came with it."""
+def receive(conn: socket.socket, deadline: float) -> WorkRequest:
+    """Read one length-prefixed header, and the descriptors that came with it, by `deadline`."""
+    conn.settimeout(_left(deadline))
     data, fds, flags, _ = socket.recv_fds(conn, MAX_HEADER_BYTES + 4, MAX_FDS)
-    if flags & socket.MSG_CTRUNC:
-        raise RequestError(f"more than {MAX_FDS} descriptors")
-    if len(data) < 4:
-        raise RequestError("no request header")
-    length = int.from_bytes(data[:4], "big")
-    if length > MAX_HEADER_BYTES:
-        raise RequestError(f"the request header is larger than {MAX_HEADER_BYTES} bytes")
-    body = data[4:]
-    while len(body) < length:
-        chunk = conn.recv(length - len(body))
-        if not chunk:
-            raise RequestError("the request header ended early")
-        body += chunk
-    if len(body) != length:
-        raise RequestError("trailing bytes after the request header")
-    return parse_request(body, list(fds))
-
-
-def _reply(conn: socket.socket, line: str) -> None:
     try:
-        conn.sendall(line.encode("ascii", "replace")[:200] + b"\n")
+        if flags & socket.MSG_CTRUNC:
+            raise RequestError(f"more than {MAX_FDS} descriptors")
+        while 0 < len(data) < 4:
+            data += _recv_by(conn, 4 - len(data), deadline)
+        if len(data) < 4:
+            raise RequestError("no request header")
+        length = int.from_bytes(data[:4], "big")
+        if length > MAX_HEADER_BYTES:
+            raise RequestError(f"the request header is larger than {MAX_HEADER_BYTES} bytes")
+        body = data[4:]
+        while len(body) < length:
+            body += _recv_by(conn, length - len(body), deadline)
+        if len(body) != length:
+            raise RequestError("trailing bytes after the request header")
+        return parse_request(body, list(fds))
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+
+
+def _recv_by(conn: socket.socket, size: int, deadline: float) -> bytes:
+    """Up to `size` bytes, failing at `deadline` however slowly they trickle in."""
+    conn.settimeout(_left(deadline))
+    chunk = conn.recv(size)
+    if not chunk:
+        raise RequestError("the request header ended early")
+    return chunk
+
+
+def _left(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise RequestError(f"no complete request header within {HEADER_TIMEOUT:g} s")
+    return left
+
+
+def _peer_gone(conn: socket.socket) -> bool:
+    """True when the client has closed its end (after sending its whole request, it only reads)."""
+    # Non-blocking for real: with a timeout set, Python would wait for data before recv().
+    conn.setblocking(False)
+    try:
+        return conn.recv(1, socket.MSG_PEEK) == b""
+    except BlockingIOError:
+        return False
     except OSError:
-        pass  # the hook gave up; it decides by itself
+        return True
+    finally:
+        conn.settimeout(1.0)
+
+
+def _reply(conn: socket.socket, line: str) -> bool:
+    """Send one line; False when the hook has gone (it decides by itself)."""
+    try:
+        conn.settimeout(1.0)
+        conn.sendall(line.encode("ascii", "replace")[:200] + b"\n")
+        return True
+    except OSError:
+        return False
 
 
 # ---- the parent ----------------------------------------------------------------------------------
@@ -281,30 +328,39 @@ def serve(path: str, max_workers: int, log: TextIO = sys.stderr) -> int:
     # Requests accepted while every worker is busy, oldest first. They wait here rather than in
     # the kernel's backlog so that the parent keeps accepting, and so keeps answering pings:
     # a busy service is alive, and its probes must say so.
-    pending: deque[socket.socket] = deque()
-    _log(log, "info", "signgate serve: listening", socket=path, max_workers=max_workers, pid=os.getpid())
+    pending: deque[tuple[socket.socket, float]] = deque()
+    _log(log, "info", "signgate serve: listening", socket=path, max_workers=max_workers, max_pending=pending_limit(), pid=os.getpid())
+    out_of_files_logged = 0.0
     try:
         while not stopping:
             _reap(workers)
             while pending and len(workers) < max_workers:
-                workers.add(_spawn(pending.popleft(), listener, log))
+                conn, accepted_at = pending.popleft()
+                workers.add(_spawn(conn, accepted_at, listener, pending, log))
             listener.settimeout(BUSY_POLL if pending else ACCEPT_POLL)
             try:
                 conn, _ = listener.accept()
             except (TimeoutError, InterruptedError):
                 continue
+            except OSError as exc:  # out of descriptors: leave connections in the backlog for now
+                if time.monotonic() - out_of_files_logged > 10:
+                    _log(log, "error", f"signgate serve: cannot accept: {exc}", pending=len(pending), workers=len(workers))
+                    out_of_files_logged = time.monotonic()
+                time.sleep(BUSY_POLL)
+                continue
+            accepted_at = time.monotonic()
             if _answer_ping(conn, wait=BUSY_POLL if len(workers) >= max_workers else 0.0):
                 conn.close()
             elif len(workers) < max_workers and not pending:
-                workers.add(_spawn(conn, listener, log))
-            elif len(pending) < MAX_PENDING:
-                pending.append(conn)
-            else:
+                workers.add(_spawn(conn, accepted_at, listener, pending, log))
+            elif len(pending) < pending_limit():  # read each time: the limit may be lowered at run time
+                pending.append((conn, accepted_at))
+            else:  # the hook decides by itself at once rather than waiting for a turn
                 _reply(conn, "error the verifier service is saturated")
                 conn.close()
     finally:
         listener.close()
-        for conn in pending:  # their hooks decide in-process
+        for conn, _ in pending:  # their hooks decide in-process
             conn.close()
         try:
             os.unlink(path)
@@ -318,7 +374,9 @@ def serve(path: str, max_workers: int, log: TextIO = sys.stderr) -> int:
     return 0
 
 
-def _spawn(conn: socket.socket, listener: socket.socket, log: TextIO) -> int:
+def _spawn(
+    conn: socket.socket, accepted_at: float, listener: socket.socket, pending: deque[tuple[socket.socket, float]], log: TextIO
+) -> int:
     """Fork a worker for `conn`; the parent keeps only the worker's pid."""
     sys.stderr.flush()
     pid = os.fork()
@@ -327,8 +385,12 @@ def _spawn(conn: socket.socket, listener: socket.socket, log: TextIO) -> int:
         try:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+            # Only its own connection: a queued client's socket held here would outlive the
+            # parent closing it (on SIGTERM) until this worker exits.
             listener.close()
-            handle(conn, os.environ.copy(), log)
+            for other, _ in pending:
+                other.close()
+            handle(conn, os.environ.copy(), log, accepted_at)
         except BaseException:
             code = 1
         finally:
@@ -340,11 +402,21 @@ def _spawn(conn: socket.socket, listener: socket.socket, log: TextIO) -> int:
     return pid
 
 
+def pending_limit() -> int:
+    """How many queued connections the parent may hold: well within its descriptor limit."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_PENDING
+    return max(1, min(MAX_PENDING, (soft - 64) // 2))
+
+
 def _answer_ping(conn: socket.socket, wait: float) -> bool:
     """Answer `conn` here if it is a ping whose bytes have arrived (within `wait` seconds)."""
     try:
         if wait > 0:
-            select.select([conn], [], [], wait)
+            poller = select.poll()  # select() cannot watch descriptors past 1023
+            poller.register(conn, select.POLLIN)
+            poller.poll(wait * 1000)
         data = conn.recv(len(PING_FRAME) + 1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
     except OSError:
         return False
