@@ -173,25 +173,8 @@ class _Verification:
         return self._through_index(manifest, verdict)
 
     def find(self, digest: str) -> Found:
-        # The two layouts are independent lookups: searching them side by side takes the round
-        # trips of the longer one, not of both. Errors are raised in the sequential order.
-        outcome: list[tuple[list[SignatureCheck], str] | BaseException] = []
-
-        def search_bundles() -> None:
-            try:
-                outcome.append(self.bundles(digest))
-            except BaseException as exc:  # re-raised in the caller's thread below
-                outcome.append(exc)
-
-        thread = threading.Thread(target=search_bundles, daemon=True, name=f"bundles-{digest[7:19]}")
-        thread.start()
         legacy, legacy_searched = self.legacy(digest)
-        thread.join(timeout=self.client.deadline.remaining())
-        if not outcome:
-            raise DeadlineExceeded(f"not verified within {self.client.deadline.seconds:g} s")
-        if isinstance(outcome[0], BaseException):
-            raise outcome[0]
-        bundles, bundle_searched = outcome[0]
+        bundles, bundle_searched = self.bundles(digest)
         return Found(bundles + legacy, [legacy_searched, bundle_searched], f"{self.sig_host}/{self.sig_repo}")
 
     # -- legacy layout ----------------------------------------------------------------------
