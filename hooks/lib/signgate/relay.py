@@ -52,7 +52,8 @@ def _relay(environ: dict[str, str] | os._Environ[str], path: str, started: float
     context_path = environ.get("BINDING_CONTEXT_PATH")
     if not (response_path and context_path):
         return None  # the in-process path reports what is missing
-    timeout = _webhook_timeout(environ) - (time.monotonic() - started)
+    webhook_timeout = _webhook_timeout(environ)
+    timeout = webhook_timeout - (time.monotonic() - started)
     if timeout <= 0:
         return None
     names: list[str] = []
@@ -93,7 +94,7 @@ def _relay(environ: dict[str, str] | os._Environ[str], path: str, started: float
             # has most of the deadline to decide by itself.
             sock.settimeout(min(ACCEPT_TIMEOUT, timeout))
             _expect_accepted(lines.next())
-            sock.settimeout(max(0.001, _webhook_timeout(environ) - (time.monotonic() - started)))
+            sock.settimeout(max(0.001, webhook_timeout - (time.monotonic() - started)))
             reply = lines.next()
         finally:
             sock.close()
