@@ -446,8 +446,8 @@ def render(
         cpu = per_request[0][1] * 1000
         bound = (one.median + fetch_floor[1] - fetch_floor[0]) / one.median
         lines += [
-            "**Why 10 distinct cold images miss 1.5× with the verifier service.** The ratio was met when",
-            "every cold call paid the import bill, which the extra images hid. Without that bill, the",
+            "**Why 10 distinct cold images miss 1.5× with the verifier service.** In-process, the import",
+            "bill that every cold call pays hides most of the extra images' cost. Without that bill, the",
             f"extra images are what remains: 45 more registry requests, each costing {cpu:.1f} ms of CPU in",
             "`requests` alone (see the table above), in one worker whose threads share one interpreter",
             f"lock, on {os.cpu_count()} cores that the registry shares. The 10 images then take",
