@@ -353,17 +353,30 @@ def _json_config(path: Path, key: TestKey, host: str, **webhook: Any) -> Path:
     return path
 
 
-def test_a_service_that_never_starts_the_request_gets_one_second_then_the_hook_decides(images, keys, tmp_path, short_dir) -> None:
-    config = _json_config(tmp_path / "config.json", keys["ecdsa-p256"], images.registry.host)
+def _admit_through_stalled_service(short_dir: Path, config: Path, image: str, *, accept: bool) -> tuple[HookRun, float]:
+    """Admit `image` through a service that stalls: before `accepted`, or after it. The run and
+    its wall time."""
     release = threading.Event()
-    fake = FakeService(short_dir / "v.sock", lambda conn: (conn.recv(65536), release.wait(30)))
+
+    def stall(conn: socket.socket) -> None:
+        conn.recv(65536)
+        if accept:
+            conn.sendall(b"accepted\n")
+        release.wait(30)
+
+    fake = FakeService(short_dir / "v.sock", stall)
     started = time.monotonic()
     try:
-        run = run_request(config, request_for("Pod", [images.signed.reference]), env={"SIGNGATE_VERIFIER_SOCKET": str(fake.path)})
+        run = run_request(config, request_for("Pod", [image]), env={"SIGNGATE_VERIFIER_SOCKET": str(fake.path)})
     finally:
         release.set()
         fake.close()
-    elapsed = time.monotonic() - started
+    return run, time.monotonic() - started
+
+
+def test_a_service_that_never_starts_the_request_gets_one_second_then_the_hook_decides(images, keys, tmp_path, short_dir) -> None:
+    config = _json_config(tmp_path / "config.json", keys["ecdsa-p256"], images.registry.host)
+    run, elapsed = _admit_through_stalled_service(short_dir, config, images.signed.reference, accept=False)
     assert run.allowed, run.stderr  # verified in-process, within the deadline
     assert 1.0 <= elapsed < 6, elapsed
     assert "no answer in time" in relay_warnings(run)[0]
@@ -371,21 +384,7 @@ def test_a_service_that_never_starts_the_request_gets_one_second_then_the_hook_d
 
 def test_a_worker_that_never_finishes_is_waited_for_no_longer_than_the_webhook_timeout(images, keys, tmp_path, short_dir) -> None:
     config = _json_config(tmp_path / "config.json", keys["ecdsa-p256"], images.registry.host, timeoutSeconds=3)
-    release = threading.Event()
-
-    def accept_and_hang(conn: socket.socket) -> None:
-        conn.recv(65536)
-        conn.sendall(b"accepted\n")
-        release.wait(30)
-
-    fake = FakeService(short_dir / "v.sock", accept_and_hang)
-    started = time.monotonic()
-    try:
-        run = run_request(config, request_for("Pod", [images.signed.reference]), env={"SIGNGATE_VERIFIER_SOCKET": str(fake.path)})
-    finally:
-        release.set()
-        fake.close()
-    elapsed = time.monotonic() - started
+    run, elapsed = _admit_through_stalled_service(short_dir, config, images.signed.reference, accept=True)
     # The API server has given up by now; the hook still writes a named denial and exits.
     assert 3 <= elapsed < 10, elapsed
     assert not run.allowed
