@@ -3,17 +3,22 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: all demo test bench system-packages venv clean
+.PHONY: all demo test e2e bench tools system-packages venv clean
 
 all: test
 
 system-packages:
 	@./scripts/system-packages.sh
 
+# The hook's runtime requirements only: all that `make demo` needs.
+$(VENV)/.runtime: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
+	@touch $@
+
 venv: $(VENV)/.installed $(VENV)/checkov/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-chart.txt
-	$(PYTHON) -m venv $(VENV)
+$(VENV)/.installed: $(VENV)/.runtime requirements-dev.txt requirements-chart.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@touch $@
 
@@ -23,11 +28,22 @@ $(VENV)/checkov/.installed: requirements-checkov.txt
 	$(VENV)/checkov/bin/pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
 	@touch $@
 
-demo: system-packages venv
+# Real cosign v2/v3, shell-operator, kube-apiserver, kubectl and etcd, built from their Go modules
+# into a cache outside the checkout (scripts/versions.env has the versions). A second call does nothing.
+tools:
+	@./scripts/tools.sh
+
+demo: $(VENV)/.runtime
+	@./scripts/system-packages.sh --demo
 	$(PY) demo/demo.py
 
-test: system-packages venv
+# Everything: unit, integration, the real control plane (e2e) and the cosign interop matrix.
+test: system-packages venv tools
 	$(PY) -m pytest
+
+# Only the real-peers tests: a control plane, shell-operator and real cosign.
+e2e: system-packages venv tools
+	$(PY) -m pytest tests/e2e tests/interop
 
 bench: system-packages venv
 	$(PY) bench/bench.py

@@ -3,13 +3,19 @@
 #   docker-registry  the OCI registry (distribution 2.8) that tests start on 127.0.0.1
 #   notary           notary-server and the notary client, for Notary v1 (DCT) tests
 #   openssl          used by the Notary tests to read the client's root key
+#   bubblewrap       the e2e tests run shell-operator and the hook as in the image: uid 65532 on a
+#                    read-only root
+# Usage: system-packages.sh [--demo]   (--demo: only what `make demo` needs)
 # Idempotent: does nothing when everything is present.
 set -euo pipefail
 
 needed=()
 command -v docker-registry >/dev/null 2>&1 || needed+=(docker-registry)
-command -v notary-server  >/dev/null 2>&1 || needed+=(notary)
-command -v openssl        >/dev/null 2>&1 || needed+=(openssl)
+if [ "${1:-}" != "--demo" ]; then
+    command -v notary-server  >/dev/null 2>&1 || needed+=(notary)
+    command -v openssl        >/dev/null 2>&1 || needed+=(openssl)
+    command -v bwrap          >/dev/null 2>&1 || needed+=(bubblewrap)
+fi
 if [ ${#needed[@]} -eq 0 ]; then
     exit 0
 fi
