@@ -8,6 +8,9 @@
     signgate serve --socket PATH [--max-workers N]
                                         run the warm verifier service for the hook (service.py)
     signgate ping --socket PATH         exit 0 if the verifier service answers (for probes)
+    signgate sigstore verify-bundle --bundle B (--key K | --certificate-identity I
+        --certificate-oidc-issuer O) --trusted-root T (FILE | sha256:HEX)
+                                        verify one sigstore bundle offline (sigstore_verify.py)
 
 All three use the hook's own code (config loader, policy, decision), so what they print is what
 the webhook would answer. Exit codes: 0 pass, 1 a denial or failed image, 2 usage or
@@ -41,6 +44,11 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = 
         from .notary import root_key_main
 
         return root_key_main(argv[2:], out=out, err=err)
+    if argv[:1] == ["sigstore"]:
+        # Needs no configuration: the sigstore-conformance client protocol, all inputs on the command line.
+        from .sigstore_verify import main as sigstore_main
+
+        return sigstore_main(argv[1:], out=out, err=err)
     parser = _parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
@@ -80,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("serve", help="serve --socket PATH [--max-workers N]: the warm verifier service for the hook")
     commands.add_parser("ping", help="ping --socket PATH: exit 0 if the verifier service answers")
     commands.add_parser("notary", help="notary root-key GUN --server URL [--ca FILE]: print a trust collection's root key (PEM)")
+    commands.add_parser("sigstore", help="sigstore verify-bundle ...: verify one sigstore bundle offline (the sigstore-conformance protocol)")
     config = commands.add_parser("config", help="validate the configuration and print the effective rules")
     config.set_defaults(handler=cmd_config)
     return parser

@@ -1,0 +1,666 @@
+"""Verify one sigstore bundle for one artifact, offline, against a mounted trust root.
+
+    verify_bundle(bundle, artifact, trust_root, policy) -> Verified   or raises BundleVerificationError
+
+This is the function the cosign verifier can call for bundles once rules name identities and trust
+roots (issue 16); `signgate sigstore verify-bundle` (the sigstore-conformance client protocol, see
+`main`) is its command line, so the conformance suite checks the same code that would judge images.
+
+Two paths, chosen by the bundle's verification material and the policy:
+
+- **Key** (`KeyPolicy`, a bundle with `publicKey`): signgate's own code, importing nothing beyond
+  `cryptography` (plus `rfc3161-client` when the bundle carries a timestamp). The signature
+  (message signature or DSSE envelope) must verify with the key and be over this artifact; every
+  transparency-log entry the bundle carries must be trusted and about this very signature and key,
+  and each inclusion proof (with its checkpoint) and inclusion promise it carries is verified
+  (transparency.py); every RFC 3161 timestamp it carries must verify against the trust root's TSAs.
+- **Certificate** (`IdentityPolicy`, a bundle with a certificate or chain): sigstore-python's
+  `Verifier`, which does the chain, SCT, certificate profile, identity, log entry and timestamp
+  checks. It is imported only here, lazily: `import sigstore.verify` costs ~0.5 s of a cold process
+  (measured: docs/sigstore-evaluation.md), which key-based admissions must never pay.
+
+Bundle media types are accepted only for known versions (v0.1-v0.3, both spellings of v0.3), as
+sigstore's clients do: an unknown version may carry material this code would silently ignore.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import enum
+import hashlib
+import json
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Sequence, TextIO
+
+from .keys import PublicKey
+from .transparency import ProofError, verify_inclusion_proof, verify_signed_entry_timestamp
+from .trust_root import Authority, TrustRoot
+
+BUNDLE_MEDIA_TYPES = {
+    "application/vnd.dev.sigstore.bundle+json;version=0.1": (0, 1),
+    "application/vnd.dev.sigstore.bundle+json;version=0.2": (0, 2),
+    "application/vnd.dev.sigstore.bundle+json;version=0.3": (0, 3),
+    "application/vnd.dev.sigstore.bundle.v0.3+json": (0, 3),
+}
+INTOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
+MAX_BUNDLE_BYTES = 4 * 1024 * 1024
+MAX_TLOG_ENTRIES = 8
+MAX_TIMESTAMPS = 32  # sigstore-go's and sigstore-python's cap
+MAX_DSSE_SIGNATURES = 16
+# A log's clock and ours may differ a little; an integrated time further ahead than this is forged.
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+class Reason(enum.Enum):
+    """Why a bundle was refused: stable names for metrics and for the cosign verifier's messages."""
+
+    MALFORMED = "malformed-bundle"
+    MEDIA_TYPE = "unknown-media-type"
+    MATERIAL = "wrong-verification-material"
+    SIGNATURE = "signature-invalid"
+    ARTIFACT = "artifact-mismatch"
+    TLOG_MISSING = "tlog-entry-missing"
+    TLOG_UNTRUSTED = "tlog-untrusted"
+    TLOG_MISMATCH = "tlog-entry-mismatch"
+    TLOG_PROOF = "tlog-proof-invalid"
+    TIMESTAMP = "timestamp-invalid"
+    NO_TIME = "no-verified-time"
+    CERTIFICATE = "certificate-invalid"
+    IDENTITY = "identity-mismatch"
+    TRUST_ROOT = "trust-root"
+
+
+class BundleVerificationError(Exception):
+    def __init__(self, reason: Reason, message: str):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Artifact:
+    sha256: bytes
+    data: bytes | None = None  # None when only the digest is known (`sha256:HEX`, an image digest)
+
+
+@dataclass(frozen=True)
+class KeyPolicy:
+    key: PublicKey
+
+
+@dataclass(frozen=True)
+class IdentityPolicy:
+    """cosign's --certificate-identity and --certificate-oidc-issuer, matched exactly."""
+
+    subject: str
+    issuer: str
+
+
+@dataclass(frozen=True)
+class Bundle:
+    document: dict[str, Any] = field(repr=False)
+    raw: bytes = field(repr=False)
+    version: tuple[int, int] = (0, 3)
+
+
+@dataclass(frozen=True)
+class Verified:
+    signer: str  # the key's name, or the certificate's subject
+    times: tuple[tuple[str, datetime], ...]  # (source, verified time): "tlog" or "tsa"
+    payload_type: str | None = None  # DSSE bundles: the verified payload type
+    payload: bytes | None = None  # DSSE bundles: the verified payload
+
+
+def _fail(reason: Reason, message: str) -> BundleVerificationError:
+    return BundleVerificationError(reason, message)
+
+
+# ---- parsing ------------------------------------------------------------------------------------
+
+
+def parse_bundle(raw: bytes) -> Bundle:
+    if len(raw) > MAX_BUNDLE_BYTES:
+        raise _fail(Reason.MALFORMED, f"the bundle is larger than {MAX_BUNDLE_BYTES} bytes")
+    try:
+        document = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise _fail(Reason.MALFORMED, "the bundle is not valid JSON") from None
+    if not isinstance(document, dict):
+        raise _fail(Reason.MALFORMED, "the bundle is not a JSON object")
+    media_type = document.get("mediaType")
+    version = BUNDLE_MEDIA_TYPES.get(media_type) if isinstance(media_type, str) else None
+    if version is None:
+        raise _fail(Reason.MEDIA_TYPE, f"the bundle's media type {_short(media_type)} is not a known sigstore bundle version (0.1 to 0.3)")
+    if not isinstance(document.get("verificationMaterial"), dict):
+        raise _fail(Reason.MALFORMED, "the bundle has no verificationMaterial")
+    if ("messageSignature" in document) == ("dsseEnvelope" in document):
+        raise _fail(Reason.MALFORMED, "the bundle must hold exactly one of messageSignature and dsseEnvelope")
+    return Bundle(document, raw, version)
+
+
+def material_kind(bundle: Bundle) -> str:
+    """"key" or "certificate": what the bundle says verifies it."""
+    material = bundle.document["verificationMaterial"]
+    present = [name for name in ("publicKey", "certificate", "x509CertificateChain") if name in material]
+    if len(present) != 1:
+        raise _fail(Reason.MALFORMED, "the bundle's verificationMaterial must hold exactly one of publicKey, certificate and x509CertificateChain")
+    return "key" if present[0] == "publicKey" else "certificate"
+
+
+# ---- verification -------------------------------------------------------------------------------
+
+
+def verify_bundle(
+    bundle: Bundle,
+    artifact: Artifact,
+    trust: TrustRoot,
+    policy: KeyPolicy | IdentityPolicy,
+    *,
+    now: datetime | None = None,
+    require_tlog: bool = True,
+) -> Verified:
+    """Verify `bundle` for `artifact`; raises BundleVerificationError naming the first failed check."""
+    kind = material_kind(bundle)
+    if isinstance(policy, KeyPolicy):
+        if kind != "key":
+            raise _fail(Reason.MATERIAL, "the bundle is signed with a certificate, but verification is by key")
+        return _verify_key_bundle(bundle, artifact, trust, policy.key, now or datetime.now(timezone.utc), require_tlog)
+    if kind != "certificate":
+        raise _fail(Reason.MATERIAL, "the bundle is signed with a key, but a certificate identity is required")
+    return _verify_certificate_bundle(bundle, artifact, trust, policy)
+
+
+def _verify_key_bundle(bundle: Bundle, artifact: Artifact, trust: TrustRoot, key: PublicKey, now: datetime, require_tlog: bool) -> Verified:
+    document = bundle.document
+    payload_type = payload = None
+    if "messageSignature" in document:
+        signature = _verify_message_signature(document["messageSignature"], artifact, key)
+        signed_dsse = None
+    else:
+        payload_type, payload, signature = _verify_dsse(document["dsseEnvelope"], key)
+        _check_statement(payload_type, payload, artifact)
+        signed_dsse = (payload_type, payload)
+
+    material = document["verificationMaterial"]
+    times: list[tuple[str, datetime]] = []
+    for when in _verify_timestamps(material, signature, trust):
+        times.append(("tsa", when))
+
+    entries = material.get("tlogEntries", [])
+    if not isinstance(entries, list):
+        raise _fail(Reason.MALFORMED, "the bundle's tlogEntries is not a list")
+    if len(entries) > MAX_TLOG_ENTRIES:
+        raise _fail(Reason.MALFORMED, f"the bundle carries more than {MAX_TLOG_ENTRIES} transparency-log entries")
+    if require_tlog and not entries:
+        raise _fail(Reason.TLOG_MISSING, "the bundle carries no transparency-log entry")
+    tsa_times = [when for _, when in times]
+    for entry in entries:
+        logged_at = _verify_tlog_entry(bundle, entry, trust, signature, key, artifact, signed_dsse, tsa_times, now)
+        if logged_at is not None:
+            times.append(("tlog", logged_at))
+    if require_tlog and not times:
+        raise _fail(Reason.NO_TIME, "the bundle has neither a signed entry timestamp nor an RFC 3161 timestamp, so no verified signing time")
+    return Verified(key.name, tuple(times), payload_type, payload)
+
+
+def _verify_message_signature(message: Any, artifact: Artifact, key: PublicKey) -> bytes:
+    if not isinstance(message, dict):
+        raise _fail(Reason.MALFORMED, "the bundle's messageSignature is malformed")
+    signature = _b64(message.get("signature"))
+    if signature is None:
+        raise _fail(Reason.MALFORMED, "the bundle's signature is missing or not base64")
+    digest = message.get("messageDigest")
+    if digest is not None:
+        if not isinstance(digest, dict) or digest.get("algorithm") != "SHA2_256" or _b64(digest.get("digest")) is None:
+            raise _fail(Reason.MALFORMED, "the bundle's messageDigest is not a SHA2_256 digest")
+        if _b64(digest["digest"]) != artifact.sha256:
+            raise _fail(Reason.ARTIFACT, f"the bundle is for digest sha256:{_b64(digest['digest']).hex()}, not the artifact's sha256:{artifact.sha256.hex()}")  # type: ignore[union-attr]
+    if artifact.data is not None:
+        valid = key.verify(signature, artifact.data)
+    else:
+        valid = _verify_prehashed(key, signature, artifact.sha256)
+    if not valid:
+        raise _fail(Reason.SIGNATURE, f"the signature does not verify for the artifact with key {key.name}")
+    return signature
+
+
+def _verify_prehashed(key: PublicKey, signature: bytes, digest: bytes) -> bool:
+    """A signature over SHA-256(artifact) checked from the digest alone (ECDSA and RSA; Ed25519 cannot)."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
+
+    if "sha256" not in key.hash_algorithms:
+        return False
+    prehashed = utils.Prehashed(hashes.SHA256())
+    try:
+        if isinstance(key.key, ec.EllipticCurvePublicKey):
+            key.key.verify(signature, digest, ec.ECDSA(prehashed))
+            return True
+        if isinstance(key.key, rsa.RSAPublicKey):
+            key.key.verify(signature, digest, padding.PKCS1v15(), prehashed)
+            return True
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return False
+
+
+def _verify_dsse(envelope: Any, key: PublicKey) -> tuple[str, bytes, bytes]:
+    from .bundle import pae
+
+    if not isinstance(envelope, dict):
+        raise _fail(Reason.MALFORMED, "the bundle's DSSE envelope is malformed")
+    payload_type, payload, signatures = envelope.get("payloadType"), _b64(envelope.get("payload")), envelope.get("signatures")
+    if not isinstance(payload_type, str) or payload is None:
+        raise _fail(Reason.MALFORMED, "the bundle's DSSE envelope lacks a payloadType or a base64 payload")
+    if not isinstance(signatures, list) or not signatures or len(signatures) > MAX_DSSE_SIGNATURES:
+        raise _fail(Reason.MALFORMED, "the bundle's DSSE envelope has no signatures, or too many")
+    signed = pae(payload_type, payload)
+    for entry in signatures:
+        signature = _b64(entry.get("sig")) if isinstance(entry, dict) else None
+        if signature is not None and key.verify(signature, signed):
+            return payload_type, payload, signature
+    raise _fail(Reason.SIGNATURE, f"the DSSE signature does not verify with key {key.name}")
+
+
+def _check_statement(payload_type: str, payload: bytes, artifact: Artifact) -> None:
+    if payload_type != INTOTO_PAYLOAD_TYPE:
+        raise _fail(Reason.ARTIFACT, f"the DSSE payload type is {_short(payload_type)}, not {INTOTO_PAYLOAD_TYPE}")
+    try:
+        statement = json.loads(payload)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise _fail(Reason.MALFORMED, "the DSSE payload is not a JSON in-toto statement") from None
+    subjects = statement.get("subject") if isinstance(statement, dict) else None
+    if not isinstance(subjects, list):
+        raise _fail(Reason.MALFORMED, "the in-toto statement has no subject list")
+    wanted = artifact.sha256.hex()
+    for subject in subjects:
+        digests = subject.get("digest") if isinstance(subject, dict) else None
+        if isinstance(digests, dict) and isinstance(digests.get("sha256"), str) and digests["sha256"].lower() == wanted:
+            return
+    raise _fail(Reason.ARTIFACT, f"no subject of the in-toto statement has the artifact's digest sha256:{wanted}")
+
+
+def _verify_tlog_entry(
+    bundle: Bundle,
+    entry: Any,
+    trust: TrustRoot,
+    signature: bytes,
+    key: PublicKey,
+    artifact: Artifact,
+    signed_dsse: tuple[str, bytes] | None,
+    tsa_times: Sequence[datetime],
+    now: datetime,
+) -> datetime | None:
+    """Verify one log entry fully; returns the integrated time its promise proves, if any."""
+    if not isinstance(entry, dict):
+        raise _fail(Reason.MALFORMED, "a transparency-log entry is malformed")
+    log_id = _b64(entry["logId"].get("keyId")) if isinstance(entry.get("logId"), dict) else None
+    body = _b64(entry.get("canonicalizedBody"))
+    kind_version = entry.get("kindVersion")
+    if log_id is None or body is None or not isinstance(kind_version, dict):
+        raise _fail(Reason.MALFORMED, "a transparency-log entry lacks its logId, canonicalizedBody or kindVersion")
+    log = trust.tlog(log_id)
+    if log is None:
+        raise _fail(Reason.TLOG_UNTRUSTED, f"the transparency-log entry is from log {log_id.hex()[:16]}…, which the trust root does not hold")
+    _check_entry_body(body, kind_version, signature, key, artifact, signed_dsse)
+
+    has_promise, has_proof = "inclusionPromise" in entry, "inclusionProof" in entry
+    # As sigstore's clients: v0.1 bundles predate inclusion proofs and must carry a promise;
+    # later versions must carry a proof with a checkpoint (Rekor v2 entries have no promise at all).
+    if bundle.version == (0, 1) and not has_promise:
+        raise _fail(Reason.TLOG_MISSING, "the v0.1 bundle's transparency-log entry has no inclusion promise")
+    if bundle.version >= (0, 2) and not has_proof:
+        raise _fail(Reason.TLOG_MISSING, "the transparency-log entry has no inclusion proof")
+    logged_at = None
+    try:
+        if has_promise:
+            logged_at = verify_signed_entry_timestamp(entry, log)
+        if has_proof:
+            verify_inclusion_proof(entry["inclusionProof"], body, log)
+    except ProofError as exc:
+        raise _fail(Reason.TLOG_PROOF, f"the transparency-log entry does not verify: {exc}") from None
+    if logged_at is not None:
+        if logged_at > now + CLOCK_SKEW:
+            raise _fail(Reason.TLOG_PROOF, f"the transparency-log entry's integrated time {logged_at.isoformat()} is in the future")
+        if not log.validity.contains(logged_at):
+            raise _fail(Reason.TLOG_UNTRUSTED, f"the log's key was not valid at the entry's integrated time {logged_at.isoformat()}")
+    else:
+        # No promise (Rekor v2): the log key must have been valid at the verified timestamps.
+        for when in tsa_times:
+            if not log.validity.contains(when):
+                raise _fail(Reason.TLOG_UNTRUSTED, f"the log's key was not valid at the signing time {when.isoformat()}")
+    return logged_at
+
+
+def _check_entry_body(
+    body: bytes, kind_version: dict[str, Any], signature: bytes, key: PublicKey, artifact: Artifact, signed_dsse: tuple[str, bytes] | None
+) -> None:
+    """The logged entry must be about this signature, made with this key, over this artifact."""
+    from .bundle import pae
+
+    try:
+        document = json.loads(body)
+        kind, version, spec = document["kind"], document["apiVersion"], document["spec"]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError):
+        raise _fail(Reason.MALFORMED, "the transparency-log entry's body is malformed") from None
+    if (kind, version) != (kind_version.get("kind"), kind_version.get("version")):
+        raise _fail(Reason.TLOG_MISMATCH, "the transparency-log entry's kindVersion does not match its body")
+    mismatch = _fail(Reason.TLOG_MISMATCH, "the transparency-log entry is for another signature, key or artifact")
+    if signed_dsse is not None:
+        payload_type, payload = signed_dsse
+        expected_digest = hashlib.sha256(pae(payload_type, payload)).digest()
+    else:
+        expected_digest = artifact.sha256
+    try:
+        if (kind, version) == ("hashedrekord", "0.0.1"):
+            logged = spec["data"]["hash"]
+            if logged["algorithm"] != "sha256" or logged["value"] != expected_digest.hex():
+                raise mismatch
+            pairs = [(_b64(spec["signature"]["content"]), _pem_key_der(spec["signature"]["publicKey"]["content"]))]
+        elif (kind, version) == ("hashedrekord", "0.0.2"):
+            v2 = spec["hashedRekordV002"]
+            if v2["data"]["algorithm"] != "SHA2_256" or _b64(v2["data"]["digest"]) != expected_digest:
+                raise mismatch
+            verifier = v2["signature"]["verifier"]
+            if "publicKey" not in verifier:
+                raise mismatch  # a certificate's entry cannot be about a key-signed bundle
+            pairs = [(_b64(v2["signature"]["content"]), _b64(verifier["publicKey"]["rawBytes"]))]
+        elif (kind, version) == ("dsse", "0.0.1") and signed_dsse is not None:
+            if spec["payloadHash"]["algorithm"] != "sha256" or spec["payloadHash"]["value"] != hashlib.sha256(signed_dsse[1]).hexdigest():
+                raise mismatch
+            pairs = [(_b64(s["signature"]), _pem_key_der(s["verifier"])) for s in spec["signatures"][:MAX_DSSE_SIGNATURES]]
+        elif (kind, version) == ("intoto", "0.0.2") and signed_dsse is not None:
+            envelope = spec["content"]["envelope"]
+            if spec["content"]["payloadHash"]["algorithm"] != "sha256" or spec["content"]["payloadHash"]["value"] != hashlib.sha256(signed_dsse[1]).hexdigest():
+                raise mismatch
+            if envelope["payloadType"] != signed_dsse[0]:
+                raise mismatch
+            # intoto 0.0.2 stores each signature base64-encoded a second time.
+            pairs = [(_b64(_b64_text(s["sig"])), _pem_key_der(s["publicKey"])) for s in envelope["signatures"][:MAX_DSSE_SIGNATURES]]
+        else:
+            raise _fail(Reason.TLOG_MISMATCH, f"the transparency-log entry's kind {str(kind)[:30]} {str(version)[:10]} does not fit this bundle")
+    except (KeyError, TypeError, AttributeError):
+        raise _fail(Reason.MALFORMED, "the transparency-log entry's body is malformed") from None
+    if not any(logged_sig == signature and logged_key == key.spki_der for logged_sig, logged_key in pairs):
+        raise mismatch
+
+
+def _verify_timestamps(material: dict[str, Any], signature: bytes, trust: TrustRoot) -> list[datetime]:
+    """The times of the bundle's RFC 3161 timestamps that verify over the signature with a trusted TSA.
+
+    As sigstore-go and sigstore-python do, a timestamp that does not verify is not counted rather
+    than refused: it proves nothing, and a time is required only when something depends on it
+    (the caller asks for at least one verified time). A bundle stamped by a TSA the trust root lacks
+    (the public-good snapshot in the tests has GitHub's TSA, not Sigstore's) still verifies by its
+    signed entry timestamp.
+    """
+    data = material.get("timestampVerificationData")
+    if data is None:
+        return []
+    stamps = data.get("rfc3161Timestamps", []) if isinstance(data, dict) else None
+    if not isinstance(stamps, list):
+        raise _fail(Reason.MALFORMED, "the bundle's timestampVerificationData is malformed")
+    if len(stamps) > MAX_TIMESTAMPS:
+        raise _fail(Reason.MALFORMED, f"the bundle carries more than {MAX_TIMESTAMPS} timestamps")
+    raws = [_b64(s.get("signedTimestamp")) if isinstance(s, dict) else None for s in stamps]
+    if any(raw is None for raw in raws):
+        raise _fail(Reason.MALFORMED, "a timestamp in the bundle is not base64")
+    if len(set(raws)) != len(raws):
+        raise _fail(Reason.MALFORMED, "the bundle carries the same timestamp twice")
+    times = [_verify_timestamp(raw, signature, trust.timestamp_authorities) for raw in raws]  # type: ignore[arg-type]
+    return [when for when in times if when is not None]
+
+
+def _verify_timestamp(raw: bytes, signature: bytes, authorities: Sequence[Authority]) -> datetime | None:
+    # rfc3161-client (the library sigstore-python uses) checks the response's CMS signature, the
+    # message imprint and the TSA chain at the stamped time; imported only for bundles with timestamps.
+    import rfc3161_client
+    from cryptography import x509
+
+    if not authorities:
+        return None
+    try:
+        response = rfc3161_client.decode_timestamp_response(raw)
+    except Exception as exc:  # ValueError, or the Rust parser's own error types on malformed DER
+        raise _fail(Reason.TIMESTAMP, f"a timestamp in the bundle is not an RFC 3161 response ({type(exc).__name__})") from None
+    gen_time = response.tst_info.gen_time
+    if gen_time.tzinfo is None:
+        gen_time = gen_time.replace(tzinfo=timezone.utc)
+    for authority in authorities:
+        if len(authority.chain_der) < 2:
+            continue  # a TSA leaf with no root to anchor it cannot be verified
+        try:
+            certificates = [x509.load_der_x509_certificate(der) for der in authority.chain_der]
+        except ValueError:
+            continue
+        builder = rfc3161_client.VerifierBuilder().tsa_certificate(certificates[0]).add_root_certificate(certificates[-1])
+        for intermediate in certificates[1:-1]:
+            builder = builder.add_intermediate_certificate(intermediate)
+        try:
+            builder.build().verify_message(response, signature)
+        except rfc3161_client.VerificationError:
+            continue
+        if authority.validity.contains(gen_time):
+            return gen_time
+    return None
+
+
+# ---- certificates: sigstore-python --------------------------------------------------------------
+
+_library_roots: dict[int, Any] = {}
+
+
+def _library_trusted_root(trust: TrustRoot) -> Any:
+    """sigstore-python's TrustedRoot for `trust`, built once per loaded root (the service stays warm)."""
+    cached = _library_roots.get(id(trust))
+    if cached is not None and cached[0] is trust:
+        return cached[1]
+    from sigstore.models import TrustedRoot
+    from sigstore_models.trustroot import v1 as trustroot_v1
+
+    document = json.loads(trust.raw)
+    # sigstore-python 4.5 treats a TSA's validFor.end as exclusive (gen_time < end); sigstore-go and
+    # the conformance suite treat it as inclusive. One microsecond later is the same instant set
+    # at the resolution datetime (and so the library) compares.
+    for authority in document.get("timestampAuthorities", []) or []:
+        valid_for = authority.get("validFor") if isinstance(authority, dict) else None
+        if isinstance(valid_for, dict) and isinstance(valid_for.get("end"), str):
+            from .trust_root import parse_time
+
+            end = parse_time(valid_for["end"])
+            if end is not None:
+                valid_for["end"] = (end + timedelta(microseconds=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    library_root = TrustedRoot(trustroot_v1.TrustedRoot.from_json(json.dumps(document)))
+    _library_roots[id(trust)] = (trust, library_root)
+    return library_root
+
+
+def _verify_certificate_bundle(bundle: Bundle, artifact: Artifact, trust: TrustRoot, policy: IdentityPolicy) -> Verified:
+    # Lazy: see the module docstring (about 0.5 s of imports, for keyless rules only).
+    import logging
+
+    try:
+        from sigstore.errors import CertValidationError, Error as SigstoreError, VerificationError
+    except ImportError:
+        raise _fail(Reason.CERTIFICATE, "certificate-bearing bundles need sigstore-python, which is not installed (see requirements.txt)") from None
+    # The library logs tracebacks of what it then raises; the raised error is the one reported.
+    library_logger = logging.getLogger("sigstore")
+    if not library_logger.handlers:
+        library_logger.addHandler(logging.NullHandler())
+        library_logger.propagate = False
+    from sigstore.hashes import Hashed
+    from sigstore.models import Bundle as LibraryBundle, InvalidBundle
+    from sigstore.verify import Verifier
+    from sigstore.verify.policy import Identity
+    from sigstore_models.common.v1 import HashAlgorithm
+
+    try:
+        verifier = Verifier(trusted_root=_library_trusted_root(trust))
+    except (SigstoreError, ValueError) as exc:
+        raise _fail(Reason.TRUST_ROOT, f"the trust root cannot verify certificates: {_first_line(exc)}") from None
+    try:
+        library_bundle = LibraryBundle.from_json(bundle.raw)
+    except (InvalidBundle, ValueError) as exc:
+        raise _fail(Reason.MALFORMED, f"the bundle is malformed: {_first_line(exc)}") from None
+    identity = Identity(identity=policy.subject, issuer=policy.issuer)
+    try:
+        if "dsseEnvelope" in bundle.document:
+            payload_type, payload = verifier.verify_dsse(library_bundle, identity)
+            _check_statement(payload_type, payload, artifact)
+        else:
+            subject: bytes | Any = artifact.data
+            if subject is None:
+                subject = Hashed(algorithm=HashAlgorithm.SHA2_256, digest=artifact.sha256)
+            verifier.verify_artifact(subject, library_bundle, identity)
+            payload_type = payload = None
+    except CertValidationError as exc:
+        raise _fail(Reason.CERTIFICATE, f"the signing certificate does not verify: {_first_line(exc)}") from None
+    except VerificationError as exc:
+        raise _fail(_reason_of(str(exc)), _first_line(exc)) from None
+    except (SigstoreError, ValueError) as exc:
+        raise _fail(Reason.MALFORMED, f"the bundle cannot be verified: {_first_line(exc)}") from None
+    return Verified(policy.subject, (), payload_type, payload)
+
+
+def _reason_of(message: str) -> Reason:
+    """Map sigstore-python's messages (it has one exception class) onto reasons, for metrics."""
+    text = message.lower()
+    if "log entry" in text or "inclusion" in text or "checkpoint" in text or "set:" in text:
+        return Reason.TLOG_PROOF if "inconsistent" not in text else Reason.TLOG_MISMATCH
+    if "timestamp" in text or "verified time" in text:
+        return Reason.NO_TIME
+    if "sct" in text or "cert" in text or "usage" in text:
+        return Reason.CERTIFICATE
+    if "san" in text or "identity" in text or "issuer" in text or "extension" in text:
+        return Reason.IDENTITY
+    if "digest" in text:
+        return Reason.ARTIFACT
+    return Reason.SIGNATURE
+
+
+# ---- command line: the sigstore-conformance client protocol -------------------------------------
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def main(argv: list[str], out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """`signgate sigstore verify-bundle --bundle B (--key K | --certificate-identity I
+    --certificate-oidc-issuer O) [--trusted-root T] (FILE | sha256:HEX)`.
+
+    Exit 0 exactly when the bundle verifies for the artifact; 1 with a one-line reason on stderr
+    when it does not; 2 for usage errors and unreadable files. `argv` starts after `sigstore`.
+    """
+    from .errors import SigngateError
+    from .keys import public_key_from_pem
+    from .trust_root import TrustRootError, load_trust_root
+
+    out = out or sys.stdout
+    err = err or sys.stderr
+    parser = argparse.ArgumentParser(prog="signgate sigstore", description="Verify sigstore bundles offline.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    verify = commands.add_parser("verify-bundle", help="verify a bundle for an artifact (the sigstore-conformance protocol)")
+    verify.add_argument("--bundle", required=True, help="the sigstore bundle (JSON)")
+    verify.add_argument("--key", help="PEM public key, for key-signed bundles")
+    verify.add_argument("--certificate-identity", help="the certificate's expected subject (SAN)")
+    verify.add_argument("--certificate-oidc-issuer", help="the certificate's expected OIDC issuer")
+    verify.add_argument("--trusted-root", help="trusted_root.json (default: $SIGNGATE_TRUSTED_ROOT)")
+    verify.add_argument("artifact", metavar="FILE|sha256:HEX")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return EXIT_OK if exc.code == 0 else EXIT_USAGE
+
+    def usage(message: str) -> int:
+        err.write(f"signgate sigstore verify-bundle: {message}\n")
+        return EXIT_USAGE
+
+    identity = args.certificate_identity, args.certificate_oidc_issuer
+    if args.key and any(identity):
+        return usage("give either --key or --certificate-identity with --certificate-oidc-issuer, not both")
+    if not args.key and not all(identity):
+        return usage("give --key, or both --certificate-identity and --certificate-oidc-issuer")
+    import os
+
+    root_path = args.trusted_root or os.environ.get("SIGNGATE_TRUSTED_ROOT")
+    if not root_path:
+        return usage("give --trusted-root (signgate never fetches a trust root)")
+    try:
+        raw_bundle = _read(args.bundle)
+        if args.artifact.startswith("sha256:"):
+            hex_digest = args.artifact[len("sha256:") :]
+            if len(hex_digest) != 64 or any(c not in "0123456789abcdefABCDEF" for c in hex_digest):
+                return usage(f"{args.artifact[:80]} is not sha256: and 64 hex digits")
+            artifact = Artifact(bytes.fromhex(hex_digest))
+        else:
+            data = _read(args.artifact, limit=None)
+            artifact = Artifact(hashlib.sha256(data).digest(), data)
+        policy: KeyPolicy | IdentityPolicy
+        if args.key:
+            policy = KeyPolicy(public_key_from_pem("key", args.key, _read(args.key)))
+        else:
+            policy = IdentityPolicy(args.certificate_identity, args.certificate_oidc_issuer)
+    except OSError as exc:
+        return usage(f"cannot read {exc.filename}: {exc.strerror}")
+    except SigngateError as exc:  # a key file that is not a usable public key: verification material
+        err.write(f"FAIL ({Reason.MATERIAL.value}): {exc}\n")
+        return EXIT_FAILED
+    try:
+        trust = load_trust_root(root_path)
+        verified = verify_bundle(parse_bundle(raw_bundle), artifact, trust, policy)
+    except TrustRootError as exc:
+        err.write(f"FAIL ({Reason.TRUST_ROOT.value}): {exc}\n")
+        return EXIT_FAILED
+    except BundleVerificationError as exc:
+        err.write(f"FAIL ({exc.reason.value}): {exc.message}\n")
+        return EXIT_FAILED
+    when = ", ".join(f"{source} {moment.isoformat()}" for source, moment in verified.times)
+    out.write(f"OK: verified for {verified.signer}" + (f" (signed at: {when})" if when else "") + "\n")
+    return EXIT_OK
+
+
+def _read(path: str, limit: int | None = MAX_BUNDLE_BYTES) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read() if limit is None else handle.read(limit + 1)
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+
+
+def _b64(value: Any) -> bytes | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _b64_text(value: Any) -> str | None:
+    raw = _b64(value)
+    try:
+        return raw.decode("ascii") if raw is not None else None
+    except UnicodeDecodeError:
+        return None
+
+
+def _pem_key_der(value: Any) -> bytes | None:
+    """DER SubjectPublicKeyInfo of a base64-encoded PEM public key or certificate."""
+    from .rekor import _key_der
+
+    return _key_der(value)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
