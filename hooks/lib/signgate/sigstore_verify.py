@@ -494,7 +494,7 @@ def _verify_certificate_bundle(bundle: Bundle, artifact: Artifact, trust: TrustR
         library_logger.addHandler(logging.NullHandler())
         library_logger.propagate = False
     from sigstore.hashes import Hashed
-    from sigstore.models import Bundle as LibraryBundle, InvalidBundle
+    from sigstore.models import Bundle as LibraryBundle
     from sigstore.verify import Verifier
     from sigstore.verify.policy import Identity
     from sigstore_models.common.v1 import HashAlgorithm
@@ -505,7 +505,7 @@ def _verify_certificate_bundle(bundle: Bundle, artifact: Artifact, trust: TrustR
         raise _fail(Reason.TRUST_ROOT, f"the trust root cannot verify certificates: {_first_line(exc)}") from None
     try:
         library_bundle = LibraryBundle.from_json(bundle.raw)
-    except (InvalidBundle, ValueError) as exc:
+    except (SigstoreError, ValueError) as exc:  # InvalidBundle, and VerificationError for bad timestamps
         raise _fail(Reason.MALFORMED, f"the bundle is malformed: {_first_line(exc)}") from None
     identity = Identity(identity=policy.subject, issuer=policy.issuer)
     try:
@@ -522,7 +522,8 @@ def _verify_certificate_bundle(bundle: Bundle, artifact: Artifact, trust: TrustR
         raise _fail(Reason.CERTIFICATE, f"the signing certificate does not verify: {_first_line(exc)}") from None
     except VerificationError as exc:
         raise _fail(_reason_of(str(exc)), _first_line(exc)) from None
-    except (SigstoreError, ValueError) as exc:
+    except (SigstoreError, ValueError, TypeError, AttributeError, KeyError) as exc:
+        # The library validates the bundle's structure lazily; whatever it trips on is a refusal.
         raise _fail(Reason.MALFORMED, f"the bundle cannot be verified: {_first_line(exc)}") from None
     return Verified(policy.subject, (), payload_type, payload)
 
