@@ -83,8 +83,14 @@ class BundleVerificationError(Exception):
 
 @dataclass(frozen=True)
 class Artifact:
-    sha256: bytes
+    sha256: bytes | None
     data: bytes | None = None  # None when only the digest is known (`sha256:HEX`, an image digest)
+    # In-toto subjects may name only a SHA-512 digest (npm attestations): `sha512:HEX` matches
+    # those, and can never satisfy a message signature, which is over the SHA-256.
+    sha512: bytes | None = None
+
+    def describe(self) -> str:
+        return f"sha256:{self.sha256.hex()}" if self.sha256 is not None else f"sha512:{(self.sha512 or b'').hex()}"
 
 
 @dataclass(frozen=True)
@@ -137,7 +143,7 @@ def parse_bundle(raw: bytes) -> Bundle:
         raise _fail(Reason.MEDIA_TYPE, f"the bundle's media type {_short(media_type)} is not a known sigstore bundle version (0.1 to 0.3)")
     if not isinstance(document.get("verificationMaterial"), dict):
         raise _fail(Reason.MALFORMED, "the bundle has no verificationMaterial")
-    if ("messageSignature" in document) == ("dsseEnvelope" in document):
+    if (document.get("messageSignature") is None) == (document.get("dsseEnvelope") is None):
         raise _fail(Reason.MALFORMED, "the bundle must hold exactly one of messageSignature and dsseEnvelope")
     return Bundle(document, raw, version)
 
@@ -145,7 +151,7 @@ def parse_bundle(raw: bytes) -> Bundle:
 def material_kind(bundle: Bundle) -> str:
     """"key" or "certificate": what the bundle says verifies it."""
     material = bundle.document["verificationMaterial"]
-    present = [name for name in ("publicKey", "certificate", "x509CertificateChain") if name in material]
+    present = [name for name in ("publicKey", "certificate", "x509CertificateChain") if material.get(name) is not None]
     if len(present) != 1:
         raise _fail(Reason.MALFORMED, "the bundle's verificationMaterial must hold exactly one of publicKey, certificate and x509CertificateChain")
     return "key" if present[0] == "publicKey" else "certificate"
@@ -177,7 +183,7 @@ def verify_bundle(
 def _verify_key_bundle(bundle: Bundle, artifact: Artifact, trust: TrustRoot, key: PublicKey, now: datetime, require_tlog: bool) -> Verified:
     document = bundle.document
     payload_type = payload = None
-    if "messageSignature" in document:
+    if document.get("messageSignature") is not None:
         signature = _verify_message_signature(document["messageSignature"], artifact, key)
         signed_dsse = None
     else:
@@ -190,7 +196,7 @@ def _verify_key_bundle(bundle: Bundle, artifact: Artifact, trust: TrustRoot, key
     for when in _verify_timestamps(material, signature, trust):
         times.append(("tsa", when))
 
-    entries = material.get("tlogEntries", [])
+    entries = material.get("tlogEntries") or []
     if not isinstance(entries, list):
         raise _fail(Reason.MALFORMED, "the bundle's tlogEntries is not a list")
     if len(entries) > MAX_TLOG_ENTRIES:
@@ -218,7 +224,9 @@ def _verify_message_signature(message: Any, artifact: Artifact, key: PublicKey) 
         if not isinstance(digest, dict) or digest.get("algorithm") != "SHA2_256" or _b64(digest.get("digest")) is None:
             raise _fail(Reason.MALFORMED, "the bundle's messageDigest is not a SHA2_256 digest")
         if _b64(digest["digest"]) != artifact.sha256:
-            raise _fail(Reason.ARTIFACT, f"the bundle is for digest sha256:{_b64(digest['digest']).hex()}, not the artifact's sha256:{artifact.sha256.hex()}")  # type: ignore[union-attr]
+            raise _fail(Reason.ARTIFACT, f"the bundle is for digest sha256:{_b64(digest['digest']).hex()}, not the artifact's {artifact.describe()}")  # type: ignore[union-attr]
+    if artifact.sha256 is None:
+        raise _fail(Reason.ARTIFACT, "a message signature is over the artifact's SHA-256, which was not given")
     if artifact.data is not None:
         valid = key.verify(signature, artifact.data)
     else:
@@ -277,12 +285,14 @@ def _check_statement(payload_type: str, payload: bytes, artifact: Artifact) -> N
     subjects = statement.get("subject") if isinstance(statement, dict) else None
     if not isinstance(subjects, list):
         raise _fail(Reason.MALFORMED, "the in-toto statement has no subject list")
-    wanted = artifact.sha256.hex()
+    wanted = {name: digest.hex() for name, digest in (("sha256", artifact.sha256), ("sha512", artifact.sha512)) if digest is not None}
     for subject in subjects:
         digests = subject.get("digest") if isinstance(subject, dict) else None
-        if isinstance(digests, dict) and isinstance(digests.get("sha256"), str) and digests["sha256"].lower() == wanted:
+        if isinstance(digests, dict) and any(
+            isinstance(digests.get(name), str) and digests[name].lower() == value for name, value in wanted.items()
+        ):
             return
-    raise _fail(Reason.ARTIFACT, f"no subject of the in-toto statement has the artifact's digest sha256:{wanted}")
+    raise _fail(Reason.ARTIFACT, f"no subject of the in-toto statement has the artifact's digest {artifact.describe()}")
 
 
 def _verify_tlog_entry(
@@ -309,7 +319,8 @@ def _verify_tlog_entry(
         raise _fail(Reason.TLOG_UNTRUSTED, f"the transparency-log entry is from log {log_id.hex()[:16]}…, which the trust root does not hold")
     _check_entry_body(body, kind_version, signature, key, artifact, signed_dsse)
 
-    has_promise, has_proof = "inclusionPromise" in entry, "inclusionProof" in entry
+    # protobuf JSON writes an absent message as null (sigstore-go's bundles do).
+    has_promise, has_proof = entry.get("inclusionPromise") is not None, entry.get("inclusionProof") is not None
     # As sigstore's clients: v0.1 bundles predate inclusion proofs and must carry a promise;
     # later versions must carry a proof with a checkpoint (Rekor v2 entries have no promise at all).
     if bundle.version == (0, 1) and not has_promise:
@@ -355,7 +366,7 @@ def _check_entry_body(
         payload_type, payload = signed_dsse
         expected_digest = hashlib.sha256(pae(payload_type, payload)).digest()
     else:
-        expected_digest = artifact.sha256
+        expected_digest = artifact.sha256 or b""
     try:
         if (kind, version) == ("hashedrekord", "0.0.1"):
             logged = spec["data"]["hash"]
@@ -509,11 +520,13 @@ def _verify_certificate_bundle(bundle: Bundle, artifact: Artifact, trust: TrustR
         raise _fail(Reason.MALFORMED, f"the bundle is malformed: {_first_line(exc)}") from None
     identity = Identity(identity=policy.subject, issuer=policy.issuer)
     try:
-        if "dsseEnvelope" in bundle.document:
+        if bundle.document.get("dsseEnvelope") is not None:
             payload_type, payload = verifier.verify_dsse(library_bundle, identity)
             _check_statement(payload_type, payload, artifact)
         else:
             subject: bytes | Any = artifact.data
+            if artifact.sha256 is None:
+                raise _fail(Reason.ARTIFACT, "a message signature is over the artifact's SHA-256, which was not given")
             if subject is None:
                 subject = Hashed(algorithm=HashAlgorithm.SHA2_256, digest=artifact.sha256)
             verifier.verify_artifact(subject, library_bundle, identity)
@@ -531,14 +544,16 @@ def _verify_certificate_bundle(bundle: Bundle, artifact: Artifact, trust: TrustR
 def _reason_of(message: str) -> Reason:
     """Map sigstore-python's messages (it has one exception class) onto reasons, for metrics."""
     text = message.lower()
+    # The identity policy's messages: "Certificate's SANs do not match ...", "Certificate's
+    # OIDCIssuer does not match ...", "Certificate does not contain OIDCIssuer (...) extension".
+    if text.startswith("certificate's") and "match" in text or text.startswith("certificate does not contain"):
+        return Reason.IDENTITY
     if "log entry" in text or "inclusion" in text or "checkpoint" in text or "set:" in text:
         return Reason.TLOG_PROOF if "inconsistent" not in text else Reason.TLOG_MISMATCH
     if "timestamp" in text or "verified time" in text:
         return Reason.NO_TIME
     if "sct" in text or "cert" in text or "usage" in text:
         return Reason.CERTIFICATE
-    if "san" in text or "identity" in text or "issuer" in text or "extension" in text:
-        return Reason.IDENTITY
     if "digest" in text:
         return Reason.ARTIFACT
     return Reason.SIGNATURE
@@ -570,7 +585,7 @@ def main(argv: list[str], out: TextIO | None = None, err: TextIO | None = None) 
     verify.add_argument("--certificate-identity", help="the certificate's expected subject (SAN)")
     verify.add_argument("--certificate-oidc-issuer", help="the certificate's expected OIDC issuer")
     verify.add_argument("--trusted-root", help="trusted_root.json (default: $SIGNGATE_TRUSTED_ROOT)")
-    verify.add_argument("artifact", metavar="FILE|sha256:HEX")
+    verify.add_argument("artifact", metavar="FILE|sha256:HEX", help="the artifact, or its digest (sha512:HEX matches in-toto subjects only)")
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
@@ -592,14 +607,16 @@ def main(argv: list[str], out: TextIO | None = None, err: TextIO | None = None) 
         return usage("give --trusted-root (signgate never fetches a trust root)")
     try:
         raw_bundle = _read(args.bundle)
-        if args.artifact.startswith("sha256:"):
-            hex_digest = args.artifact[len("sha256:") :]
-            if len(hex_digest) != 64 or any(c not in "0123456789abcdefABCDEF" for c in hex_digest):
-                return usage(f"{args.artifact[:80]} is not sha256: and 64 hex digits")
-            artifact = Artifact(bytes.fromhex(hex_digest))
+        algorithm, _, hex_digest = args.artifact.partition(":")
+        if algorithm in ("sha256", "sha512") and hex_digest:
+            size = 64 if algorithm == "sha256" else 128
+            if len(hex_digest) != size or any(c not in "0123456789abcdefABCDEF" for c in hex_digest):
+                return usage(f"{args.artifact[:80]} is not {algorithm}: and {size} hex digits")
+            digest = bytes.fromhex(hex_digest)
+            artifact = Artifact(digest) if algorithm == "sha256" else Artifact(None, sha512=digest)
         else:
             data = _read(args.artifact, limit=None)
-            artifact = Artifact(hashlib.sha256(data).digest(), data)
+            artifact = Artifact(hashlib.sha256(data).digest(), data, hashlib.sha512(data).digest())
         policy: KeyPolicy | IdentityPolicy
         if args.key:
             policy = KeyPolicy(public_key_from_pem("key", args.key, _read(args.key)))
