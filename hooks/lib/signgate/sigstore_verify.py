@@ -430,7 +430,10 @@ def _verify_timestamps(material: dict[str, Any], signature: bytes, trust: TrustR
 def _verify_timestamp(raw: bytes, signature: bytes, authorities: Sequence[Authority]) -> datetime | None:
     # rfc3161-client (the library sigstore-python uses) checks the response's CMS signature, the
     # message imprint and the TSA chain at the stamped time; imported only for bundles with timestamps.
-    import rfc3161_client
+    try:
+        import rfc3161_client
+    except ImportError:
+        raise _fail(Reason.TIMESTAMP, "the bundle carries an RFC 3161 timestamp, and rfc3161-client is not installed to verify it (see requirements.txt)") from None
     from cryptography import x509
 
     if not authorities:
