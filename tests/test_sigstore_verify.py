@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import shutil
+import subprocess
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -519,3 +521,152 @@ def test_expiring_lists_ended_and_ending_entries() -> None:
     assert any("transparency log https://rekor.test: validity ends 2026-01-10" in line for line in found)
     assert any("CT log https://ct.test: validity ended 2025-01-01" in line for line in found)
     assert root.expiring(NOW, timedelta(days=1)) == ["CT log https://ct.test: validity ended 2025-01-01T00:00:00+00:00"]
+
+
+# ---- RFC 3161 timestamps from a test TSA (OpenSSL's `openssl ts -reply`) -------------------------
+
+
+class OpenSSLTSA:
+    """A root CA and a TSA certificate (timeStamping EKU, critical), made here; OpenSSL's TSA signs."""
+
+    def __init__(self, directory: Any) -> None:
+        from cryptography import x509
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+        assert shutil.which("openssl"), "the test TSA is OpenSSL's `openssl ts -reply`: install openssl"
+        self.directory = directory
+        now = datetime.now(timezone.utc)
+
+        def name(common_name: str) -> Any:
+            return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+        root_key, tsa_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+        self.root = (
+            x509.CertificateBuilder().subject_name(name("signgate test TSA root")).issuer_name(name("signgate test TSA root"))
+            .public_key(root_key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(root_key.public_key()), critical=False)
+            .sign(root_key, hashes.SHA256())
+        )
+        self.leaf = (
+            x509.CertificateBuilder().subject_name(name("signgate test TSA")).issuer_name(self.root.subject)
+            .public_key(tsa_key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(days=7))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=True)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()), critical=False)
+            .sign(root_key, hashes.SHA256())
+        )
+        (directory / "tsa.pem").write_bytes(self.leaf.public_bytes(serialization.Encoding.PEM))
+        (directory / "tsa.key").write_bytes(
+            tsa_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        )
+        (directory / "ts.cnf").write_text(
+            "[ tsa ]\ndefault_tsa = tsa_config\n[ tsa_config ]\n"
+            f"serial = {directory}/serial\ncrypto_device = builtin\nsigner_digest = sha256\n"
+            "default_policy = 1.2.3.4.1\ndigests = sha256\naccuracy = secs:1\nordering = yes\ntsa_name = no\n"
+            "ess_cert_id_chain = no\ness_cert_id_alg = sha256\n"
+        )
+
+    def stamp(self, message: bytes) -> bytes:
+        (self.directory / "message").write_bytes(message)
+        run = {"check": True, "capture_output": True, "timeout": 60, "cwd": self.directory}
+        subprocess.run(["openssl", "ts", "-query", "-data", "message", "-sha256", "-cert", "-out", "q.tsq"], **run)
+        subprocess.run(["openssl", "ts", "-reply", "-config", "ts.cnf", "-queryfile", "q.tsq", "-signer", "tsa.pem",
+                        "-inkey", "tsa.key", "-out", "r.tsr"], **run)
+        return (self.directory / "r.tsr").read_bytes()
+
+    def authority(self, start: str = "2020-01-01T00:00:00Z", end: str | None = None) -> dict[str, Any]:
+        chain = [self.leaf, self.root]
+        return {
+            "subject": {"commonName": "signgate test TSA"},
+            "certChain": {"certificates": [{"rawBytes": b64(c.public_bytes(serialization.Encoding.DER))} for c in chain]},
+            "validFor": {"start": start, **({"end": end} if end else {})},
+        }
+
+
+def tsa_root(log: Log, *authorities: dict[str, Any], log_start: str = "2020-01-01T00:00:00Z") -> Any:
+    document = {
+        "mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1",
+        "tlogs": [log.trust_entry(start=log_start)],
+        "timestampAuthorities": list(authorities),
+    }
+    return parse_trust_root(json.dumps(document).encode(), "test root")
+
+
+def stamped_bundle(signer: Signer, entry: dict[str, Any], signature: bytes, stamps: list[bytes]) -> bytes:
+    document = json.loads(message_bundle(signer, [entry], signature))
+    document["verificationMaterial"]["timestampVerificationData"] = {"rfc3161Timestamps": [{"signedTimestamp": b64(s)} for s in stamps]}
+    return json.dumps(document).encode()
+
+
+@pytest.fixture
+def tsa(tmp_path: Any) -> OpenSSLTSA:
+    return OpenSSLTSA(tmp_path)
+
+
+def _v2_entry(signer: Signer) -> tuple[Log, dict[str, Any], bytes]:
+    log = Log.ed25519()
+    signature = signer.sign(ARTIFACT)
+    return log, log.add(signer.hashedrekord_v2(ARTIFACT_SHA, signature), 0, set_=False), signature
+
+
+def _verify_now(raw: bytes, signer: Signer, root: Any) -> Any:
+    return verify_bundle(parse_bundle(raw), Artifact(ARTIFACT_SHA, ARTIFACT), root, KeyPolicy(signer.key))
+
+
+def _refused_now(raw: bytes, signer: Signer, root: Any) -> BundleVerificationError:
+    with pytest.raises(BundleVerificationError) as info:
+        _verify_now(raw, signer, root)
+    return info.value
+
+
+def test_rekor_v2_bundle_gets_its_time_from_a_trusted_timestamp(signer: Signer, tsa: OpenSSLTSA) -> None:
+    log, entry, signature = _v2_entry(signer)
+    raw = stamped_bundle(signer, entry, signature, [tsa.stamp(signature)])
+    verified = _verify_now(raw, signer, tsa_root(log, tsa.authority()))
+    assert [source for source, _ in verified.times] == ["tsa"]
+    assert abs(verified.times[0][1] - datetime.now(timezone.utc)) < timedelta(minutes=10)
+
+
+def test_a_timestamp_over_another_signature_gives_no_time(signer: Signer, tsa: OpenSSLTSA) -> None:
+    log, entry, signature = _v2_entry(signer)
+    raw = stamped_bundle(signer, entry, signature, [tsa.stamp(b"another signature")])
+    assert _refused_now(raw, signer, tsa_root(log, tsa.authority())).reason is Reason.NO_TIME
+
+
+def test_a_timestamp_from_an_untrusted_tsa_gives_no_time(signer: Signer, tmp_path: Any) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    trusted, stranger = OpenSSLTSA(tmp_path / "a"), OpenSSLTSA(tmp_path / "b")
+    log, entry, signature = _v2_entry(signer)
+    raw = stamped_bundle(signer, entry, signature, [stranger.stamp(signature)])
+    assert _refused_now(raw, signer, tsa_root(log, trusted.authority())).reason is Reason.NO_TIME
+    assert _refused_now(raw, signer, tsa_root(log)).reason is Reason.NO_TIME  # a root with no TSA at all
+
+
+def test_the_tsa_must_be_valid_at_the_stamped_time(signer: Signer, tsa: OpenSSLTSA) -> None:
+    log, entry, signature = _v2_entry(signer)
+    raw = stamped_bundle(signer, entry, signature, [tsa.stamp(signature)])
+    ended = tsa.authority(end="2021-01-01T00:00:00Z")
+    assert _refused_now(raw, signer, tsa_root(log, ended)).reason is Reason.NO_TIME
+
+
+def test_the_log_key_must_be_valid_at_the_stamped_time(signer: Signer, tsa: OpenSSLTSA) -> None:
+    log, entry, signature = _v2_entry(signer)
+    raw = stamped_bundle(signer, entry, signature, [tsa.stamp(signature)])
+    later = (datetime.now(timezone.utc) + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    error = _refused_now(raw, signer, tsa_root(log, tsa.authority(), log_start=later))
+    assert error.reason is Reason.TLOG_UNTRUSTED and "not valid at the signing time" in error.message
+
+
+def test_duplicate_and_garbage_timestamps_are_refused(signer: Signer, tsa: OpenSSLTSA) -> None:
+    log, entry, signature = _v2_entry(signer)
+    stamp = tsa.stamp(signature)
+    root = tsa_root(log, tsa.authority())
+    assert _refused_now(stamped_bundle(signer, entry, signature, [stamp, stamp]), signer, root).reason is Reason.MALFORMED
+    garbage = _refused_now(stamped_bundle(signer, entry, signature, [b"\x30\x03\x02\x01\x00"]), signer, root)
+    assert garbage.reason is Reason.TIMESTAMP and "not an RFC 3161 response" in garbage.message
