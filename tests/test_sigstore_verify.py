@@ -670,3 +670,66 @@ def test_duplicate_and_garbage_timestamps_are_refused(signer: Signer, tsa: OpenS
     assert _refused_now(stamped_bundle(signer, entry, signature, [stamp, stamp]), signer, root).reason is Reason.MALFORMED
     garbage = _refused_now(stamped_bundle(signer, entry, signature, [b"\x30\x03\x02\x01\x00"]), signer, root)
     assert garbage.reason is Reason.TIMESTAMP and "not an RFC 3161 response" in garbage.message
+
+
+# ---- the command line's exit codes --------------------------------------------------------------
+
+
+def run_main(*args: str) -> tuple[int, str, str]:
+    import io
+
+    from signgate.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["sigstore", "verify-bundle", *args], out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def cli_case(tmp_path: Any, signer: Signer, log: Log) -> dict[str, str]:
+    signature = signer.sign(ARTIFACT)
+    entry = log.add(signer.hashedrekord(ARTIFACT_SHA, signature), INTEGRATED)
+    files = {
+        "bundle": message_bundle(signer, [entry], signature),
+        "key": signer.pem,
+        "root": json.dumps({"mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1",
+                            "tlogs": [log.trust_entry()]}).encode(),
+        "artifact": ARTIFACT,
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    return {name: str(tmp_path / name) for name in files}
+
+
+def test_cli_verifies_by_file_and_by_digest(cli_case: dict[str, str]) -> None:
+    common = ["--bundle", cli_case["bundle"], "--key", cli_case["key"], "--trusted-root", cli_case["root"]]
+    code, out, err = run_main(*common, cli_case["artifact"])
+    assert (code, err) == (0, "") and out.startswith("OK: verified for key (signed at: tlog ")
+    assert run_main(*common, "sha256:" + ARTIFACT_SHA.hex())[0] == 0
+    code, _, err = run_main(*common, "sha256:" + "ab" * 32)
+    assert code == 1 and err.startswith("FAIL (artifact-mismatch): ") and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "arguments,message",
+    [
+        (["--key", "{key}", "--certificate-identity", "i", "--certificate-oidc-issuer", "o", "--trusted-root", "{root}", "{artifact}"], "not both"),
+        (["--certificate-identity", "i", "--trusted-root", "{root}", "{artifact}"], "give --key, or both"),
+        (["--key", "{key}", "{artifact}"], "give --trusted-root"),
+        (["--key", "{key}", "--trusted-root", "{root}", "sha256:abc"], "64 hex digits"),
+        (["--key", "{key}", "--trusted-root", "{root}", "{artifact}.missing"], "cannot read"),
+    ],
+)
+def test_cli_usage_errors_exit_2(cli_case: dict[str, str], arguments: list[str], message: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SIGNGATE_TRUSTED_ROOT", raising=False)
+    code, out, err = run_main("--bundle", cli_case["bundle"], *(a.format(**cli_case) for a in arguments))
+    assert code == 2 and out == "" and message in err
+
+
+def test_cli_bad_key_or_trust_root_is_a_refusal(cli_case: dict[str, str], tmp_path: Any) -> None:
+    (tmp_path / "not-a-key").write_text("-----BEGIN PUBLIC KEY-----\nnonsense\n-----END PUBLIC KEY-----\n")
+    code, _, err = run_main("--bundle", cli_case["bundle"], "--key", str(tmp_path / "not-a-key"), "--trusted-root", cli_case["root"], cli_case["artifact"])
+    assert code == 1 and err.startswith("FAIL (wrong-verification-material): ")
+    (tmp_path / "bad-root").write_text("{}")
+    code, _, err = run_main("--bundle", cli_case["bundle"], "--key", cli_case["key"], "--trusted-root", str(tmp_path / "bad-root"), cli_case["artifact"])
+    assert code == 1 and err.startswith("FAIL (trust-root): ")
