@@ -733,3 +733,53 @@ def test_cli_bad_key_or_trust_root_is_a_refusal(cli_case: dict[str, str], tmp_pa
     (tmp_path / "bad-root").write_text("{}")
     code, _, err = run_main("--bundle", cli_case["bundle"], "--key", cli_case["key"], "--trusted-root", str(tmp_path / "bad-root"), cli_case["artifact"])
     assert code == 1 and err.startswith("FAIL (trust-root): ")
+
+
+# ---- any mangled bundle is a refusal, never a crash ---------------------------------------------
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-2, 2**64) | st.text(max_size=12)
+    | st.sampled_from(["", "AAAA", "-1", "0", "MEUCIQ==", b64(bytes(32)), "hashedrekord", "0.0.2", "SHA2_256"]),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    max_leaves=6,
+)
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [prefix]
+    if isinstance(value, dict):
+        for key, child in value.items():
+            found += _paths(child, prefix + (key,))
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            found += _paths(child, prefix + (index,))
+    return found
+
+
+_SIGNER, _LOG = Signer(), Log.ecdsa()
+_SIGNATURE = _SIGNER.sign(ARTIFACT)
+_ENTRY = _LOG.add(_SIGNER.hashedrekord(ARTIFACT_SHA, _SIGNATURE), INTEGRATED)
+_GOOD = json.loads(message_bundle(_SIGNER, [_ENTRY], _SIGNATURE))
+# The entry body is itself JSON inside base64: mangle it decoded, too.
+_GOOD["verificationMaterial"]["tlogEntries"][0]["canonicalizedBody"] = json.loads(base64.b64decode(_ENTRY["canonicalizedBody"]))
+_PATHS = _paths(_GOOD)[1:]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(_PATHS), _JSON_VALUES)
+def test_a_mangled_bundle_is_refused_not_crashed(where: tuple[Any, ...], value: Any) -> None:
+    document = json.loads(json.dumps(_GOOD))
+    target = document
+    for step in where[:-1]:
+        target = target[step]
+    target[where[-1]] = value
+    material = document.get("verificationMaterial")
+    entry = material.get("tlogEntries") if isinstance(material, dict) else None
+    if isinstance(entry, list) and entry and isinstance(entry[0], dict) and isinstance(entry[0].get("canonicalizedBody"), (dict, list)):
+        entry[0]["canonicalizedBody"] = b64(json.dumps(entry[0]["canonicalizedBody"], separators=(",", ":"), sort_keys=True).encode())
+    try:
+        verify(json.dumps(document).encode(), _SIGNER, trust_root(_LOG))
+    except BundleVerificationError as error:
+        assert error.message and len(error.message.splitlines()) == 1
