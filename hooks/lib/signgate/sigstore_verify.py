@@ -466,14 +466,16 @@ def _verify_timestamp(raw: bytes, signature: bytes, authorities: Sequence[Author
 
 # ---- certificates: sigstore-python --------------------------------------------------------------
 
-_library_roots: dict[int, Any] = {}
+_library_roots: dict[bytes, Any] = {}
+_MAX_LIBRARY_ROOTS = 8  # distinct trust-root files in use at once; more only costs a rebuild
 
 
 def _library_trusted_root(trust: TrustRoot) -> Any:
-    """sigstore-python's TrustedRoot for `trust`, built once per loaded root (the service stays warm)."""
-    cached = _library_roots.get(id(trust))
-    if cached is not None and cached[0] is trust:
-        return cached[1]
+    """sigstore-python's TrustedRoot for `trust`, built once per file content (a warm worker reuses it)."""
+    fingerprint = hashlib.sha256(trust.raw).digest()
+    cached = _library_roots.get(fingerprint)
+    if cached is not None:
+        return cached
     from sigstore.models import TrustedRoot
     from sigstore_models.trustroot import v1 as trustroot_v1
 
@@ -490,7 +492,9 @@ def _library_trusted_root(trust: TrustRoot) -> Any:
             if end is not None:
                 valid_for["end"] = (end + timedelta(microseconds=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     library_root = TrustedRoot(trustroot_v1.TrustedRoot.from_json(json.dumps(document)))
-    _library_roots[id(trust)] = (trust, library_root)
+    if len(_library_roots) >= _MAX_LIBRARY_ROOTS:
+        _library_roots.clear()
+    _library_roots[fingerprint] = library_root
     return library_root
 
 
