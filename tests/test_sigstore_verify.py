@@ -298,6 +298,19 @@ def test_v01_bundle_needs_a_promise_and_later_ones_a_proof(signer: Signer, log: 
     assert error.reason is Reason.TLOG_MISSING and "no inclusion proof" in error.message
 
 
+def test_v01_proof_without_checkpoint_is_still_checked(signer: Signer, log: Log) -> None:
+    signature = signer.sign(ARTIFACT)
+    entry = log.add(signer.hashedrekord(ARTIFACT_SHA, signature), INTEGRATED)
+    del entry["inclusionProof"]["checkpoint"]
+    v01 = "application/vnd.dev.sigstore.bundle+json;version=0.1"
+    verify(message_bundle(signer, [entry], signature, v01), signer, trust_root(log))
+    # Later versions need the checkpoint.
+    assert "no checkpoint" in refused(message_bundle(signer, [entry], signature), signer, trust_root(log)).message
+    # Without one, the path must still lead to the root it names.
+    entry["inclusionProof"]["hashes"][0] = b64(bytes(32))
+    assert refused(message_bundle(signer, [entry], signature, v01), signer, trust_root(log)).reason is Reason.TLOG_PROOF
+
+
 def test_a_proof_for_another_entry_is_refused(signer: Signer, log: Log) -> None:
     signature = signer.sign(ARTIFACT)
     entry = log.add(signer.hashedrekord(ARTIFACT_SHA, signature), INTEGRATED)

@@ -332,7 +332,7 @@ def _verify_tlog_entry(
         if has_promise:
             logged_at = verify_signed_entry_timestamp(entry, log)
         if has_proof:
-            verify_inclusion_proof(entry["inclusionProof"], body, log)
+            verify_inclusion_proof(entry["inclusionProof"], body, log, require_checkpoint=bundle.version >= (0, 2))
     except ProofError as exc:
         raise _fail(Reason.TLOG_PROOF, f"the transparency-log entry does not verify: {exc}") from None
     if logged_at is not None:

@@ -129,8 +129,13 @@ def verify_checkpoint(checkpoint: Checkpoint, log: LogKey) -> None:
         raise ProofError("its checkpoint's signature does not verify with the log's key")
 
 
-def verify_inclusion_proof(proof: Any, body: bytes, log: LogKey) -> Checkpoint:
-    """Verify a bundle's `inclusionProof` for the canonicalized `body`, up to its signed checkpoint."""
+def verify_inclusion_proof(proof: Any, body: bytes, log: LogKey, require_checkpoint: bool = True) -> Checkpoint | None:
+    """Verify a bundle's `inclusionProof` for the canonicalized `body`, up to its signed checkpoint.
+
+    `require_checkpoint=False` is for v0.1 bundles, whose proofs may predate checkpoints: the path
+    is still checked against the root it names (a corrupted proof is refused), but an unsigned root
+    proves nothing, so such an entry rests on its inclusion promise.
+    """
     if not isinstance(proof, dict):
         raise ProofError("its inclusion proof is malformed")
     index, size = _uint(proof.get("logIndex")), _uint(proof.get("treeSize"))
@@ -145,6 +150,8 @@ def verify_inclusion_proof(proof: Any, body: bytes, log: LogKey) -> Checkpoint:
     if computed != root:
         raise ProofError("its inclusion proof does not lead to the root hash it names")
     checkpoint_field = proof.get("checkpoint")
+    if checkpoint_field is None and not require_checkpoint:
+        return None
     checkpoint = parse_checkpoint(checkpoint_field.get("envelope") if isinstance(checkpoint_field, dict) else None)
     if checkpoint.root_hash != root or checkpoint.size != size:
         raise ProofError("its checkpoint is for another tree than its inclusion proof")
