@@ -138,6 +138,10 @@ build_shell-operator() {
     wrapper_module shell-operator
     work=$WORK
     run_go "$work" mod edit -replace=github.com/go-openapi/validate=github.com/flant/go-openapi-validate@v0.19.12-flant.0
+    # The SDK version the module proxy serves (versions.env says why it differs from upstream's).
+    if [[ -n ${SHELL_OPERATOR_MODULE_SDK:-} ]]; then
+        run_go "$work" mod edit "-replace=github.com/deckhouse/module-sdk=github.com/deckhouse/module-sdk@$SHELL_OPERATOR_MODULE_SDK"
+    fi
     run_go "$work" get -tool "github.com/flant/shell-operator/cmd/shell-operator@$SHELL_OPERATOR"
     run_go "$work" build -p "$JOBS" -trimpath \
         -ldflags "-s -w -X github.com/flant/shell-operator/pkg/app.Version=$SHELL_OPERATOR" \
