@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: all demo test bench system-packages venv clean
+.PHONY: all demo test bench tools system-packages venv clean
 
 all: test
 
@@ -31,6 +31,12 @@ test: system-packages venv
 
 bench: system-packages venv
 	$(PY) bench/bench.py
+
+# The real programs the e2e and interop tests run (etcd, shell-operator, kube-apiserver, kubectl,
+# cosign v3 and v2), built from their Go modules into ~/.cache/signgate/tools; a second call does
+# nothing. `make tools TOOLS="etcd kubernetes"` builds only those.
+tools:
+	./scripts/tools.sh $(TOOLS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
