@@ -46,6 +46,17 @@ binaries_of() {
     esac
 }
 
+# What is built, for the "building" line.
+source_of() {
+    case $1 in
+        etcd) echo "go.etcd.io/etcd/server/v3@$ETCD" ;;
+        shell-operator) echo "github.com/flant/shell-operator/cmd/shell-operator@$SHELL_OPERATOR" ;;
+        kubernetes) echo "k8s.io/kubernetes/cmd/{kube-apiserver,kubectl}@$KUBERNETES" ;;
+        cosign-v3) echo "github.com/sigstore/cosign/v3/cmd/cosign@$COSIGN_V3" ;;
+        cosign-v2) echo "github.com/sigstore/cosign/v2/cmd/cosign@$COSIGN_V2" ;;
+    esac
+}
+
 dir_of() { echo "$TOOLS_DIR/$1-$(version_of "$1")"; }
 
 is_built() {
@@ -225,7 +236,7 @@ build() {
     TEMPS+=("$LOG" "$PEAK_FILE")
     : >"$LOG"
     : >"$PEAK_FILE"
-    echo "$program $version: building with $("$GO" env GOVERSION) (-p $JOBS, CGO_ENABLED=0) ..."
+    echo "$program $version: building $(source_of "$program") with $("$GO" env GOVERSION) (-p $JOBS, CGO_ENABLED=0) ..."
     start=$(date +%s)
     "build_$program" "$stage"
     elapsed=$(($(date +%s) - start))
