@@ -25,6 +25,8 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from support import tools
+
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "image" / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
@@ -106,6 +108,18 @@ def test_base_is_the_official_shell_operator_image_pinned_to_a_release() -> None
     assert tuple(map(int, match.groups())) >= (1, 6, 0)  # matchConditions; "-hooks" suffix since 1.2.0
     chart = yaml.safe_load((REPO / "chart" / "Chart.yaml").read_text())
     assert chart["annotations"]["signgate.dev/shell-operator-version"] == tag
+
+
+def test_the_image_and_the_e2e_tests_run_one_shell_operator_release() -> None:
+    # scripts/versions.env pins the shell-operator that `make tools` builds for the e2e tests; the
+    # image's base and the chart's annotation must name the same release, or the e2e tests would
+    # vouch for a shell-operator that users never run.
+    pinned = tools.versions()["SHELL_OPERATOR"]
+    assert args_before_from()["SHELL_OPERATOR_TAG"] == pinned, (
+        f"image/Dockerfile's SHELL_OPERATOR_TAG differs from scripts/versions.env's {pinned}")
+    chart = yaml.safe_load((REPO / "chart" / "Chart.yaml").read_text())
+    assert chart["annotations"]["signgate.dev/shell-operator-version"] == pinned, (
+        f"chart/Chart.yaml's shell-operator-version annotation differs from scripts/versions.env's {pinned}")
 
 
 def test_python_comes_from_alpine_and_the_requirements_go_into_a_venv() -> None:
