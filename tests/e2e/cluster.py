@@ -431,6 +431,22 @@ def image_hooks_copy(directory: Path) -> Path:
     return target
 
 
+def stage(source: Path, target: Path) -> Path:
+    """A copy (hard links where possible) of a cached file or tree at a path the sandbox user can
+    reach: the caches live under root's 0700 home, and bwrap opens bind sources as that user."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["cp", "-al" if source.is_dir() else "-l", str(source), str(target)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:  # another filesystem: copy
+        if source.is_dir():
+            shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
+        else:
+            shutil.copy2(source, target)
+    for path in [target.parent, target]:
+        path.chmod(path.stat().st_mode | 0o055 if path.is_dir() else path.stat().st_mode)
+    return target
+
+
 def owned_dir(path: Path, mode: int = 0o700) -> Path:
     """A writable directory for the sandbox user (what an emptyDir is in the pod)."""
     path.mkdir(parents=True, exist_ok=True)
@@ -454,7 +470,7 @@ def sandbox_argv(binds: list[tuple[str, str, bool]], command: list[str], *, work
                            "and the hook as the image does (uid 65532, read-only root)")
     argv = ["setpriv", f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_UID}", "--clear-groups",
             "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs",
-            bwrap, "--unshare-user", f"--uid={SANDBOX_UID}", f"--gid={SANDBOX_UID}", "--unshare-pid",
+            bwrap, "--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--unshare-pid",
             "--unshare-ipc", "--unshare-uts", "--die-with-parent", "--new-session",
             "--ro-bind", "/usr", "/usr",
             "--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin",
@@ -521,8 +537,8 @@ class SigngatePod:
                  apiserver: ApiServer, config: dict, keys: dict[str, Path],
                  registry_auth: Path | None = None, registry_ca: Path | None = None) -> None:
         self.directory = directory
-        self.shell_operator_binary = shell_operator
-        self.venv = venv
+        self.shell_operator_binary = stage(shell_operator, directory / "image" / "shell-operator")
+        self.venv = stage(venv, directory / "image" / "venv")
         self.kubectl = kubectl
         self.apiserver = apiserver
         self.webhook_port = free_port()

@@ -294,19 +294,13 @@ def test_decisions_reach_shell_operators_log_and_metrics(operator, namespace, ku
 
 
 def decision_lines(pod: cluster.SigngatePod) -> list[dict[str, Any]]:
-    """signgate's decision lines as they appear in shell-operator's JSON log: shell-operator logs
-    each stderr line of the hook, either merged (its JSON parsed) or as the message text."""
+    """signgate's decision lines as shell-operator logs them. shell-operator parses each JSON line
+    the hook writes to stderr and re-logs it: the hook's `msg` stays the message, its other
+    fields come back prefixed with `hook_` (pkg/executor/executor.go, mergeAndLogInputLog)."""
     found = []
     for entry in pod.operator_log_entries():
         if entry.get("msg") == "signgate decision":
-            found.append(entry)
-            continue
-        for value in entry.values():
-            if isinstance(value, str) and '"signgate decision"' in value:
-                try:
-                    found.append(json.loads(value))
-                except ValueError:
-                    pass
+            found.append({key.removeprefix("hook_"): value for key, value in entry.items()})
     return found
 
 
