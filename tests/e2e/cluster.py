@@ -382,6 +382,11 @@ class Kubectl:
 # -- the sandbox that stands in for the image -------------------------------------------------------
 
 
+def cache_root() -> Path:
+    """Where the harness keeps what it builds (the hook venv), outside the checkout."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "signgate"
+
+
 def ensure_venv(cache_root: Path) -> Path:
     """A venv with exactly requirements.txt, as the image's /opt/venv (wheels only), cached outside
     the checkout under the hash of requirements.txt and Debian's Python, built once."""

@@ -133,7 +133,7 @@ def signgate(control_plane: ControlPlane, e2e_dir: Path, registry: Registry, tls
     shell_operator = tools.require("shell-operator")
     if cluster.bwrap_available() is None:
         raise cluster.HarnessError("bubblewrap is not installed (apt-get install bubblewrap)")
-    venv = cluster.ensure_venv(tools.tools_dir().parent)
+    venv = cluster.ensure_venv(cluster.cache_root())
     auth = e2e_dir / "dockerconfig.json"
     token = base64.b64encode(f"{tls_registry.username}:{tls_registry.password}".encode()).decode()
     auth.write_text(json.dumps({"auths": {tls_registry.host: {"auth": token}}}))
