@@ -27,7 +27,9 @@ from support.registry import Registry
 from support.signer import TestKey, generate_key
 
 BINDING = "image-signatures.signgate.dev"
-DENIED = f'admission webhook "{BINDING}" denied the request: signgate:'
+# With a pinDigest rule, Pods also pass the mutating binding, which the API server calls first and
+# which verifies exactly as the validating one does: a Pod is denied under this name.
+MUTATING_BINDING = "image-digests.signgate.dev"
 SELECTOR_LABEL = ("signed", "required")
 
 

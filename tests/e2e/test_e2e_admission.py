@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from e2e import cluster
-from e2e.conftest import BINDING, DENIED, SELECTOR_LABEL, Cosign
+from e2e.conftest import BINDING, MUTATING_BINDING, SELECTOR_LABEL, Cosign
 from support.oci import PushedImage, RegistryHTTP, push_image
 from support.signer import TestKey, fallback_tag, sig_tag, sign_legacy
 
@@ -77,10 +77,18 @@ def assert_created(done: subprocess.CompletedProcess[str], kind: str, name: str)
         f"expected {expected!r}; kubectl exited {done.returncode}\nstdout: {done.stdout}\nstderr: {done.stderr}")
 
 
-def assert_denied(done: subprocess.CompletedProcess[str], *fragments: str) -> None:
+def denied_by(kind: str) -> str:
+    """The binding whose denial kubectl shows on CREATE: the configuration pins digests
+    (pinScope: pods), so Pods meet the mutating binding first, and it denies what it cannot verify
+    with the validating call's message; every other kind meets only the validating binding."""
+    return MUTATING_BINDING if kind == "Pod" else BINDING
+
+
+def assert_denied(done: subprocess.CompletedProcess[str], *fragments: str, binding: str = BINDING) -> None:
     """Denied by signgate: the API server's prefix, signgate's own message, and every fragment."""
     assert done.returncode != 0, f"expected a denial, but kubectl succeeded: {done.stdout}{done.stderr}"
-    assert DENIED in done.stderr, f"denied, but not by signgate's hook: {done.stderr}"
+    prefix = f'admission webhook "{binding}" denied the request: signgate:'
+    assert prefix in done.stderr, f"denied, but not by signgate's {binding} hook: {done.stderr}"
     for fragment in fragments:
         assert fragment in done.stderr, f"{fragment!r} missing from the denial: {done.stderr}"
 
@@ -156,7 +164,8 @@ def test_image_signed_by_another_key_is_denied(operator, namespace, kubectl, pla
     image = signed(plain_http, "e2e/other-key", other_key)
     ns = namespace()
     done = create(kubectl, manifest("Pod", "app", ns, pod_spec(image.reference)))
-    assert_denied(done, f'container "app" image "{image.reference}"', "none verifies with key(s) default")
+    assert_denied(done, f'container "app" image "{image.reference}"', "none verifies with key(s) default",
+                  binding=MUTATING_BINDING)
 
 
 def test_tls_registry_with_credentials(operator, namespace, kubectl, tls_http, signing_key) -> None:
@@ -165,7 +174,7 @@ def test_tls_registry_with_credentials(operator, namespace, kubectl, tls_http, s
     ns = namespace()
     assert_created(create(kubectl, manifest("Pod", "good", ns, pod_spec(good.reference))), "Pod", "good")
     assert_denied(create(kubectl, manifest("Pod", "bad", ns, pod_spec(bad.reference))),
-                  f'container "app" image "{bad.reference}": no signature found')
+                  f'container "app" image "{bad.reference}": no signature found', binding=MUTATING_BINDING)
 
 
 # -- namespaces -------------------------------------------------------------------------------------
@@ -177,7 +186,7 @@ def test_unlabelled_namespace_is_not_checked(operator, namespace, kubectl, plain
     assert_created(create(kubectl, manifest("Pod", "app", ns, pod_spec(image.reference))), "Pod", "app")
     # The same object in a labelled namespace is denied: the webhook was there to deny it.
     assert_denied(create(kubectl, manifest("Pod", "app", namespace(), pod_spec(image.reference))),
-                  "no signature found")
+                  "no signature found", binding=MUTATING_BINDING)
 
 
 @pytest.mark.parametrize("protected", ["kube-system", cluster.RELEASE_NAMESPACE])
@@ -213,9 +222,9 @@ def test_every_kind_checks_containers_and_init_containers(kind, operator, namesp
     bad = push(plain_http, f"e2e/kind-{kind.lower()}-unsigned")
     ns = namespace()
     assert_denied(create(kubectl, manifest(kind, "bad-init", ns, pod_spec(good.reference, bad.reference))),
-                  f'init container "setup" image "{bad.reference}": no signature found')
+                  f'init container "setup" image "{bad.reference}": no signature found', binding=denied_by(kind))
     assert_denied(create(kubectl, manifest(kind, "bad-app", ns, pod_spec(bad.reference, good.reference))),
-                  f'container "app" image "{bad.reference}": no signature found')
+                  f'container "app" image "{bad.reference}": no signature found', binding=denied_by(kind))
     assert_created(create(kubectl, manifest(kind, "good", ns, pod_spec(good.reference, good.reference))), kind, "good")
 
 
@@ -269,10 +278,13 @@ def test_pin_digest_stores_tag_and_digest(operator, namespace, kubectl, plain_ht
 def test_stalling_registry_gets_signgates_own_timeout(operator, namespace, kubectl, stalling_registry) -> None:
     reference = f"{stalling_registry.host}/e2e/stalls:v1"
     ns = namespace()
-    done = create(kubectl, manifest("Pod", "app", ns, pod_spec(reference)))
-    # signgate's deadline (timeoutSeconds - 2 = 8 s), not the API server's "context deadline
-    # exceeded" after timeoutSeconds: that would read "failed calling webhook".
-    assert_denied(done, f'container "app" image "{reference}": not verified within 8 s')
+    done = create(kubectl, manifest("Deployment", "app", ns, pod_spec(reference)))
+    # signgate gives up first: its read timeout (readTimeoutSeconds 5) or its deadline
+    # (timeoutSeconds - 2 = 8 s), both before the API server's timeoutSeconds (10), which would
+    # read "failed calling webhook ... context deadline exceeded" instead.
+    assert_denied(done, f'container "app" image "{reference}": ')
+    assert (f"registry {stalling_registry.host} did not answer in time" in done.stderr
+            or "not verified within 8 s" in done.stderr), done.stderr
     assert "failed calling webhook" not in done.stderr
     assert stalling_registry.accepted >= 1
 
@@ -285,7 +297,8 @@ def test_decisions_reach_shell_operators_log_and_metrics(operator, namespace, ku
     bad = push(plain_http, "e2e/observed-unsigned")
     ns = namespace()
     assert_created(create(kubectl, manifest("Pod", "good", ns, pod_spec(good.reference))), "Pod", "good")
-    assert_denied(create(kubectl, manifest("Pod", "bad", ns, pod_spec(bad.reference))), "no signature found")
+    assert_denied(create(kubectl, manifest("Pod", "bad", ns, pod_spec(bad.reference))), "no signature found",
+                  binding=MUTATING_BINDING)
     decisions = decision_lines(operator)
     verdicts = {(d.get("namespace"), d.get("name"), d.get("verdict")) for d in decisions}
     assert (ns, "good", "allowed") in verdicts and (ns, "bad", "denied") in verdicts, decisions[-5:]
@@ -314,8 +327,9 @@ def test_labelled_namespace_refuses_pods_while_shell_operator_is_down(operator, 
     done = create(kubectl, manifest("Pod", "app", ns, pod_spec(image.reference)))
     # failurePolicy Fail: the API server refuses because it could not call the webhook at all.
     assert done.returncode != 0
-    assert f'failed calling webhook "{BINDING}"' in done.stderr, done.stderr
-    assert DENIED not in done.stderr
+    # The API server calls the mutating binding first for Pods; it is unreachable too.
+    assert f'failed calling webhook "{MUTATING_BINDING}"' in done.stderr, done.stderr
+    assert "denied the request" not in done.stderr
     # Unlabelled namespaces are not affected.
     other = namespace(labelled=False)
     assert_created(create(kubectl, manifest("Pod", "app", other, pod_spec(image.reference))), "Pod", "app")
