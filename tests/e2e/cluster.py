@@ -95,6 +95,15 @@ def require_free(port: int, what: str) -> None:
         raise HarnessError(f"{what}: port 127.0.0.1:{port} is already in use by another process")
 
 
+def wait_ports_free(ports: list[int], what: str, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while any(port_in_use(port) for port in ports):
+        if time.monotonic() > deadline:
+            busy = [port for port in ports if port_in_use(port)]
+            raise HarnessError(f"{what} was stopped, but ports {busy} are still in use after {timeout:.0f} s")
+        time.sleep(0.05)
+
+
 class Process:
     """One child process with its log file; stopped with SIGTERM, then SIGKILL."""
 
@@ -580,6 +589,7 @@ class SigngatePod:
         self.run_dir = owned_dir(directory / "emptydir" / "shell-operator-run")
         self.cache = owned_dir(directory / "emptydir" / "cache")
         self.socket_dir = owned_dir(directory / "emptydir" / "verifier-socket")
+        self.extra_operator_env: dict[str, str] = {}
         self.operator: Process | None = None
         self.verifier: Process | None = None
         self.forwarder: Process | None = None
@@ -656,6 +666,7 @@ class SigngatePod:
             "VALIDATING_WEBHOOK_LISTEN_PORT": str(self.webhook_port),
             "SHELL_OPERATOR_LISTEN_ADDRESS": "127.0.0.1",
             "SHELL_OPERATOR_LISTEN_PORT": str(self.metrics_port),
+            **self.extra_operator_env,
         }
 
     def verifier_env(self) -> dict[str, str]:
@@ -745,8 +756,11 @@ class SigngatePod:
         return self
 
     def stop_operator(self) -> None:
+        """Stop the shell-operator container. Killing bwrap takes its PID namespace down
+        (--die-with-parent), the kernel reaps the rest asynchronously: wait for the ports."""
         if self.operator:
             self.operator.stop()
+            wait_ports_free([self.webhook_port, self.metrics_port], "shell-operator")
 
     def stop(self) -> None:
         for process in (self.operator, self.verifier, self.forwarder):
