@@ -302,6 +302,8 @@ def test_decisions_reach_shell_operators_log_and_metrics(operator, namespace, ku
     decisions = decision_lines(operator)
     verdicts = {(d.get("namespace"), d.get("name"), d.get("verdict")) for d in decisions}
     assert (ns, "good", "allowed") in verdicts and (ns, "bad", "denied") in verdicts, decisions[-5:]
+    # A denial keeps its level through shell-operator's log (it knows "warn", not "warning").
+    assert {d["level"] for d in decisions if d.get("namespace") == ns and d.get("verdict") == "denied"} == {"warn"}
     metrics = operator.metrics("/metrics/hooks")
     assert re.search(r'^signgate_decisions_total\{[^}]*\} \d', metrics, re.M), metrics[:2000]
 
