@@ -542,6 +542,45 @@ def shared_env() -> dict[str, str]:
             "SIGNGATE_CACHE_DIR": CACHE_DIR}
 
 
+def operator_env(webhook_port: int, metrics_port: int) -> dict[str, str]:
+    """The shell-operator container's environment: the image's, then the chart's."""
+    return {
+        **IMAGE_ENV,
+        # deployment.yaml, container shell-operator
+        "SHELL_OPERATOR_NAMESPACE": RELEASE_NAMESPACE,
+        "VALIDATING_WEBHOOK_SERVICE_NAME": SERVICE_NAME,
+        "VALIDATING_WEBHOOK_CONFIGURATION_NAME": CONFIGURATION_NAME,
+        "LOG_TYPE": "json",
+        "LOG_LEVEL": "info",
+        "SIGNGATE_VERIFIER_SOCKET": SOCKET,
+        **shared_env(),
+        # This machine, not the chart: no service-account token, and no pod network of its own,
+        # so every listener is pinned to loopback and given a free port.
+        **host_env(webhook_port, metrics_port),
+    }
+
+
+def host_env(webhook_port: int, metrics_port: int) -> dict[str, str]:  # noqa: N802
+    return {
+        "KUBE_CONFIG": f"{KUBECONFIG_DIR}/kubeconfig",
+        "VALIDATING_WEBHOOK_LISTEN_ADDRESS": "127.0.0.1",
+        "VALIDATING_WEBHOOK_LISTEN_PORT": str(webhook_port),
+        "SHELL_OPERATOR_LISTEN_ADDRESS": "127.0.0.1",
+        "SHELL_OPERATOR_LISTEN_PORT": str(metrics_port),
+    }
+
+
+def verifier_env() -> dict[str, str]:
+    """The verifier container's environment: the image's, then the chart's."""
+    return {**IMAGE_ENV, "PYTHONPATH": "/hooks/lib", **shared_env()}
+
+
+# Where the chart mounts volumes in each container (checked against the rendered chart).
+SHARED_MOUNT_PATHS = (CONFIG_DIR, KEYS_DIR, REGISTRY_AUTH_DIR, REGISTRY_CA_DIR, CACHE_DIR, SOCKET_DIR)
+OPERATOR_MOUNT_PATHS = (CERTS_DIR, "/tmp", "/var/run/shell-operator", *SHARED_MOUNT_PATHS)
+VERIFIER_COMMAND = ["/opt/venv/bin/python", "-m", "signgate", "serve", "--socket", SOCKET, "--max-workers", "32"]
+
+
 class SigngatePod:
     """What one pod of the chart's Deployment runs: shell-operator with the hooks (container
     `shell-operator`) and `signgate serve` (container `verifier`), each in its own sandbox, sharing
@@ -649,28 +688,10 @@ class SigngatePod:
     # -- containers -------------------------------------------------------------------------------
 
     def operator_env(self) -> dict[str, str]:
-        return {
-            **IMAGE_ENV,
-            # deployment.yaml, container shell-operator
-            "SHELL_OPERATOR_NAMESPACE": RELEASE_NAMESPACE,
-            "VALIDATING_WEBHOOK_SERVICE_NAME": SERVICE_NAME,
-            "VALIDATING_WEBHOOK_CONFIGURATION_NAME": CONFIGURATION_NAME,
-            "LOG_TYPE": "json",
-            "LOG_LEVEL": "info",
-            "SIGNGATE_VERIFIER_SOCKET": SOCKET,
-            **shared_env(),
-            # This machine, not the chart: no service-account token, and no pod network of its
-            # own, so every listener is pinned to loopback and given a free port.
-            "KUBE_CONFIG": f"{KUBECONFIG_DIR}/kubeconfig",
-            "VALIDATING_WEBHOOK_LISTEN_ADDRESS": "127.0.0.1",
-            "VALIDATING_WEBHOOK_LISTEN_PORT": str(self.webhook_port),
-            "SHELL_OPERATOR_LISTEN_ADDRESS": "127.0.0.1",
-            "SHELL_OPERATOR_LISTEN_PORT": str(self.metrics_port),
-            **self.extra_operator_env,
-        }
+        return {**operator_env(self.webhook_port, self.metrics_port), **self.extra_operator_env}
 
     def verifier_env(self) -> dict[str, str]:
-        return {**IMAGE_ENV, "PYTHONPATH": "/hooks/lib", **shared_env()}
+        return verifier_env()
 
     def _operator_argv(self) -> list[str]:
         mounts = [*self._image_mounts(), (str(self.certs_dir), CERTS_DIR, False),
@@ -682,8 +703,7 @@ class SigngatePod:
         return sandbox_argv([*self._image_mounts(), *self._shared_mounts()], command, workdir="/hooks")
 
     def start_verifier(self, timeout: float = 60) -> None:
-        self.verifier = Process("signgate serve (verifier container)", self._verifier_argv(
-            ["/opt/venv/bin/python", "-m", "signgate", "serve", "--socket", SOCKET, "--max-workers", "32"]),
+        self.verifier = Process("signgate serve (verifier container)", self._verifier_argv(VERIFIER_COMMAND),
             self.directory / "verifier.log", env=self.verifier_env()).start()
         self.verifier.wait_until(self._verifier_answers, timeout, "`signgate ping`, the chart's liveness probe")
 

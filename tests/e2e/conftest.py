@@ -128,15 +128,15 @@ def other_key(e2e_dir: Path) -> TestKey:
     return generate_key("ecdsa-p256", e2e_dir / "keys", "other")
 
 
-def signgate_config(registry: Registry, tls_registry: Registry, stall: cluster.StallingServer) -> dict:
-    """What the chart renders into config.json for these values (chart/values.yaml defaults), with
-    two extra rules: a warn-mode path and a pinDigest path on the plain registry."""
-    plain = registry.host
+def signgate_config(plain: str, stall: str) -> dict:
+    """What the chart renders into config.json (chart/values.yaml defaults, registry credentials and
+    CA from existing objects), with two extra rules: a warn-mode path and a pinDigest path on the
+    plain registry. test_e2e_harness.py renders the chart and compares."""
     return {
         "webhook": {"name": BINDING, "namespaceSelector": {"matchLabels": dict([SELECTOR_LABEL])},
                     "timeoutSeconds": 10, "failurePolicy": "Fail", "excludeNamespaces": [],
                     "signgateNamespace": cluster.RELEASE_NAMESPACE},
-        "registries": {"insecure": [plain, stall.host], "auth": cluster.REGISTRY_AUTH_FILE,
+        "registries": {"insecure": [plain, stall], "auth": cluster.REGISTRY_AUTH_FILE,
                        "caBundle": cluster.REGISTRY_CA_FILE},
         "limits": {}, "cache": {}, "mode": "enforce", "denyLatest": False, "requireDigest": False,
         "unmatchedImages": "deny",
@@ -161,7 +161,7 @@ def signgate(control_plane: ControlPlane, e2e_dir: Path, registry: Registry, tls
     assert tls_registry.ca_path is not None
     pod = cluster.SigngatePod(
         e2e_dir / "signgate", shell_operator=shell_operator, venv=venv, kubectl=control_plane.kubectl,
-        apiserver=control_plane.apiserver, config=signgate_config(registry, tls_registry, stalling_registry),
+        apiserver=control_plane.apiserver, config=signgate_config(registry.host, stalling_registry.host),
         keys={"default": signing_key.pub_path}, registry_auth=auth, registry_ca=tls_registry.ca_path)
     try:
         pod.create_service()
