@@ -236,3 +236,15 @@ def cosign_v3(e2e_dir: Path, signing_key: TestKey) -> Cosign:
 @pytest.fixture(scope="session")
 def cosign_v2(e2e_dir: Path, signing_key: TestKey) -> Cosign:
     return Cosign(tools.require("cosign-v2"), e2e_dir / "cosign-v2", signing_key)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """A failing e2e case shows what shell-operator and the verifier logged last."""
+    outcome = yield
+    report = outcome.get_result()
+    pod = getattr(item, "funcargs", {}).get("operator")
+    if report.when == "call" and report.failed and isinstance(pod, cluster.SigngatePod):
+        for process in (pod.operator, pod.verifier):
+            if process is not None:
+                report.sections.append((f"{process.name} log (last lines)", process.log_tail(30)))
