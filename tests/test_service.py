@@ -66,7 +66,7 @@ def via(service: VerifierService, cache: Path, **extra: str) -> dict[str, str]:
 
 
 def relay_warnings(run: HookRun) -> list[str]:
-    return [e["msg"] for e in run.logs if e.get("level") == "warning" and "verifier service" in e.get("msg", "")]
+    return [e["msg"] for e in run.logs if e.get("level") == "warn" and "verifier service" in e.get("msg", "")]
 
 
 def comparable(run: HookRun) -> dict[str, Any]:

@@ -369,7 +369,9 @@ def log_decision(log: TextIO, request: dict[str, Any], decision: Any, started: f
     reasons = sorted({r.verdict.reason for r in decision.results if not r.verdict.passed})
     _log(
         log,
-        "info" if decision.allowed else "warning",
+        # shell-operator re-logs the hook's JSON lines at their level and knows "warn", not
+        # "warning" (which it would log as info).
+        "info" if decision.allowed else "warn",
         "signgate decision",
         **_request_fields(request),
         verdict="allowed" if decision.allowed else "denied",

@@ -167,6 +167,6 @@ def _describe(exc: BaseException) -> str:
 
 def _warn(message: str) -> None:
     try:
-        sys.stderr.write(json.dumps({"level": "warning", "msg": f"signgate: {message}"}) + "\n")
+        sys.stderr.write(json.dumps({"level": "warn", "msg": f"signgate: {message}"}) + "\n")
     except Exception:
         pass

@@ -136,7 +136,7 @@ def handle(conn: socket.socket, own_environ: Mapping[str, str], log: TextIO, acc
     try:
         request = receive(conn, time.monotonic() + HEADER_TIMEOUT)
     except (RequestError, OSError) as exc:
-        _log(log, "warning", f"signgate serve: refused a request: {exc}")
+        _log(log, "warn", f"signgate serve: refused a request: {exc}")
         _reply(conn, f"error {exc}")
         return
     if request.ping:
@@ -144,7 +144,7 @@ def handle(conn: socket.socket, own_environ: Mapping[str, str], log: TextIO, acc
         return
     for name, fd in request.files.items():
         if name != "stderr" and not stat.S_ISREG(os.fstat(fd).st_mode):
-            _log(log, "warning", f"signgate serve: refused a request: the {name} descriptor is not a regular file")
+            _log(log, "warn", f"signgate serve: refused a request: the {name} descriptor is not a regular file")
             _reply(conn, f"error the {name} descriptor is not a regular file")
             return
     # A hook that waited too long for this line has closed the connection and decides by itself:
