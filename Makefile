@@ -31,7 +31,7 @@ $(VENV)/checkov/.installed: requirements-checkov.txt
 # Real cosign v2/v3, shell-operator, kube-apiserver, kubectl and etcd, built from their Go modules
 # into a cache outside the checkout (scripts/versions.env has the versions). A second call does nothing.
 tools:
-	@./scripts/tools.sh
+	@./scripts/tools.sh $(TOOLS)
 
 demo: $(VENV)/.runtime
 	@./scripts/system-packages.sh --demo
