@@ -326,6 +326,9 @@ def test_the_compiled_library_is_what_the_hook_loads(tmp_path: Path) -> None:
 # ---- wheels for Alpine --------------------------------------------------------------------------------
 
 
+MUSL_TAGS = ("musllinux_1_2", "musllinux_1_1")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
 def test_requirements_resolve_to_musllinux_wheels(arch: str, tmp_path: Path) -> None:
@@ -335,8 +338,12 @@ def test_requirements_resolve_to_musllinux_wheels(arch: str, tmp_path: Path) -> 
     report = tmp_path / "report.json"
     completed = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--disable-pip-version-check",
-         "--ignore-installed", "--only-binary=:all:", "--platform", f"musllinux_1_2_{arch}",
-         "--python-version", python, "--implementation", "cp", "--abi", f"cp{python.replace('.', '')}",
+         "--ignore-installed", "--only-binary=:all:",
+         # Alpine's musl 1.2 installs musllinux_1_2 and the older 1_1 wheels (pydantic-core, which
+         # sigstore needs, publishes only 1_1), and abi3 wheels (rfc3161-client) beside cp3XY ones.
+         *(arg for tag in MUSL_TAGS for arg in ("--platform", f"{tag}_{arch}")),
+         "--python-version", python, "--implementation", "cp",
+         "--abi", f"cp{python.replace('.', '')}", "--abi", "abi3", "--abi", "none",
          "--target", str(tmp_path / "never"), "-r", str(REPO / "requirements.txt"), "--report", str(report)],
         capture_output=True, text=True, timeout=300,
     )
@@ -353,4 +360,4 @@ def test_requirements_resolve_to_musllinux_wheels(arch: str, tmp_path: Path) -> 
     for item in installed:
         filename = item["download_info"]["url"].rsplit("/", 1)[-1]
         assert filename.endswith(".whl"), filename
-        assert "-none-any.whl" in filename or f"musllinux_1_2_{arch}" in filename, filename
+        assert "-none-any.whl" in filename or any(f"{tag}_{arch}" in filename for tag in MUSL_TAGS), filename
