@@ -102,7 +102,7 @@ def decide(
     pending: dict[tuple[str, int], list[tuple[int, ContainerImage, ImageReference, Rule]]] = {}
     for position, container in enumerate(containers):
         try:
-            ref = parse_reference(container.image)
+            ref = parse_reference(container.image, config.registries.insecure)
         except InvalidReference as exc:
             verdict = ImageVerdict(False, exc.reason, str(exc))
             results[position] = ImageResult(container, None, None, config.mode, verdict)
@@ -202,12 +202,14 @@ class RegistryVerifier:
                 from .network import HostPolicy
                 from .registry import RegistryClient
 
+                hosts = HostPolicy.from_config(self.config)
                 self._client = RegistryClient(
                     self.config.registries,
                     self.config.limits,
                     self.deadline,
-                    credentials=load_credentials(self.config.registries.auth),
-                    host_allowed=HostPolicy.from_config(self.config).check,
+                    credentials=load_credentials(self.config.registries.auth, self.config.registries.insecure),
+                    host_allowed=hosts.check,
+                    host_named=hosts.is_named,
                 )
             return self._client
 

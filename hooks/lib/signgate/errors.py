@@ -13,9 +13,11 @@ class SigngateError(Exception):
 
     reason = "error"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, log_detail: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        # What the log may say but the denial must not (see network.py: no port scanner in kubectl).
+        self.log_detail = log_detail
 
     def __str__(self) -> str:
         return self.message
