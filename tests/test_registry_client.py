@@ -191,7 +191,7 @@ def make_client() -> Iterator[Callable[..., RegistryClient]]:
         limits: Limits | None = None,
         deadline: float = 10.0,
         elapsed: float = 0.0,
-        host_allowed: Callable[[str], str | None] | None = None,
+        host_allowed: Callable[[str, str, str], str | None] | None = None,
     ) -> RegistryClient:
         store = CredentialStore({h: Credentials(u, p) for h, (u, p) in (credentials or {}).items()})
         client = RegistryClient(
@@ -580,7 +580,7 @@ def test_refused_hosts_are_never_contacted_not_even_by_a_redirect(stub, make_cli
     allowed.routes[f"/v2/app/blobs/{digest}"] = (302, {"Location": f"http://{refused.host}/x"}, b"")
     refused.routes["/x"] = blob_reply(b"x")
 
-    def host_allowed(host: str) -> str | None:
+    def host_allowed(host: str, scheme: str, role: str) -> str | None:
         return f"{host} is not in the policy" if host == refused.host else None
 
     client = make_client(allowed.host, refused.host, host_allowed=host_allowed)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from .admission import ContainerImage, container_images, pod_spec_kind
 from .config import Config, Rule
 from .deadline import Deadline
-from .errors import InputError, InvalidReference, SigngateError
+from .errors import AmbiguousRegistry, InputError, InvalidReference, SigngateError
 from .policy import match_rule, static_decision
 from .reference import ImageReference, parse_reference
 from .verify import ImageVerdict, KeyRing, verify_image
@@ -105,7 +105,9 @@ def decide(
             ref = parse_reference(container.image, config.registries.insecure)
         except InvalidReference as exc:
             verdict = ImageVerdict(False, exc.reason, str(exc))
-            results[position] = ImageResult(container, None, None, config.mode, verdict)
+            # An unclear registry spelling may still be pulled: no warn mode may admit it.
+            mode = "enforce" if isinstance(exc, AmbiguousRegistry) else config.mode
+            results[position] = ImageResult(container, None, None, mode, verdict)
             continue
         rule = match_rule(config, ref)
         mode = config.rule_mode(rule)

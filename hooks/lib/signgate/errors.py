@@ -35,6 +35,14 @@ class InvalidReference(SigngateError):
     reason = "invalid-reference"
 
 
+class AmbiguousRegistry(InvalidReference):
+    """A registry host or port without one canonical reading (`127.1`, `[::ffff:7f00:1]`, `:0443`).
+
+    Such a reference may still be pulled by the kubelet (C resolvers read `127.1` as 127.0.0.1),
+    so it is denied in every mode: no `mode: warn` may admit an image whose registry is unclear.
+    """
+
+
 class InputError(SigngateError):
     """The binding context or the admission request is malformed."""
 

@@ -85,12 +85,13 @@ def parse_allowed_network(text: str) -> IPNetwork:
         raise ValueError(
             f"{text!r} is not a network in CIDR form such as 10.0.0.0/8 or fd00::/8 ({exc})"
         ) from None
-    if text != text.strip() or str(network) != text.lower() and str(network.network_address) != text.lower():
-        raise ValueError(f"{text!r}: write the network as {str(network)!r}")
     if isinstance(network, ipaddress.IPv6Network) and (
         embedded_ipv4(network.network_address) is not None or embedded_ipv4(network.broadcast_address) is not None
     ):
         raise ValueError(f"{text!r} spells IPv4 addresses in IPv6; list the IPv4 network instead")
+    # One spelling per network, as for hosts; a bare address stands for itself (/32 or /128).
+    if text.lower() not in (str(network), str(network.network_address)):
+        raise ValueError(f"{text!r}: write the network as {str(network)!r}")
     for never in _NEVER_BY_NETWORK:
         if network.version == never.version and network.overlaps(never):  # type: ignore[arg-type]
             raise ValueError(

@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 from typing import AbstractSet
 
-from .errors import InvalidReference
+from .errors import AmbiguousRegistry, InvalidReference
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API_HOST = "registry-1.docker.io"
@@ -162,8 +162,8 @@ def _split_name(name: str, shown: str, insecure: AbstractSet[str]) -> tuple[str,
             raise InvalidReference(f"invalid image reference {shown!r}: invalid registry host {_shorten(first)!r}")
         try:
             registry = canonical_registry(first, insecure)
-        except InvalidReference as exc:
-            raise InvalidReference(f"invalid image reference {shown!r}: {exc}") from None
+        except AmbiguousRegistry as exc:
+            raise AmbiguousRegistry(f"invalid image reference {shown!r}: {exc}") from None
         path = rest
     else:
         registry, path = DOCKER_HUB, name
@@ -203,17 +203,17 @@ def split_host_port(text: str) -> tuple[str, str | None]:
     if text.startswith("["):
         end = text.find("]")
         if end < 0:
-            raise InvalidReference(f"{_shorten(text)!r}: an IPv6 address must be closed with ']'")
+            raise AmbiguousRegistry(f"{_shorten(text)!r}: an IPv6 address must be closed with ']'")
         host, rest = text[: end + 1], text[end + 1 :]
         if rest and not rest.startswith(":"):
-            raise InvalidReference(f"{_shorten(text)!r}: unexpected characters after the IPv6 address")
+            raise AmbiguousRegistry(f"{_shorten(text)!r}: unexpected characters after the IPv6 address")
         return host, (rest[1:] if rest else None)
     host, sep, port = text.partition(":")
     return host, (port if sep else None)
 
 
 def canonical_host(text: str) -> str:
-    """A registry host (no port) in canonical form, or InvalidReference saying why there is none.
+    """A registry host (no port) in canonical form, or AmbiguousRegistry saying why there is none.
 
     - names: lower case, without a trailing dot; `localhost` and `*.localhost` are loopback by
       definition (RFC 6761) and become 127.0.0.1, the address signgate then connects to;
@@ -226,9 +226,9 @@ def canonical_host(text: str) -> str:
       refused: they reach an IPv4 host under another name.
     """
     if not text:
-        raise InvalidReference("the registry host is empty")
+        raise AmbiguousRegistry("the registry host is empty")
     if not text.isascii():
-        raise InvalidReference(f"registry host {_shorten(text)!r} is not ASCII")
+        raise AmbiguousRegistry(f"registry host {_shorten(text)!r} is not ASCII")
     if text.startswith("["):
         return _canonical_ipv6(text)
     name = text.lower()
@@ -236,11 +236,11 @@ def canonical_host(text: str) -> str:
         name = name[:-1]  # the DNS root: `example.com.` is `example.com`
     labels = name.split(".")
     if len(name) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels):
-        raise InvalidReference(f"invalid registry host {_shorten(text)!r}")
+        raise AmbiguousRegistry(f"invalid registry host {_shorten(text)!r}")
     last = labels[-1]
     if last.isdigit() or _HEX_NUMBER.fullmatch(last):
         if len(labels) != 4 or not all(_IPV4_PART.fullmatch(p) and int(p) <= 255 for p in labels):
-            raise InvalidReference(
+            raise AmbiguousRegistry(
                 f"registry host {_shorten(text)!r} is not an IPv4 address in dotted-decimal form "
                 "(four numbers from 0 to 255 without leading zeros, e.g. 10.0.0.1); "
                 "short, decimal, hexadecimal and octal forms are refused"
@@ -253,17 +253,21 @@ def canonical_host(text: str) -> str:
 
 def _canonical_ipv6(text: str) -> str:
     inner = text[1:-1] if text.endswith("]") else text[1:]
-    if not text.endswith("]") or not inner or not re.fullmatch(r"[0-9a-fA-F:]+", inner):
-        raise InvalidReference(f"invalid IPv6 registry host {_shorten(text)!r} (hex digits and ':' in brackets only)")
+    # Dots are let through only so that `[::ffff:1.2.3.4]` is refused below with the clearer reason.
+    if not text.endswith("]") or not inner or not re.fullmatch(r"[0-9a-fA-F:.]+", inner):
+        raise AmbiguousRegistry(f"invalid IPv6 registry host {_shorten(text)!r} (hex digits and ':' in brackets only)")
     try:
         address = ipaddress.IPv6Address(inner)
     except ValueError:
-        raise InvalidReference(f"invalid IPv6 registry host {_shorten(text)!r}") from None
-    if embedded_ipv4(address) is not None:
-        raise InvalidReference(
-            f"registry host {_shorten(text)!r} is an IPv6 spelling of the IPv4 address {embedded_ipv4(address)}; "
+        raise AmbiguousRegistry(f"invalid IPv6 registry host {_shorten(text)!r}") from None
+    embedded = embedded_ipv4(address)
+    if embedded is not None:
+        raise AmbiguousRegistry(
+            f"registry host {_shorten(text)!r} is an IPv6 spelling of the IPv4 address {embedded}; "
             "write the IPv4 address"
         )
+    if "." in inner:
+        raise AmbiguousRegistry(f"invalid IPv6 registry host {_shorten(text)!r} (hex digits and ':' in brackets only)")
     return f"[{address.compressed}]"
 
 
@@ -289,7 +293,7 @@ def _host_and_port(text: str) -> tuple[str, int | None]:
     if port_text is None:
         return host, None
     if not _PORT.fullmatch(port_text) or int(port_text) > 65535:
-        raise InvalidReference(
+        raise AmbiguousRegistry(
             f"registry {_shorten(text)!r} has an invalid port {_shorten(port_text)!r} "
             "(a number from 1 to 65535 without leading zeros)"
         )
@@ -309,7 +313,7 @@ def canonical_registry(text: str, insecure: AbstractSet[str] = frozenset()) -> s
         if port == 443 and host in insecure:
             # `host` is plain HTTP on port 80; `host:443` is another server, and dropping the
             # port would send the request to port 80 instead.
-            raise InvalidReference(
+            raise AmbiguousRegistry(
                 f"registry {_shorten(text)!r}: port 443 of {host}, which registries.insecure lists as "
                 f"plain HTTP on port 80; list {host}:443 there to use plain HTTP on port 443"
             )
