@@ -441,9 +441,14 @@ _NO_DNS = _os.environ.get("HOSTILE_AUDIT_NO_DNS") == "1"
 
 def _audit(event, args):
     if event == "socket.getaddrinfo" and _NO_DNS and _LOG:
-        # Opt-in: names other than 127.0.0.1 are never resolved, so no DNS query leaves the host.
+        # Opt-in: names are never resolved, so no DNS query leaves the host (address literals
+        # need no query and go on to the connect check below).
+        import ipaddress as _ipaddress
+
         host = args[0].decode() if isinstance(args[0], bytes) else str(args[0])
-        if host != "127.0.0.1":
+        try:
+            _ipaddress.ip_address(host)
+        except ValueError:
             with open(_LOG, "a", encoding="utf-8") as handle:
                 handle.write(_json.dumps({"resolve": host}) + "\n")
             raise PermissionError(f"resolving {host} blocked by the test's connection guard")
