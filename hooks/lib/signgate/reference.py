@@ -271,18 +271,19 @@ def _canonical_ipv6(text: str) -> str:
     return f"[{address.compressed}]"
 
 
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
-_IPV4_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")
+# The top 96 bits of the IPv6 prefixes whose last 32 bits are an IPv4 address.
+_IPV4_IN_IPV6_PREFIXES = frozenset({
+    0x0000_0000_0000_0000_0000_FFFF,  # IPv4-mapped ::ffff:0:0/96
+    0x0000_0000_0000_0000_FFFF_0000,  # IPv4-translated ::ffff:0:0:0/96
+    0x0064_FF9B_0000_0000_0000_0000,  # NAT64 64:ff9b::/96
+})  # and IPv4-compatible ::/96 (prefix 0), except :: and ::1
 
 
 def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     """The IPv4 address an IPv6 address stands for (mapped, compatible, translated, NAT64), or None."""
-    if address.ipv4_mapped is not None:
-        return address.ipv4_mapped
     value = int(address)
-    if value >> 32 == 0 and value > 1:  # ::a.b.c.d, but not :: or ::1
-        return ipaddress.IPv4Address(value)
-    if address in _IPV4_TRANSLATED or address in _NAT64:
+    prefix = value >> 32
+    if prefix in _IPV4_IN_IPV6_PREFIXES or (prefix == 0 and value > 1):  # ::a.b.c.d, but not :: or ::1
         return ipaddress.IPv4Address(value & 0xFFFFFFFF)
     return None
 
