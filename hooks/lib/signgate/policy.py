@@ -77,14 +77,13 @@ def canonical_pattern(pattern: str, insecure: AbstractSet[str]) -> str:
         return pattern  # `**`, `**/app` or a Docker Hub path: no registry written
     if "*" not in first:
         return f"{canonical_registry(first, insecure)}/{rest}"
-    host, colon, port = first.rpartition(":") if not first.endswith("]") else (first, "", "")
-    if colon and "*" not in port and "]" not in port:
-        if not re.fullmatch(r"[1-9][0-9]{0,4}", port) or int(port) > 65535:
-            raise InvalidReference(f"registry {first!r} has an invalid port {port!r} (1 to 65535, no leading zeros)")
-        if port == "443":
-            raise InvalidReference(f"registry {first!r}: leave out :443, the default port (image names are compared without it)")
-    else:
-        host = first
+    host, _, port = first.rpartition(":")
+    if not host or "*" in port or "]" in port:
+        host, port = first, ""  # no literal port (or the colon belongs to an IPv6 address)
+    if port and (not re.fullmatch(r"[1-9][0-9]{0,4}", port) or int(port) > 65535):
+        raise InvalidReference(f"registry {first!r} has an invalid port {port!r} (1 to 65535, no leading zeros)")
+    if port == "443":
+        raise InvalidReference(f"registry {first!r}: leave out :443, the default port (image names are compared without it)")
     if host.endswith(".") or host.endswith(".localhost") or host.rstrip("*") == "localhost":
         raise InvalidReference(
             f"registry {first!r} can never match: image names are compared without a trailing dot, "
