@@ -552,14 +552,14 @@ def _policy(
 
 
 def _notary(rule: "_Section", keys: Mapping[str, KeySpec]) -> NotarySettings:
+    from .errors import InvalidReference
+    from .reference import canonical_endpoint
+
     section = rule.section("notary")
     server = section.string("server", None, required=True)
     if not server.startswith(("https://", "http://")) or server.rstrip("/").count("/") > 2:
         section.fail("server", f"must be a URL like https://notary.example.com:4443, got {server!r}")
-    from .errors import InvalidReference
-    from .reference import canonical_endpoint
-
-    try:
+    try:  # the host as registries are read (reference.canonical_endpoint)
         parts = urllib.parse.urlsplit(server)
         canonical_endpoint(parts.netloc, parts.scheme)
     except (InvalidReference, ValueError) as exc:

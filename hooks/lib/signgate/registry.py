@@ -30,13 +30,12 @@ from typing import Any, Callable, Iterator
 from .config import Limits, RegistrySettings
 from .credentials import CredentialStore, Credentials
 from .deadline import Deadline
-from .reference import canonical_endpoint, endpoint_netloc
 from .errors import (
     BadResponse,
-    InvalidReference,
     DeadlineExceeded,
     DigestMismatch,
     HostNotAllowed,
+    InvalidReference,
     NotFound,
     RegistryAuthError,
     RegistryError,
@@ -44,6 +43,7 @@ from .errors import (
     RegistryUnreachable,
     TooLarge,
 )
+from .reference import canonical_endpoint, endpoint_netloc
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
