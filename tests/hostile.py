@@ -436,7 +436,23 @@ _LOG = _os.environ.get("HOSTILE_AUDIT_LOG")
 _ALLOW = frozenset(a for a in _os.environ.get("HOSTILE_AUDIT_ALLOW", "").split(",") if a)
 
 
+_NO_DNS = _os.environ.get("HOSTILE_AUDIT_NO_DNS") == "1"
+
+
 def _audit(event, args):
+    if event == "socket.getaddrinfo" and _NO_DNS and _LOG:
+        # Opt-in: names are never resolved, so no DNS query leaves the host (address literals
+        # need no query and go on to the connect check below).
+        import ipaddress as _ipaddress
+
+        host = args[0].decode() if isinstance(args[0], bytes) else str(args[0])
+        try:
+            _ipaddress.ip_address(host)
+        except ValueError:
+            with open(_LOG, "a", encoding="utf-8") as handle:
+                handle.write(_json.dumps({"resolve": host}) + "\n")
+            raise PermissionError(f"resolving {host} blocked by the test's connection guard")
+        return
     if event != "socket.connect" or not _LOG:
         return
     try:
@@ -458,7 +474,8 @@ _sys.addaudithook(_audit)
 class ConnectionAudit:
     """`env` makes a hook subprocess record (and, unless allowed, block) every connection."""
 
-    def __init__(self, directory: Path, allow: Iterable[str] = ()) -> None:
+    def __init__(self, directory: Path, allow: Iterable[str] = (), block_dns: bool = False) -> None:
+        self.block_dns = block_dns  # also refuse (and record) every name resolution but 127.0.0.1
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         (self.directory / "sitecustomize.py").write_text(_SITECUSTOMIZE)
@@ -478,12 +495,20 @@ class ConnectionAudit:
             "PYTHONPATH": str(self.directory) + (os.pathsep + existing if existing else ""),
             "HOSTILE_AUDIT_LOG": str(self.log),
             "HOSTILE_AUDIT_ALLOW": ",".join(sorted(self.allowed)),
+            "HOSTILE_AUDIT_NO_DNS": "1" if self.block_dns else "0",
         }
 
-    def connections(self) -> list[dict[str, Any]]:
+    def _entries(self) -> list[dict[str, Any]]:
         if not self.log.exists():
             return []
         return [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]
+
+    def connections(self) -> list[dict[str, Any]]:
+        return [entry for entry in self._entries() if "resolve" not in entry]
+
+    def resolutions(self) -> list[str]:
+        """Names the hook tried to resolve (recorded with block_dns only)."""
+        return [entry["resolve"] for entry in self._entries() if "resolve" in entry]
 
     def clear(self) -> None:
         if self.log.exists():

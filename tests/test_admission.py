@@ -203,6 +203,12 @@ def b64(text: str) -> str:
         pytest.param("Registry.Example.com", {"auth": b64("u:p")}, "REGISTRY.example.COM", Credentials("u", "p"),
                      id="host-names-compare-case-insensitively"),
         pytest.param("[::1]:5000", {"auth": b64("u:p")}, "[::1]:5000", Credentials("u", "p"), id="ipv6-host"),
+        pytest.param("registry.example.com:443", {"auth": b64("u:p")}, "registry.example.com", Credentials("u", "p"),
+                     id="default-port-key-is-the-registry-image-names-spell-without-it"),
+        pytest.param("https://Registry.Example.com:443/v1/", {"auth": b64("u:p")}, "registry.example.com",
+                     Credentials("u", "p"), id="url-key-with-default-port-and-capitals"),
+        pytest.param("localhost:5000", {"auth": b64("u:p")}, "127.0.0.1:5000", Credentials("u", "p"),
+                     id="localhost-key-is-127.0.0.1"),
     ],
 )
 def test_parse_docker_config(key, entry, host, expected):
@@ -246,9 +252,17 @@ def test_for_host_never_returns_credentials_for_another_host(key, asked):
     assert store.for_host(asked) is None
 
 
+@pytest.mark.parametrize("key", ["127.1:5000", "2130706433", "[::ffff:7f00:1]:5000", "registry.example.com:0443"])
+def test_a_key_without_canonical_form_is_a_configuration_error_naming_it(key):
+    with pytest.raises(ConfigError) as raised:
+        parse_docker_config({"auths": {key: {"auth": b64("u:p")}}}, "auth.json")
+    assert f"registries.auth: auth.json: auths[{key!r}]: " in str(raised.value)
+
+
 _DOCKER_HUB_NAMES = {"docker.io", "index.docker.io", "registry-1.docker.io"}  # these are mapped together
-_host = st.from_regex(r"[a-z0-9]{1,6}(\.[a-z0-9]{1,6}){0,2}(:[0-9]{1,5})?", fullmatch=True).filter(
-    lambda host: host not in _DOCKER_HUB_NAMES
+# Hosts already in canonical form (reference.canonical_registry): keys are looked up canonically.
+_host = st.from_regex(r"[a-z0-9]{1,6}(\.[a-z0-9]{1,6}){0,1}\.[a-z][a-z0-9]{0,5}(:[1-9][0-9]{0,3})?", fullmatch=True).filter(
+    lambda host: host not in _DOCKER_HUB_NAMES and not host.endswith(".localhost") and not host.endswith(":443")
 )
 
 

@@ -278,6 +278,24 @@ def test_tag_keys_depend_on_name_and_tag_only(tmp_path: Path, base: Inputs) -> N
     assert cache.get_tag(cache.tag_key(parse_reference("registry.example/team/other:v1"))) is None
 
 
+@pytest.mark.parametrize(
+    ("written", "alias"),
+    [
+        ("registry.example/team/app:v1", "registry.example:443/team/app:v1"),
+        ("registry.example/team/app:v1", "Registry.Example:443/team/app:v1"),
+        ("127.0.0.1:5000/team/app:v1", "localhost:5000/team/app:v1"),
+    ],
+    ids=["default-port", "capitals-and-default-port", "localhost"],
+)
+def test_spellings_of_one_registry_share_their_cache_entries(tmp_path: Path, base: Inputs, written: str, alias: str) -> None:
+    # Keys come from the canonical name: a verdict or a tag cached under one spelling is the other's.
+    cache = cache_in(tmp_path / "cache", base.config)
+    first, second = parse_reference(written), parse_reference(alias)
+    assert cache.tag_key(first) == cache.tag_key(second)
+    assert cache.verdict_key(base.rule, first, DIGEST) == cache.verdict_key(base.rule, second, DIGEST)
+    assert cache.lock_key(base.rule, first) == cache.lock_key(base.rule, second)
+
+
 # ---- lifetimes ----------------------------------------------------------------------------------
 
 

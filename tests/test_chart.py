@@ -143,7 +143,7 @@ OPTIONS: dict[str, dict[str, Any]] = {
                                               "matchExpressions": [{"key": "team", "operator": "Exists"}]},
                         "timeoutSeconds": 15, "deadlineSeconds": 12, "failurePolicy": "Ignore",
                         "excludeNamespaces": ["monitoring"]},
-            "registries": {"insecure": ["registry.internal:5000"]},
+            "registries": {"insecure": ["registry.internal:5000"], "allowNetworks": ["10.96.0.0/12"]},
             "limits": {"maxManifestBytes": 2097152, "connectTimeoutSeconds": 2.5},
             "cache": {"ttlSeconds": 300, "negativeTtlSeconds": 30, "tagTtlSeconds": 0, "maxEntries": 500},
             "mode": "warn",
@@ -933,6 +933,7 @@ def test_every_config_value_reaches_signgate(renders: dict[str, Rendered], tmp_p
     assert config.webhook.failure_policy == "Ignore"
     assert config.webhook.exclude_namespaces == ("monitoring",)
     assert config.registries.insecure == frozenset({"registry.internal:5000"})
+    assert config.registries.allow_networks == ("10.96.0.0/12",)
     assert config.limits.max_manifest_bytes == 2097152 and config.limits.connect_timeout_seconds == 2.5
     assert (config.cache.ttl_seconds, config.cache.negative_ttl_seconds, config.cache.max_entries) == (300, 30, 500)
     assert (config.mode, config.deny_latest, config.unmatched_images) == ("warn", True, "allow")
@@ -1206,6 +1207,7 @@ SCHEMA_VIOLATIONS = {
     "typo in config": {"config": {"webhook": {"timeoutSecond": 5}}},
     "timeout above 30": {"config": {"webhook": {"timeoutSeconds": 31}}},
     "unknown mode": {"config": {"mode": "audit"}},
+    "allowNetworks as a string": {"config": {"registries": {"allowNetworks": "10.0.0.0/8"}}},
     "unknown rule field": {"config": {"policy": [{"images": "**", "key": ["default"]}]}},
     "empty policy": {"config": {"policy": []}},
     "bad action": {"config": {"policy": [{"images": "**", "action": "permit"}]}},

@@ -432,3 +432,97 @@ def test_load_config_refuses_files_over_one_mebibyte(tmp_path):
 )
 def test_config_path_from_env(environ, expected):
     assert config_path_from_env(environ) == expected
+
+
+# ---- registries are read in the canonical form image names are matched in -------------------------
+
+
+@pytest.mark.parametrize(
+    "written, canonical",
+    [
+        pytest.param("registry.example.com:443/team/**", "registry.example.com/team/**", id="default-port-dropped"),
+        pytest.param("localhost:5000/**", "127.0.0.1:5000/**", id="localhost-is-127.0.0.1"),
+        pytest.param("registry.localhost/**", "127.0.0.1/**", id="localhost-subdomain-is-127.0.0.1"),
+        pytest.param("registry.example.com./**", "registry.example.com/**", id="trailing-dot-dropped"),
+        pytest.param("index.docker.io:443/library/*", "docker.io/library/*", id="docker-hub-alias"),
+        pytest.param("[0:0::1]:5000/**", "[::1]:5000/**", id="ipv6-compressed"),
+        pytest.param("insecure.local:80/**", "insecure.local/**", id="port-80-of-an-insecure-host-dropped"),
+        pytest.param("*.example.com/**", "*.example.com/**", id="wildcard-host-kept"),
+        pytest.param("**", "**", id="catch-all-kept"),
+    ],
+)
+def test_rule_patterns_are_canonicalised(key_path, written, canonical):
+    cfg = build(config(registries={"insecure": ["insecure.local"]}, policy=[{"images": written}]), key_path)
+    assert cfg.policy[0].images == canonical
+
+
+@pytest.mark.parametrize(
+    "pattern, expected",
+    [
+        pytest.param("127.1:5000/**", "registry host '127.1' is not an IPv4 address", id="short-ipv4"),
+        pytest.param("2130706433:5000/**", "registry host '2130706433' is not an IPv4 address", id="decimal-ipv4"),
+        pytest.param("[::ffff:7f00:1]:5000/**", "IPv6 spelling of the IPv4 address 127.0.0.1", id="ipv4-mapped"),
+        pytest.param("registry.example.com:0443/**", "invalid port '0443'", id="leading-zero-port"),
+        pytest.param("*.example.com:443/**", "leave out :443", id="wildcard-host-with-default-port"),
+        pytest.param("*.example.com:0443/**", "invalid port '0443'", id="wildcard-host-with-leading-zero-port"),
+        pytest.param("*.localhost/**", "can never match", id="wildcard-localhost"),
+    ],
+)
+def test_rule_patterns_without_canonical_form_are_refused_naming_the_field(key_path, pattern, expected):
+    with pytest.raises(ConfigError) as raised:
+        build(config(policy=[{"images": pattern}]), key_path)
+    assert str(raised.value).startswith("test.yaml: policy[0].images: ")
+    assert expected in str(raised.value)
+
+
+def test_insecure_entries_and_signature_repository_are_canonicalised(key_path):
+    cfg = build(
+        config(
+            registries={"insecure": ["LocalHost:5000", "Plain.Local:80", "plain.local:8080", "tls.local:443"]},
+            policy=[{"images": "registry.example.com/**", "signatureRepository": "Registry.Example.com:443/sigs"}],
+        ),
+        key_path,
+    )
+    assert cfg.registries.insecure == frozenset({"127.0.0.1:5000", "plain.local", "plain.local:8080", "tls.local:443"})
+    assert cfg.policy[0].signature_repository == "registry.example.com/sigs"
+
+
+@pytest.mark.parametrize(
+    "registries, field, expected",
+    [
+        pytest.param({"insecure": ["127.1:5000"]}, "registries.insecure[0]", "'127.1' is not an IPv4 address",
+                     id="insecure-short-ipv4"),
+        pytest.param({"insecure": ["ok.local", "reg.local:00080"]}, "registries.insecure[1]", "invalid port '00080'",
+                     id="insecure-leading-zero-port"),
+        pytest.param({"allowNetworks": ["10.0.0.0/8", "10.1.2.3/8"]}, "registries.allowNetworks[1]", "host bits set",
+                     id="network-with-host-bits"),
+        pytest.param({"allowNetworks": ["10.0/8"]}, "registries.allowNetworks[0]", "not a network in CIDR form",
+                     id="short-form-network"),
+        pytest.param({"allowNetworks": ["010.0.0.0/8"]}, "registries.allowNetworks[0]", "not a network in CIDR form",
+                     id="leading-zero-network"),
+        pytest.param({"allowNetworks": ["registry.internal"]}, "registries.allowNetworks[0]", "not a network in CIDR form",
+                     id="host-name-is-not-a-network"),
+        pytest.param({"allowNetworks": ["0.0.0.0/0"]}, "registries.allowNetworks[0]", "overlaps 0.0.0.0/8",
+                     id="everything-overlaps-unspecified-and-loopback"),
+        pytest.param({"allowNetworks": ["127.0.0.0/8"]}, "registries.allowNetworks[0]", "overlaps 127.0.0.0/8",
+                     id="loopback-is-never-opened-by-network"),
+        pytest.param({"allowNetworks": ["169.254.0.0/16"]}, "registries.allowNetworks[0]", "overlaps 169.254.0.0/16",
+                     id="link-local-and-metadata-are-never-opened-by-network"),
+        pytest.param({"allowNetworks": ["::ffff:10.0.0.0/104"]}, "registries.allowNetworks[0]", "spells IPv4 addresses in IPv6",
+                     id="ipv4-mapped-network"),
+        pytest.param({"allowNetworks": ["FD00:0::/8"]}, "registries.allowNetworks[0]", "write the network as 'fd00::/8'",
+                     id="non-canonical-ipv6-network"),
+        pytest.param({"allowNetworks": "10.0.0.0/8"}, "registries.allowNetworks", "must be a list of non-empty strings",
+                     id="network-list-as-a-string"),
+    ],
+)
+def test_registry_settings_without_canonical_form_are_refused_naming_the_field(key_path, registries, field, expected):
+    with pytest.raises(ConfigError) as raised:
+        build(config(registries=registries), key_path)
+    assert str(raised.value).startswith(f"test.yaml: {field}: "), str(raised.value)
+    assert expected in str(raised.value)
+
+
+def test_allow_networks_are_kept_in_canonical_form(key_path):
+    cfg = build(config(registries={"allowNetworks": ["10.0.0.0/8", "fd00::/8", "100.64.0.0/10", "10.96.0.10"]}), key_path)
+    assert cfg.registries.allow_networks == ("10.0.0.0/8", "fd00::/8", "100.64.0.0/10", "10.96.0.10/32")

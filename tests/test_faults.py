@@ -388,7 +388,8 @@ def test_invalid_configuration_in_warn_mode_still_denies(key, tmp_path) -> None:
 
 # ---- SSRF: image names that point inside the cluster ----------------------------------------------
 
-# image -> the reason after "refusing to contact <host>: "
+# image -> (host as named in the message, the reason after "refusing to contact <host>: ").
+# Names are judged in canonical form: localhost and *.localhost are 127.0.0.1.
 REFUSED_IMAGES = {
     "169.254.169.254/latest/meta-data:1": ("169.254.169.254", "a cloud metadata address"),
     "[fd00:ec2::254]/x:1": ("[fd00:ec2::254]", "a cloud metadata address"),
@@ -397,18 +398,34 @@ REFUSED_IMAGES = {
     "[::1]:5000/x:1": ("[::1]:5000", "a loopback address"),
     "127.0.0.1:5000/x:1": ("127.0.0.1:5000", "a loopback address"),
     "127.0.0.2:5000/x:1": ("127.0.0.2:5000", "a loopback address"),
-    "localhost:5000/x:1": ("localhost:5000", "a loopback name"),
-    "localhost/x:1": ("localhost", "a loopback name"),
-    "LocalHost:5000/x:1": ("localhost:5000", "a loopback name"),
-    "registry.localhost/x:1": ("registry.localhost", "a loopback name"),
-    "127.1:5000/x:1": ("127.1:5000", "it resolves to 127.0.0.1, a loopback address"),
-    "2130706433:5000/x:1": ("2130706433:5000", "it resolves to 127.0.0.1, a loopback address"),
-    "0x7f000001:5000/x:1": ("0x7f000001:5000", "it resolves to 127.0.0.1, a loopback address"),
-    "0177.0.0.1:5000/x:1": ("0177.0.0.1:5000", "it resolves to 127.0.0.1, a loopback address"),
-    "2852039166:80/x:1": ("2852039166:80", "it resolves to 169.254.169.254, a cloud metadata address"),
+    "localhost:5000/x:1": ("127.0.0.1:5000", "a loopback address"),
+    "localhost/x:1": ("127.0.0.1", "a loopback address"),
+    "LocalHost:5000/x:1": ("127.0.0.1:5000", "a loopback address"),
+    "registry.localhost/x:1": ("127.0.0.1", "a loopback address"),
     "0.0.0.0:5000/x:1": ("0.0.0.0:5000", "an unspecified address"),
     "[::]:5000/x:1": ("[::]:5000", "an unspecified address"),
     "224.0.0.1/x:1": ("224.0.0.1", "a multicast address"),
+    # Internal networks: only by naming the endpoint or listing the network in allowNetworks.
+    "10.0.0.1:6379/x:1": ("10.0.0.1:6379", "a private address"),
+    "172.16.5.4/x:1": ("172.16.5.4", "a private address"),
+    "192.168.1.1:8080/x:1": ("192.168.1.1:8080", "a private address"),
+    "100.64.0.1/x:1": ("100.64.0.1", "a carrier-grade NAT address"),
+    "[fd12:3456::1]:5000/x:1": ("[fd12:3456::1]:5000", "a unique local address"),
+    "198.18.0.1/x:1": ("198.18.0.1", "a reserved address"),
+}
+NETWORK_REASONS = ("a private address", "a carrier-grade NAT address", "a unique local address", "a reserved address")
+
+# Spellings with no single reading are invalid references: denied before any host is judged.
+NON_CANONICAL_IMAGES = {
+    "127.1:5000/x:1": "registry host '127.1' is not an IPv4 address in dotted-decimal form",
+    "2130706433:5000/x:1": "registry host '2130706433' is not an IPv4 address in dotted-decimal form",
+    "0x7f000001:5000/x:1": "registry host '0x7f000001' is not an IPv4 address in dotted-decimal form",
+    "0177.0.0.1:5000/x:1": "registry host '0177.0.0.1' is not an IPv4 address in dotted-decimal form",
+    "2852039166:80/x:1": "registry host '2852039166' is not an IPv4 address in dotted-decimal form",
+    "[::ffff:7f00:1]:5000/x:1": "registry host '[::ffff:7f00:1]' is an IPv6 spelling of the IPv4 address 127.0.0.1",
+    "[::7f00:2]/x:1": "registry host '[::7f00:2]' is an IPv6 spelling of the IPv4 address 127.0.0.2",
+    "[::a9fe:a9fe]/x:1": "registry host '[::a9fe:a9fe]' is an IPv6 spelling of the IPv4 address 169.254.169.254",
+    "127.0.0.1:05000/x:1": "registry '127.0.0.1:05000' has an invalid port '05000'",
 }
 
 
@@ -429,8 +446,20 @@ def test_refused_host_is_denied_without_any_connection_attempt(image, key, tmp_p
     run = run_request(ssrf_config(tmp_path, key), pod(image), env=guard.env)
     check_contract(run)
     assert run.allowed is False
-    hint = "(name the host in a policy rule or registries.insecure to allow it)"
+    if reason in NETWORK_REASONS:
+        hint = "(name the host and port in a policy rule, or its network in registries.allowNetworks, to allow it)"
+    else:
+        hint = "(name the host and port in a policy rule or registries.insecure to allow it)"
     assert denial(image, f"refusing to contact {host}: {reason} {hint}") in run.message
+    assert guard.connections() == [], f"the hook tried to connect: {guard.connections()}"
+
+
+@pytest.mark.parametrize("image", list(NON_CANONICAL_IMAGES))
+def test_a_host_spelling_without_a_single_reading_is_denied_before_any_connection(image, key, tmp_path, guard) -> None:
+    run = run_request(ssrf_config(tmp_path, key), pod(image), env=guard.env)
+    check_contract(run)
+    assert run.allowed is False
+    assert denial(image, f"invalid image reference {image!r}: {NON_CANONICAL_IMAGES[image]}") in run.message
     assert guard.connections() == [], f"the hook tried to connect: {guard.connections()}"
 
 
@@ -474,7 +503,7 @@ def test_each_refusal_names_the_host_and_port_it_was_asked_for(key, tmp_path, gu
     run = run_request(ssrf_config(tmp_path, key), pod(*images), env=guard.env)
     check_contract(run)
     for number, image in enumerate(images):
-        host = image.split("/", 1)[0]
+        host = image.split("/", 1)[0].replace("localhost", "127.0.0.1")  # named in canonical form
         assert denial(image, f"refusing to contact {host}: ", f'container "c{number}"') in run.message
     assert guard.connections() == []
 
@@ -496,21 +525,32 @@ def test_images_matching_no_rule_or_a_static_rule_cause_no_request_at_all(key, t
     assert 'image "169.254.169.254/allowed/x:1"' not in run.message
     assert denial("169.254.169.254/denied/x:1", "", 'container "c1"') in run.message
     assert denial("[::1]:5000/x:1", "registry or repository [::1]:5000/x is not trusted", 'container "c2"') in run.message
-    assert denial("localhost/x:1", "registry or repository localhost/x is not trusted", 'container "c3"') in run.message
+    assert denial("localhost/x:1", "registry or repository 127.0.0.1/x is not trusted", 'container "c3"') in run.message
     assert guard.connections() == []
 
 
-def test_naming_a_loopback_host_allows_only_that_host_not_its_aliases(registry, http, repo, key, tmp_path, guard) -> None:
+def test_naming_a_loopback_host_allows_that_endpoint_under_its_names_and_nothing_else(
+    registry, http, repo, key, tmp_path, guard
+) -> None:
     [image] = push_signed(http, repo, key)
     port = registry.port
     config = write_config(tmp_path / "named.json", key, registries={"insecure": [registry.host]})
-    aliases = [f"localhost:{port}/{repo}:v0", f"127.1:{port}/{repo}:v0", f"2130706433:{port}/{repo}:v0", f"[::1]:{port}/{repo}:v0"]
+    # localhost is 127.0.0.1: the same endpoint, verified and admitted like the named spelling.
+    same = [f"localhost:{port}/{repo}:v0", f"LOCALHOST:{port}/{repo}:v0"]
+    # Spellings with no single reading are invalid; another loopback address or port is not named.
+    refused = {
+        f"127.1:{port}/{repo}:v0": "invalid image reference",
+        f"2130706433:{port}/{repo}:v0": "invalid image reference",
+        f"[::1]:{port}/{repo}:v0": f"refusing to contact [::1]:{port}: a loopback address",
+        f"127.0.0.1:{port + 1}/{repo}:v0": f"refusing to contact 127.0.0.1:{port + 1}: a loopback address",
+    }
     guard.allow(registry.host)
-    run = run_request(config, pod(image.reference, *aliases), env=guard.env)
+    run = run_request(config, pod(image.reference, *same, *refused), env=guard.env)
     check_contract(run)
     assert run.allowed is False
-    assert f'image "{image.reference}"' not in run.message, "the named host is verified and admitted"
-    for number, alias in enumerate(aliases, start=1):
-        assert denial(alias, "refusing to contact", f'container "c{number}"') in run.message
+    for alias in [image.reference, *same]:
+        assert f'image "{alias}"' not in run.message, "the named endpoint is verified and admitted"
+    for number, (alias, expected) in enumerate(refused.items(), start=1 + len(same)):
+        assert denial(alias, expected, f'container "c{number}"') in run.message
     assert guard.blocked() == [], guard.blocked()
     assert {(c["host"], c["port"]) for c in guard.connections()} == {("127.0.0.1", port)}

@@ -300,15 +300,24 @@ REFUSED_REDIRECTS = {
     "metadata": ("http://169.254.169.254/latest/meta-data/", "refusing to contact 169.254.169.254: a cloud metadata address"),
     "scheme-relative-metadata": ("//169.254.169.254/x", "refusing to contact 169.254.169.254: a cloud metadata address"),
     "ipv6-loopback": ("http://[::1]:9/x", "refusing to contact [::1]:9: a loopback address"),
-    "localhost": ("http://localhost:9/x", "refusing to contact localhost:9: a loopback name"),
-    "numeric-loopback": ("http://2130706433:9/x", "refusing to contact 2130706433:9: it resolves to 127.0.0.1, a loopback address"),
+    "localhost": ("http://localhost:9/x", "refusing to contact localhost:9: a loopback address"),
+    "numeric-loopback": ("http://2130706433:9/x", "refusing to contact 2130706433:9: registry host '2130706433' is not an IPv4 address"),
     "link-local": ("http://169.254.1.1/x", "refusing to contact 169.254.1.1: a link-local address"),
-    "ipv4-mapped-metadata": ("http://[::ffff:169.254.169.254]/x", "refusing to contact [::ffff:169.254.169.254]: a cloud metadata address"),
-    "decimal-metadata": ("http://2852039166/x", "refusing to contact 2852039166: it resolves to 169.254.169.254, a cloud metadata address"),
+    "ipv4-mapped-metadata": (
+        "http://[::ffff:169.254.169.254]/x",
+        "refusing to contact [::ffff:169.254.169.254]: registry host '[::ffff:169.254.169.254]' is an IPv6 spelling "
+        "of the IPv4 address 169.254.169.254",
+    ),
+    "ipv4-compatible-loopback": (
+        "http://[::7f00:2]/x", "refusing to contact [::7f00:2]: registry host '[::7f00:2]' is an IPv6 spelling of the IPv4 address 127.0.0.2"
+    ),
+    "decimal-metadata": ("http://2852039166/x", "refusing to contact 2852039166: registry host '2852039166' is not an IPv4 address"),
     "octal-metadata": (
         "http://0251.0376.0251.0376/x",
-        "refusing to contact 0251.0376.0251.0376: it resolves to 169.254.169.254, a cloud metadata address",
+        "refusing to contact 0251.0376.0251.0376: registry host '0251.0376.0251.0376' is not an IPv4 address",
     ),
+    "private-network": ("http://10.1.2.3:6379/x", "refusing to contact 10.1.2.3:6379: a private address"),
+    "another-port-of-the-registry": ("http://127.0.0.1:9/x", "refusing to contact 127.0.0.1:9: a loopback address"),
     "fragment-before-user-info": ("http://169.254.169.254#@127.0.0.1/x", "refusing to contact 169.254.169.254: a cloud metadata address"),
 }
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from signgate.errors import InvalidReference
-from signgate.reference import ImageReference, parse_reference
+from signgate.reference import ImageReference, embedded_ipv4, parse_reference
 
 SHA256 = "sha256:" + "0123456789abcdef" * 4
 SHA512 = "sha512:" + "0123456789abcdef" * 8
@@ -39,10 +39,28 @@ VALID = [
                  id="single-name-on-another-registry-gets-no-library-prefix"),
     pytest.param("ghcr.io/org/team/sub/app:2", "ghcr.io", "org/team/sub/app", "2", None, False,
                  id="many-path-components"),
-    pytest.param("localhost/app", "localhost", "app", "latest", None, True,
-                 id="localhost-without-dot-or-port-is-a-registry"),
-    pytest.param("localhost:5000/app:dev", "localhost:5000", "app", "dev", None, False,
-                 id="localhost-with-port"),
+    pytest.param("localhost/app", "127.0.0.1", "app", "latest", None, True,
+                 id="localhost-without-dot-or-port-is-a-registry-and-is-127.0.0.1"),
+    pytest.param("localhost:5000/app:dev", "127.0.0.1:5000", "app", "dev", None, False,
+                 id="localhost-with-port-is-127.0.0.1-with-port"),
+    pytest.param("LocalHost:5000/app", "127.0.0.1:5000", "app", "latest", None, True,
+                 id="localhost-in-capitals-is-127.0.0.1"),
+    pytest.param("registry.localhost:5000/app", "127.0.0.1:5000", "app", "latest", None, True,
+                 id="a-localhost-subdomain-is-loopback-too"),
+    pytest.param("registry.example.com:443/app", "registry.example.com", "app", "latest", None, True,
+                 id="default-https-port-is-dropped"),
+    pytest.param("Registry.Example.COM:443/app", "registry.example.com", "app", "latest", None, True,
+                 id="capitals-and-default-port-together"),
+    pytest.param("registry.example.com:80/app", "registry.example.com:80", "app", "latest", None, True,
+                 id="port-80-of-an-https-registry-is-another-port"),
+    pytest.param("docker.io:443/nginx", "docker.io", "library/nginx", "latest", None, True,
+                 id="docker-hub-with-default-port-is-docker-hub"),
+    pytest.param("index.docker.io:443/nginx", "docker.io", "library/nginx", "latest", None, True,
+                 id="docker-hub-alias-with-default-port-is-docker-hub"),
+    pytest.param("10.0.0.1:5000/app", "10.0.0.1:5000", "app", "latest", None, True,
+                 id="dotted-decimal-ipv4-is-canonical"),
+    pytest.param("[0:0:0:0:0:0:0:1]:5000/app", "[::1]:5000", "app", "latest", None, True,
+                 id="ipv6-is-compressed"),
     pytest.param("[::1]:5000/app:v1", "[::1]:5000", "app", "v1", None, False,
                  id="ipv6-host-with-port"),
     pytest.param("[FE80::1]/app", "[fe80::1]", "app", "latest", None, True,
@@ -184,6 +202,24 @@ INVALID = [
     pytest.param("registry.example.com:http/app", ["invalid registry host 'registry.example.com:http'"],
                  id="non-numeric-port"),
     pytest.param("[::1/app", ["invalid registry host '[::1'"], id="unclosed-ipv6-bracket"),
+    pytest.param("127.1:5000/app", ["registry host '127.1' is not an IPv4 address in dotted-decimal form"],
+                 id="short-ipv4-form"),
+    pytest.param("2130706433:5000/app", ["registry host '2130706433' is not an IPv4 address"], id="decimal-ipv4-form"),
+    pytest.param("0x7f000001:5000/app", ["registry host '0x7f000001' is not an IPv4 address"], id="hex-ipv4-form"),
+    pytest.param("0177.0.0.1:5000/app", ["registry host '0177.0.0.1' is not an IPv4 address"], id="octal-ipv4-form"),
+    pytest.param("127.0.0.01:5000/app", ["registry host '127.0.0.01' is not an IPv4 address"],
+                 id="ipv4-part-with-a-leading-zero"),
+    pytest.param("1.2.3.256/app", ["registry host '1.2.3.256' is not an IPv4 address"], id="ipv4-part-over-255"),
+    pytest.param("1.2.3.4.5/app", ["registry host '1.2.3.4.5' is not an IPv4 address"], id="five-numeric-parts"),
+    pytest.param("[::ffff:7f00:1]:5000/app", ["IPv6 spelling of the IPv4 address 127.0.0.1"], id="ipv4-mapped-ipv6"),
+    pytest.param("[::7f00:2]/app", ["IPv6 spelling of the IPv4 address 127.0.0.2"], id="ipv4-compatible-ipv6"),
+    pytest.param("[64:ff9b::a9fe:a9fe]/app", ["IPv6 spelling of the IPv4 address 169.254.169.254"], id="nat64-ipv6"),
+    pytest.param("[1:2]/app", ["invalid IPv6 registry host '[1:2]'"], id="ipv6-with-too-few-groups"),
+    pytest.param("registry.example.com:0443/app", ["invalid port '0443'", "without leading zeros"],
+                 id="port-with-a-leading-zero"),
+    pytest.param("registry.example.com:000443/app", ["invalid port '000443'"], id="port-with-leading-zeros"),
+    pytest.param("registry.example.com:0/app", ["invalid port '0'"], id="port-zero"),
+    pytest.param("registry.example.com:65536/app", ["invalid port '65536'"], id="port-over-65535"),
     pytest.param("registry.example.com/" + "a" * 250, ["name longer than 255 characters"],
                  id="name-longer-than-255"),
     pytest.param("a" * 4097, ["longer than 4096 characters"], id="reference-longer-than-4096"),
@@ -239,16 +275,19 @@ def test_parse_reference_refuses_non_strings_with_invalid_reference(value):
 
 
 _domain_component = st.from_regex(r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,8}[a-zA-Z0-9])?", fullmatch=True)
+# A numeric last label would make the host an IPv4 attempt (refused unless dotted-decimal).
+_last_component = st.from_regex(r"[a-zA-Z](?:[a-zA-Z0-9-]{0,8}[a-zA-Z0-9])?", fullmatch=True)
 _port = st.integers(min_value=1, max_value=65535).map(lambda p: f":{p}")
 _hosts = st.one_of(
     st.none(),  # Docker Hub, implied
     st.sampled_from(["docker.io", "index.docker.io", "DOCKER.IO", "localhost"]),
-    st.tuples(st.lists(_domain_component, min_size=2, max_size=3), st.one_of(st.just(""), _port)).map(
-        lambda t: ".".join(t[0]) + t[1]
+    st.tuples(st.lists(_domain_component, min_size=1, max_size=2), _last_component, st.one_of(st.just(""), _port)).map(
+        lambda t: ".".join([*t[0], t[1]]) + t[2]
     ),
-    st.tuples(_domain_component, _port).map("".join),  # dot-less host with a port
+    st.tuples(_last_component, _port).map("".join),  # dot-less host with a port
     st.tuples(st.just("localhost"), _port).map("".join),
-    st.from_regex(r"\[[0-9a-fA-F]{0,4}(?::[0-9a-fA-F]{0,4}){1,4}\]", fullmatch=True),  # IPv6
+    st.ip_addresses(v=4).map(str),
+    st.ip_addresses(v=6).filter(lambda a: embedded_ipv4(a) is None).map(lambda a: f"[{a.exploded}]"),  # IPv6
     st.from_regex(r"[A-Z][a-zA-Z0-9]{0,6}", fullmatch=True),  # dot-less, recognised by its capitals
 )
 _path_component = st.from_regex(r"[a-z0-9]{1,4}(?:(?:[._]|__|-{1,2})[a-z0-9]{1,4}){0,2}", fullmatch=True)
@@ -304,3 +343,58 @@ def test_written_tag_and_digest_survive_parsing(generated):
         assert ref.tag == "latest" and ref.tag_defaulted
     assert ref.registry == ref.registry.lower()
     assert "/" not in ref.registry and ref.repository
+
+
+# --- the canonical registry identity ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, insecure, registry",
+    [
+        pytest.param("registry.local:80/app", {"registry.local"}, "registry.local", id="port-80-of-a-plain-http-host-is-dropped"),
+        pytest.param("registry.local/app", {"registry.local"}, "registry.local", id="plain-http-host-without-port"),
+        pytest.param("registry.local:80/app", set(), "registry.local:80", id="port-80-of-an-https-host-is-kept"),
+        pytest.param("registry.local:443/app", {"registry.local:443"}, "registry.local:443",
+                     id="plain-http-on-port-443-keeps-its-port"),
+        pytest.param("registry.local:5000/app", {"registry.local:5000"}, "registry.local:5000", id="other-port-kept"),
+    ],
+)
+def test_default_port_depends_on_registries_insecure(text, insecure, registry):
+    assert parse_reference(text, frozenset(insecure)).registry == registry
+
+
+def test_https_port_of_a_plain_http_host_has_no_canonical_form():
+    with pytest.raises(InvalidReference, match="port 443 of registry.local, which registries.insecure lists as plain HTTP"):
+        parse_reference("registry.local:443/app", frozenset({"registry.local"}))
+
+
+def _ipv4_spellings(value: int) -> list[str]:
+    """Ways a C resolver (inet_aton) reads the IPv4 address `value`."""
+    parts = [(value >> shift) & 0xFF for shift in (24, 16, 8, 0)]
+    return [
+        str(value),
+        hex(value),
+        f"{parts[0]}.{value & 0xFFFFFF}",
+        f"{parts[0]}.{parts[1]}.{value & 0xFFFF}",
+        ".".join(oct(p).replace("0o", "0") for p in parts),
+        ".".join(hex(p) for p in parts),
+        ".".join(str(p) for p in parts),
+    ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(min_value=0, max_value=2**32 - 1), st.data())
+def test_every_ipv4_spelling_is_refused_or_is_the_dotted_decimal_address(value, data):
+    import ipaddress
+    import socket
+
+    text = data.draw(st.sampled_from(_ipv4_spellings(value)))
+    dotted = str(ipaddress.IPv4Address(value))
+    assert socket.inet_ntoa(socket.inet_aton(text)) == dotted  # the resolver's reading of the spelling
+    try:
+        ref = parse_reference(f"{text}:5000/app")
+    except InvalidReference as exc:
+        assert "is not an IPv4 address in dotted-decimal form" in str(exc)
+        assert text != dotted
+    else:
+        assert ref.registry == f"{dotted}:5000"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -191,7 +192,8 @@ def make_client() -> Iterator[Callable[..., RegistryClient]]:
         limits: Limits | None = None,
         deadline: float = 10.0,
         elapsed: float = 0.0,
-        host_allowed: Callable[[str], str | None] | None = None,
+        host_allowed: Callable[[str, str, str], str | None] | None = None,
+        host_named: Callable[[str, str], bool] | None = None,
     ) -> RegistryClient:
         store = CredentialStore({h: Credentials(u, p) for h, (u, p) in (credentials or {}).items()})
         client = RegistryClient(
@@ -200,6 +202,7 @@ def make_client() -> Iterator[Callable[..., RegistryClient]]:
             Deadline(deadline, start=time.monotonic() - elapsed),
             credentials=store,
             host_allowed=host_allowed,
+            host_named=host_named,
         )
         made.append(client)
         return client
@@ -574,13 +577,49 @@ def test_tls_problems_are_named(request, make_client, case, expected) -> None:
     assert f"TLS verification of {reg.host} failed" in str(raised.value)
 
 
+def _closed_port() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{probe.getsockname()[1]}"  # nothing listens once the socket is closed
+
+
+@pytest.mark.parametrize("named", [True, False], ids=["named-in-the-configuration", "allowed-only-by-a-wildcard"])
+def test_connection_failures_of_a_host_no_rule_names_all_read_unreachable(request, make_client, named) -> None:
+    # refused, not TLS, and silent: a port scanner could tell them apart; kubectl readers must not.
+    plain = request.getfixturevalue("registry")  # plain HTTP, asked over HTTPS: "does not speak TLS"
+    with socket.socket() as silent:  # accepts into its backlog, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        hosts = {"refused": _closed_port(), "not-tls": plain.host, "silent": f"127.0.0.1:{silent.getsockname()[1]}"}
+        client = make_client(deadline=10.0, limits=Limits(connect_timeout_seconds=0.5, read_timeout_seconds=0.5),
+                             host_named=lambda host, scheme: named)
+        errors = {}
+        for case, host in hosts.items():
+            with pytest.raises(RegistryUnreachable) as raised:
+                client.get_manifest(host, "t/any", "v1")
+            errors[case] = raised.value
+    details = {case: error.log_detail for case, error in errors.items()}
+    messages = {case: str(error) for case, error in errors.items()}
+    if named:
+        assert "connection refused" in messages["refused"]
+        assert "does not speak TLS" in messages["not-tls"]
+        assert "did not answer in time" in messages["silent"]
+        assert details == {"refused": None, "not-tls": None, "silent": None}
+    else:
+        for case, host in hosts.items():
+            assert messages[case] == f"registry {host} unreachable (the cause is in the signgate log)"
+        assert "connection refused" in details["refused"]
+        assert "does not speak TLS" in details["not-tls"]
+        assert "did not answer in time" in details["silent"]
+
+
 def test_refused_hosts_are_never_contacted_not_even_by_a_redirect(stub, make_client) -> None:
     allowed, refused = stub(), stub()
     digest = sha256_digest(b"x")
     allowed.routes[f"/v2/app/blobs/{digest}"] = (302, {"Location": f"http://{refused.host}/x"}, b"")
     refused.routes["/x"] = blob_reply(b"x")
 
-    def host_allowed(host: str) -> str | None:
+    def host_allowed(host: str, scheme: str, role: str) -> str | None:
         return f"{host} is not in the policy" if host == refused.host else None
 
     client = make_client(allowed.host, refused.host, host_allowed=host_allowed)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, NoReturn
 
@@ -50,7 +51,8 @@ class WebhookSettings:
 class RegistrySettings:
     ca_bundle: str | None = None
     auth: str | None = None
-    insecure: frozenset[str] = frozenset()
+    insecure: frozenset[str] = frozenset()  # canonical (reference.canonical_insecure)
+    allow_networks: tuple[str, ...] = ()  # CIDRs of internal networks that may be contacted (network.py)
 
 
 @dataclass(frozen=True)
@@ -252,7 +254,7 @@ def build_config(data: Any, source: str, environ: Mapping[str, str] = os.environ
     require_digest = top.boolean("requireDigest", False)
     unmatched = top.choice("unmatchedImages", ("deny", "allow"), "deny")
     pin_scope = top.choice("pinScope", PIN_SCOPES, "pods")
-    policy = _policy(top, keys, rekor_keys)
+    policy = _policy(top, keys, rekor_keys, registries.insecure)
     top.done()
     return Config(
         source=source,
@@ -356,10 +358,29 @@ def _keys(section: "_Section") -> dict[str, KeySpec]:
 
 
 def _registries(section: "_Section") -> RegistrySettings:
+    from .errors import InvalidReference
+    from .network import parse_allowed_network
+    from .reference import canonical_insecure
+
     ca_bundle = section.string("caBundle", None)
     auth = section.string("auth", None)
     insecure = section.string_list("insecure", ())
+    networks = section.string_list("allowNetworks", ())
     section.done()
+    canonical: set[str] = set()
+    for number, entry in enumerate(insecure):
+        # The same canonical form as image references, so `Registry.local:80` and `localhost:5000`
+        # name the hosts that image names resolve to.
+        try:
+            canonical.add(canonical_insecure(entry))
+        except InvalidReference as exc:
+            section.fail(f"insecure[{number}]", str(exc))
+    allow_networks = []
+    for number, entry in enumerate(networks):
+        try:
+            allow_networks.append(str(parse_allowed_network(entry)))
+        except ValueError as exc:
+            section.fail(f"allowNetworks[{number}]", str(exc))
     for path, what in ((ca_bundle, "caBundle"), (auth, "auth")):
         if path is not None and not (os.path.isfile(path) and os.access(path, os.R_OK)):
             section.fail(what, f"cannot read {path} (it must be a readable file)")
@@ -367,7 +388,9 @@ def _registries(section: "_Section") -> RegistrySettings:
         problem = ca_bundle_problem(ca_bundle)
         if problem:
             section.fail("caBundle", problem)
-    return RegistrySettings(ca_bundle=ca_bundle, auth=auth, insecure=frozenset(h.lower() for h in insecure))
+    return RegistrySettings(
+        ca_bundle=ca_bundle, auth=auth, insecure=frozenset(canonical), allow_networks=tuple(dict.fromkeys(allow_networks))
+    )
 
 
 def ca_bundle_problem(path: str) -> str | None:
@@ -425,8 +448,11 @@ def _cache(section: "_Section") -> CacheSettings:
     return settings
 
 
-def _policy(top: "_Section", keys: Mapping[str, KeySpec], rekor_keys: Mapping[str, KeySpec]) -> tuple[Rule, ...]:
-    from .policy import validate_pattern  # policy imports config; keep the cycle at call time
+def _policy(
+    top: "_Section", keys: Mapping[str, KeySpec], rekor_keys: Mapping[str, KeySpec], insecure: frozenset[str]
+) -> tuple[Rule, ...]:
+    from .errors import InvalidReference
+    from .policy import canonical_pattern, validate_pattern  # policy imports config; keep the cycle at call time
 
     items = top.raw("policy", None)
     if items is None:
@@ -440,6 +466,10 @@ def _policy(top: "_Section", keys: Mapping[str, KeySpec], rekor_keys: Mapping[st
         problem = validate_pattern(images)
         if problem:
             section.fail("images", problem)
+        try:
+            images = canonical_pattern(images, insecure)
+        except InvalidReference as exc:
+            section.fail("images", str(exc))
         action = section.choice("action", ACTIONS, "verify")
         message = section.string("message", None)
         rule_keys = tuple(section.string_list("keys", ()))
@@ -485,7 +515,7 @@ def _policy(top: "_Section", keys: Mapping[str, KeySpec], rekor_keys: Mapping[st
             if threshold > len(rule_keys):
                 section.fail("threshold", f"is {threshold}, but the rule lists only {len(rule_keys)} key(s)")
             if signature_repository is not None:
-                _check_signature_repository(section, signature_repository)
+                signature_repository = _signature_repository(section, signature_repository, insecure)
             if tlog == "required" and not rekor_keys:
                 section.fail("tlog", "is 'required', but no rekorKeys are configured to check the proofs with")
         else:
@@ -522,10 +552,18 @@ def _policy(top: "_Section", keys: Mapping[str, KeySpec], rekor_keys: Mapping[st
 
 
 def _notary(rule: "_Section", keys: Mapping[str, KeySpec]) -> NotarySettings:
+    from .errors import InvalidReference
+    from .reference import canonical_endpoint
+
     section = rule.section("notary")
     server = section.string("server", None, required=True)
     if not server.startswith(("https://", "http://")) or server.rstrip("/").count("/") > 2:
         section.fail("server", f"must be a URL like https://notary.example.com:4443, got {server!r}")
+    try:  # the host as registries are read (reference.canonical_endpoint)
+        parts = urllib.parse.urlsplit(server)
+        canonical_endpoint(parts.netloc, parts.scheme)
+    except (InvalidReference, ValueError) as exc:
+        section.fail("server", f"{server!r}: {exc}")
     root_keys = tuple(section.string_list("rootKeys", ()))
     if not root_keys:
         section.fail("rootKeys", "is required: the names of the pinned root public keys (in keys)")
@@ -547,16 +585,18 @@ def _notary(rule: "_Section", keys: Mapping[str, KeySpec]) -> NotarySettings:
     return NotarySettings(server=server.rstrip("/"), root_keys=root_keys, ca_bundle=ca_bundle, delegations=delegations)
 
 
-def _check_signature_repository(section: "_Section", value: str) -> None:
+def _signature_repository(section: "_Section", value: str, insecure: frozenset[str]) -> str:
+    """The repository in canonical form (registry/repository), as image names are."""
     from .reference import parse_reference
     from .errors import InvalidReference
 
     try:
-        ref = parse_reference(value)
+        ref = parse_reference(value, insecure)
     except InvalidReference as exc:
         section.fail("signatureRepository", str(exc))
     if not ref.tag_defaulted:
         section.fail("signatureRepository", "must be a repository name without tag or digest")
+    return ref.written_name
 
 
 class _Section:

@@ -48,6 +48,7 @@ class Requirements:
 
     annotations: tuple[tuple[str, str], ...] = ()
     identity: str | None = None  # registry/repository that docker-reference must name
+    insecure: frozenset[str] = frozenset()  # registries.insecure, to read docker-reference canonically
 
 
 @dataclass(frozen=True)
@@ -168,7 +169,7 @@ def check_simple_signing_claims(payload: bytes, image_digest: str, requirements:
     if requirements.identity is not None:
         # parse_simple_signing accepts `"identity": null`, so `.get("identity", {})` is not enough.
         reference = (document["critical"].get("identity") or {}).get("docker-reference")
-        problem = check_identity(reference, requirements.identity)
+        problem = check_identity(reference, requirements.identity, requirements.insecure)
         if problem:
             return problem
     return None
@@ -208,11 +209,12 @@ def check_annotations(signed: Any, required: Iterable[tuple[str, str]]) -> str |
     return None
 
 
-def check_identity(reference: Any, expected_name: str) -> str | None:
+def check_identity(reference: Any, expected_name: str, insecure: frozenset[str] = frozenset()) -> str | None:
     if not isinstance(reference, str):
         return "its payload names no docker-reference, but the rule checks the identity"
     try:
-        signed = parse_reference(reference)
+        # Canonical, as the image's own name is: `registry.example.com:443/app` names `registry.example.com/app`.
+        signed = parse_reference(reference, insecure)
     except InvalidReference:
         return f"its docker-reference {_short(reference)} is not a valid image name"
     if signed.name != expected_name:

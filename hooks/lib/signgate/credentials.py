@@ -1,7 +1,10 @@
 """Registry credentials from a mounted `.dockerconfigjson`.
 
-Credentials are bound to one registry host. The registry client asks for them by the host it is
-about to contact, so they are never sent anywhere else.
+Credentials are bound to one registry host, in canonical form (reference.canonical_registry):
+a key `registry.example.com:443` or `https://Registry.Example.com/v1/` is the registry that image
+names spell `registry.example.com`, and `localhost:5000` is `127.0.0.1:5000`. The registry client
+asks for them by the canonical host it is about to contact, so they are never sent anywhere else.
+A key that has no canonical form is a configuration error, not a guess.
 """
 
 from __future__ import annotations
@@ -10,9 +13,10 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import AbstractSet, Any, Mapping
 
-from .errors import ConfigError
+from .errors import ConfigError, InvalidReference
+from .reference import DOCKER_HUB, DOCKER_HUB_API_HOST, canonical_registry
 
 MAX_AUTH_FILE_BYTES = 1024 * 1024
 # Docker Hub credentials appear under any of these keys in docker config files.
@@ -30,10 +34,11 @@ class CredentialStore:
     by_host: Mapping[str, Credentials] = field(default_factory=dict, repr=False)
 
     def for_host(self, host: str) -> Credentials | None:
+        """Credentials for the canonical `host[:port]` the client contacts (the registry's API host)."""
         return self.by_host.get(host.lower())
 
 
-def load_credentials(path: str | None) -> CredentialStore:
+def load_credentials(path: str | None, insecure: AbstractSet[str] = frozenset()) -> CredentialStore:
     if path is None:
         return CredentialStore()
     try:
@@ -47,10 +52,10 @@ def load_credentials(path: str | None) -> CredentialStore:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise ConfigError(f"registries.auth: {path} is not valid JSON (expected a .dockerconfigjson)") from None
-    return parse_docker_config(data, path)
+    return parse_docker_config(data, path, insecure)
 
 
-def parse_docker_config(data: Any, path: str) -> CredentialStore:
+def parse_docker_config(data: Any, path: str, insecure: AbstractSet[str] = frozenset()) -> CredentialStore:
     auths = data.get("auths") if isinstance(data, dict) else None
     if not isinstance(auths, dict):
         raise ConfigError(f"registries.auth: {path} has no 'auths' object (expected a .dockerconfigjson)")
@@ -60,8 +65,11 @@ def parse_docker_config(data: Any, path: str) -> CredentialStore:
         if not isinstance(entry, dict):
             raise ConfigError(f"{where} is not an object")
         credentials = _entry_credentials(entry, where)
-        for host in _hosts_for_key(str(key)):
-            store[host] = credentials
+        try:
+            host = _host_for_key(str(key), insecure)
+        except InvalidReference as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        store[host] = credentials
     return CredentialStore(store)
 
 
@@ -84,11 +92,9 @@ def _entry_credentials(entry: Mapping[str, Any], where: str) -> Credentials:
     raise ConfigError(f"{where} has neither 'auth' nor username/password")
 
 
-def _hosts_for_key(key: str) -> list[str]:
-    """The registry host(s) a docker config key stands for: scheme and path are dropped."""
+def _host_for_key(key: str, insecure: AbstractSet[str]) -> str:
+    """The canonical API host a docker config key stands for: scheme and path are dropped."""
     if key in _DOCKER_HUB_KEYS:
-        return ["registry-1.docker.io"]
-    host = key.split("://", 1)[-1].split("/", 1)[0].lower()
-    if host in _DOCKER_HUB_KEYS:
-        return ["registry-1.docker.io"]
-    return [host]
+        return DOCKER_HUB_API_HOST
+    registry = canonical_registry(key.split("://", 1)[-1].split("/", 1)[0], insecure)
+    return DOCKER_HUB_API_HOST if registry == DOCKER_HUB else registry

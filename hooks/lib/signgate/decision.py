@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from .admission import ContainerImage, container_images, pod_spec_kind
 from .config import Config, Rule
 from .deadline import Deadline
-from .errors import InputError, InvalidReference, SigngateError
+from .errors import AmbiguousRegistry, InputError, InvalidReference, SigngateError
 from .policy import match_rule, static_decision
 from .reference import ImageReference, parse_reference
 from .verify import ImageVerdict, KeyRing, verify_image
@@ -102,10 +102,12 @@ def decide(
     pending: dict[tuple[str, int], list[tuple[int, ContainerImage, ImageReference, Rule]]] = {}
     for position, container in enumerate(containers):
         try:
-            ref = parse_reference(container.image)
+            ref = parse_reference(container.image, config.registries.insecure)
         except InvalidReference as exc:
             verdict = ImageVerdict(False, exc.reason, str(exc))
-            results[position] = ImageResult(container, None, None, config.mode, verdict)
+            # An unclear registry spelling may still be pulled: no warn mode may admit it.
+            mode = "enforce" if isinstance(exc, AmbiguousRegistry) else config.mode
+            results[position] = ImageResult(container, None, None, mode, verdict)
             continue
         rule = match_rule(config, ref)
         mode = config.rule_mode(rule)
@@ -202,12 +204,14 @@ class RegistryVerifier:
                 from .network import HostPolicy
                 from .registry import RegistryClient
 
+                hosts = HostPolicy.from_config(self.config)
                 self._client = RegistryClient(
                     self.config.registries,
                     self.config.limits,
                     self.deadline,
-                    credentials=load_credentials(self.config.registries.auth),
-                    host_allowed=HostPolicy.from_config(self.config).check,
+                    credentials=load_credentials(self.config.registries.auth, self.config.registries.insecure),
+                    host_allowed=hosts.check,
+                    host_named=hosts.is_named,
                 )
             return self._client
 

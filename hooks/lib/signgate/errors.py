@@ -13,9 +13,11 @@ class SigngateError(Exception):
 
     reason = "error"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, log_detail: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        # What the log may say but the denial must not (see network.py: no port scanner in kubectl).
+        self.log_detail = log_detail
 
     def __str__(self) -> str:
         return self.message
@@ -31,6 +33,14 @@ class InvalidReference(SigngateError):
     """An image reference does not follow the distribution reference grammar."""
 
     reason = "invalid-reference"
+
+
+class AmbiguousRegistry(InvalidReference):
+    """A registry host or port without one canonical reading (`127.1`, `[::ffff:7f00:1]`, `:0443`).
+
+    Such a reference may still be pulled by the kubelet (C resolvers read `127.1` as 127.0.0.1),
+    so it is denied in every mode: no `mode: warn` may admit an image whose registry is unclear.
+    """
 
 
 class InputError(SigngateError):

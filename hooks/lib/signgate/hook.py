@@ -95,7 +95,7 @@ def check_key_files(config: Config) -> None:
         from .credentials import load_credentials
 
         try:
-            load_credentials(config.registries.auth)
+            load_credentials(config.registries.auth, config.registries.insecure)
         except ConfigError as exc:
             raise ConfigError(f"{config.source}: {exc}") from None
     for section, specs in (("keys", config.keys), ("rekorKeys", config.rekor_keys)):
@@ -363,6 +363,7 @@ def log_decision(log: TextIO, request: dict[str, Any], decision: Any, started: f
             "reason": r.verdict.reason,
             "keys": list(r.verdict.verified_keys),
             **({"message": r.verdict.message} if not r.verdict.passed else {}),
+            **({"detail": r.verdict.log_detail} if r.verdict.log_detail else {}),
         }
         for r in decision.results
     ]

@@ -60,6 +60,7 @@ from .config import Limits, RegistrySettings
 from .deadline import Deadline
 from .errors import (
     DeadlineExceeded,
+    InvalidReference,
     KeyLoadError,
     NotFound,
     RegistryAuthError,
@@ -68,6 +69,7 @@ from .errors import (
     SigngateError,
     TooLarge,
 )
+from .reference import canonical_endpoint, endpoint_netloc
 from .registry import RegistryClient
 
 if TYPE_CHECKING:
@@ -1002,13 +1004,17 @@ class NotaryFetcher:
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise NotaryError(f"Notary server {server!r} is not an http(s) URL")
         self.server = server.rstrip("/")
-        self.host = parts.netloc.rsplit("@", 1)[-1].lower()
+        try:
+            # Canonical, as registry hosts are (reference.canonical_endpoint).
+            self.host = endpoint_netloc(*canonical_endpoint(parts.netloc, parts.scheme), parts.scheme)
+        except InvalidReference as exc:
+            raise NotaryError(f"Notary server {server!r}: {exc}") from None
         self.gun = gun
         insecure = frozenset({self.host}) if parts.scheme == "http" else frozenset()
         settings = RegistrySettings(ca_bundle=ca_bundle, insecure=insecure)
         if client is not None:
             # Same credentials (a pull secret may carry the Notary host), host policy and request log.
-            self.http = RegistryClient(settings, limits, deadline, client.credentials, client.host_allowed)
+            self.http = RegistryClient(settings, limits, deadline, client.credentials, client.host_allowed, client.host_named)
             self.http.records = client.records
         else:
             self.http = RegistryClient(settings, limits, deadline)

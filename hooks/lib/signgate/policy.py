@@ -8,6 +8,10 @@ Pure code. Patterns are globs over the normalised image name `registry/repositor
 - everything else is literal, and a pattern always matches the whole name (it is anchored at
   both ends: `docker.io/library/nginx` never matches `docker.io/library/nginx-evil`).
 
+Names are matched in their canonical form (reference.canonical_registry), and so is a
+pattern's registry when it is literal: `registry.example.com:443/**` is read as
+`registry.example.com/**` and `localhost:5000/**` as `127.0.0.1:5000/**` (canonical_pattern).
+
 When several rules match, the most specific one wins. The order, compared left to right:
 
 1. more literal segments (segments with no `*`);
@@ -24,9 +28,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import AbstractSet
 
 from .config import Config, Rule
-from .reference import ImageReference
+from .errors import InvalidReference
+from .reference import ImageReference, canonical_registry
 
 _ALLOWED_PATTERN = re.compile(r"[A-Za-z0-9._\-:/*\[\]]+")
 
@@ -56,6 +62,34 @@ def validate_pattern(pattern: str) -> str | None:
             "e.g. 'registry.example.com/team/*' or 'docker.io/library/nginx'"
         )
     return None
+
+
+def canonical_pattern(pattern: str, insecure: AbstractSet[str]) -> str:
+    """The pattern with its registry in canonical form, or InvalidReference saying why it has none.
+
+    Call after validate_pattern. A literal registry is canonicalised as image names are, so that
+    the rule matches however the pod spells the registry. A registry with a wildcard cannot be
+    canonicalised as a whole; its literal port must then be canonical itself, and it must not
+    target `localhost` names, which image names never keep (they become 127.0.0.1).
+    """
+    first, sep, rest = pattern.partition("/")
+    if not sep or not ("." in first or ":" in first or first == "localhost" or first.startswith("[")):
+        return pattern  # `**`, `**/app` or a Docker Hub path: no registry written
+    if "*" not in first:
+        return f"{canonical_registry(first, insecure)}/{rest}"
+    host, _, port = first.rpartition(":")
+    if not host or "*" in port or "]" in port:
+        host, port = first, ""  # no literal port (or the colon belongs to an IPv6 address)
+    if port and (not re.fullmatch(r"[1-9][0-9]{0,4}", port) or int(port) > 65535):
+        raise InvalidReference(f"registry {first!r} has an invalid port {port!r} (1 to 65535, no leading zeros)")
+    if port == "443":
+        raise InvalidReference(f"registry {first!r}: leave out :443, the default port (image names are compared without it)")
+    if host.endswith(".") or host.endswith(".localhost") or host.rstrip("*") == "localhost":
+        raise InvalidReference(
+            f"registry {first!r} can never match: image names are compared without a trailing dot, "
+            "and with localhost names as 127.0.0.1"
+        )
+    return pattern
 
 
 @lru_cache(maxsize=256)

@@ -8,7 +8,10 @@ What it guarantees to the rest of signgate:
 - every wait is bounded by the request's Deadline, also between the chunks of a slow body;
 - credentials go only to the registry host they belong to, and to the token service that this
   registry names in its challenge, and never follow a redirect to another host;
-- only hosts that `host_allowed` accepts are contacted.
+- only hosts that `host_allowed` accepts are contacted, always under their canonical name
+  (reference.canonical_endpoint: a redirect to `localhost:5000` goes to 127.0.0.1:5000);
+- a connection failure on a host that `host_named` does not vouch for reads only "unreachable",
+  with the cause in the exception's log_detail (network.py says why).
 
 `requests` is imported when a client is created, never at module import, because it is the most
 expensive import of the hook.
@@ -32,6 +35,7 @@ from .errors import (
     DeadlineExceeded,
     DigestMismatch,
     HostNotAllowed,
+    InvalidReference,
     NotFound,
     RegistryAuthError,
     RegistryError,
@@ -39,6 +43,7 @@ from .errors import (
     RegistryUnreachable,
     TooLarge,
 )
+from .reference import canonical_endpoint, endpoint_netloc
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -103,7 +108,8 @@ class RegistryClient:
         limits: Limits,
         deadline: Deadline,
         credentials: CredentialStore | None = None,
-        host_allowed: Callable[[str], str | None] | None = None,
+        host_allowed: Callable[[str, str, str], str | None] | None = None,
+        host_named: Callable[[str, str], bool] | None = None,
     ) -> None:
         import requests  # noqa: F401  (deferred: see the module docstring)
 
@@ -112,8 +118,10 @@ class RegistryClient:
         self.limits = limits
         self.deadline = deadline
         self.credentials = credentials or CredentialStore()
-        # Returns a reason to refuse the host, or None to allow it.
-        self.host_allowed = host_allowed or (lambda host: None)
+        # (host[:port], scheme, role) -> a reason to refuse the host, or None to allow it.
+        self.host_allowed = host_allowed or (lambda host, scheme, role: None)
+        # (host[:port], scheme) -> True when the configuration names the host: errors in detail.
+        self.host_named = host_named or (lambda host, scheme: True)
         self._sessions: dict[str, Any] = {}
         self._proxies: dict[str, dict[str, str]] = {}
         self._tokens: dict[tuple[str, str], str] = {}
@@ -238,10 +246,21 @@ class RegistryClient:
                 self._proxies[key] = found
         return found
 
-    def _check_host(self, host: str) -> None:
-        problem = self.host_allowed(host)
+    def _check_host(self, host: str, scheme: str, role: str = "registry") -> None:
+        problem = self.host_allowed(host, scheme, role)
         if problem:
             raise HostNotAllowed(problem)
+
+    def _checked_url(self, url: str, netloc: str, role: str) -> tuple[str, str]:
+        """A redirect or token URL that may be contacted, rewritten to its canonical host[:port]."""
+        scheme = urllib.parse.urlsplit(url).scheme
+        self._check_host(netloc, scheme, role)
+        try:
+            host, port = canonical_endpoint(netloc, scheme)
+        except InvalidReference as exc:  # only when host_allowed does not canonicalise itself
+            raise HostNotAllowed(f"refusing to contact {netloc}: {exc}") from None
+        canonical = endpoint_netloc(host, port, scheme)
+        return urllib.parse.urlunsplit(urllib.parse.urlsplit(url)._replace(netloc=canonical)), canonical
 
     def _get(
         self,
@@ -256,7 +275,7 @@ class RegistryClient:
     ) -> Any:
         """GET with auth, retries and redirects; returns an open streaming response with status 200
         (or with a status in `passthrough`, which the caller handles)."""
-        self._check_host(host)
+        self._check_host(host, self._scheme(host))
         scope = f"repository:{repository}:pull"
         url = f"{self._scheme(host)}://{host}{path}"
         attempt = 0
@@ -346,22 +365,33 @@ class RegistryClient:
             )
             status = response.status_code
             return response
-        except requests.exceptions.SSLError as exc:
-            raise RegistryUnreachable(f"{what}: TLS verification of {host} failed ({_tls_problem(exc)})") from None
-        except requests.exceptions.ConnectTimeout:
-            raise RegistryUnreachable(f"registry {host} unreachable: connection timed out") from None
-        except requests.exceptions.ReadTimeout:
-            if self.deadline.expired():
-                raise DeadlineExceeded(f"not verified within {self.deadline.seconds:g} s") from None
-            raise RegistryUnreachable(f"registry {host} did not answer in time") from None
-        except requests.exceptions.ConnectionError as exc:
-            raise RegistryUnreachable(f"registry {host} unreachable: {_connection_problem(exc)}") from None
         except requests.exceptions.RequestException as exc:
-            raise RegistryUnreachable(f"registry {host}: request failed ({type(exc).__name__})") from None
+            error = self._transport_error(exc, host, what)
+            if isinstance(error, RegistryUnreachable) and not self.host_named(host, urllib.parse.urlsplit(url).scheme):
+                # Only a wildcard rule allows this host: whether its port refused, timed out or
+                # spoke something other than TLS must not be readable in kubectl (network.py).
+                error = RegistryUnreachable(
+                    f"registry {host} unreachable (the cause is in the signgate log)", log_detail=str(error)
+                )
+            raise error from None
         finally:
             path = urllib.parse.urlsplit(url).path
             with self._lock:
                 self.records.append(RequestRecord(host, "GET", path, status, time.monotonic() - started))
+
+    def _transport_error(self, exc: Exception, host: str, what: str) -> RegistryError | DeadlineExceeded:
+        requests = self._requests
+        if isinstance(exc, requests.exceptions.SSLError):
+            return RegistryUnreachable(f"{what}: TLS verification of {host} failed ({_tls_problem(exc)})")
+        if isinstance(exc, requests.exceptions.ConnectTimeout):
+            return RegistryUnreachable(f"registry {host} unreachable: connection timed out")
+        if isinstance(exc, requests.exceptions.ReadTimeout):
+            if self.deadline.expired():
+                return DeadlineExceeded(f"not verified within {self.deadline.seconds:g} s")
+            return RegistryUnreachable(f"registry {host} did not answer in time")
+        if isinstance(exc, requests.exceptions.ConnectionError):
+            return RegistryUnreachable(f"registry {host} unreachable: {_connection_problem(exc)}")
+        return RegistryUnreachable(f"registry {host}: request failed ({type(exc).__name__})")
 
     def _follow_redirects(self, host: str, url: str, response: Any, accept: str, what: str) -> Any:
         current_url = url
@@ -377,9 +407,9 @@ class RegistryClient:
             parts = urllib.parse.urlsplit(target)
             if parts.scheme == "http" and urllib.parse.urlsplit(current_url).scheme == "https":
                 raise BadResponse(f"{what}: redirect from HTTPS to plain HTTP refused")
-            self._check_host(target_host)
+            target, target_host = self._checked_url(target, target_host, "redirect")
             headers = {"Accept": accept}
-            if target_host == host.lower():
+            if target_host == host:
                 # Same host: the same credentials apply. Another host (a CDN) gets none.
                 authorization = self._authorization(host, None)
                 if authorization:
@@ -459,8 +489,8 @@ class RegistryClient:
         realm_host = _unambiguous_netloc(params["realm"])
         if realm_host is None:
             raise RegistryAuthError(f"{what}: the registry names an unusable token service")
-        realm = urllib.parse.urlsplit(params["realm"])
-        self._check_host(realm_host)
+        realm_url, realm_host = self._checked_url(params["realm"], realm_host, "token")
+        realm = urllib.parse.urlsplit(realm_url)
         query = {"scope": scope}
         if params.get("service"):
             query["service"] = params["service"]
@@ -470,7 +500,7 @@ class RegistryClient:
         headers = {"Accept": "application/json"}
         # Credentials go to the token service this registry names, but never in clear text to a
         # host other than the registry itself.
-        withheld = credentials is not None and not (realm.scheme == "https" or realm_host == host.lower())
+        withheld = credentials is not None and not (realm.scheme == "https" or realm_host == host)
         if credentials is not None and not withheld:
             headers["Authorization"] = _basic_header(credentials)
         response = self._send(realm_host, url, headers, f"token for {what}")

@@ -61,6 +61,7 @@ class ImageVerdict:
     verified_keys: tuple[str, ...] = ()
     details: tuple[str, ...] = field(default=())  # what was searched and found, for logs
     expires_at: float | None = None  # wall-clock expiry, when the verdict came from the cache
+    log_detail: str | None = None  # the cause kept out of the message, for the decision log only
 
 
 class KeyRing:
@@ -110,14 +111,16 @@ class Found:
         return " and ".join(parts) + " found"
 
 
-def requirements_for(rule: Rule, ref: ImageReference) -> Requirements:
-    return Requirements(annotations=rule.annotations, identity=ref.name if rule.check_identity else None)
+def requirements_for(rule: Rule, ref: ImageReference, insecure: frozenset[str] = frozenset()) -> Requirements:
+    return Requirements(
+        annotations=rule.annotations, identity=ref.name if rule.check_identity else None, insecure=insecure
+    )
 
 
-def signature_location(rule: Rule, ref: ImageReference) -> tuple[str, str]:
+def signature_location(rule: Rule, ref: ImageReference, insecure: frozenset[str] = frozenset()) -> tuple[str, str]:
     """(api host, repository) where the rule's signatures are stored."""
     if rule.signature_repository:
-        target = parse_reference(rule.signature_repository)
+        target = parse_reference(rule.signature_repository, insecure)
         return target.api_host, target.repository
     return ref.api_host, ref.repository
 
@@ -130,7 +133,7 @@ def verify_image(config: Config, rule: Rule, ref: ImageReference, client: "Regis
         try:
             return verify_notary(config, rule, ref, client, keyring)
         except SigngateError as exc:
-            return ImageVerdict(False, exc.reason, str(exc))
+            return ImageVerdict(False, exc.reason, str(exc), log_detail=exc.log_detail)
     try:
         keys = keyring.get(rule.keys)
         rekor = keyring.rekor() if rule.tlog == "required" else None
@@ -141,7 +144,7 @@ def verify_image(config: Config, rule: Rule, ref: ImageReference, client: "Regis
     except DeadlineExceeded as exc:
         return ImageVerdict(False, exc.reason, str(exc))
     except SigngateError as exc:
-        return ImageVerdict(False, exc.reason, str(exc))
+        return ImageVerdict(False, exc.reason, str(exc), log_detail=exc.log_detail)
 
 
 class _Verification:
@@ -155,8 +158,8 @@ class _Verification:
         rekor: RekorKeys | None,
     ) -> None:
         self.config, self.rule, self.ref, self.client, self.keys, self.rekor = config, rule, ref, client, keys, rekor
-        self.sig_host, self.sig_repo = signature_location(rule, ref)
-        self.requirements = requirements_for(rule, ref)
+        self.sig_host, self.sig_repo = signature_location(rule, ref, config.registries.insecure)
+        self.requirements = requirements_for(rule, ref, config.registries.insecure)
 
     def run(self) -> ImageVerdict:
         ref = self.ref
