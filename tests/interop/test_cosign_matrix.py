@@ -19,6 +19,7 @@ import os
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -375,9 +376,13 @@ def test_matrix(signer: str, case: str, signed, cosign_keys: Keys, registry: Reg
     cosign, rows = signed(signer)
     row = rows[case]
     config = write_config(tmp_path, cosign_keys, registry, row)
-    cosign_ok, cosign_says = cosign_verdict(cosign, cosign_keys, row)
-    cli_ok, cli_says = cli_verdict(config, row.reference)
-    hook_ok, hook_says = hook_verdict(config, row.reference)
+    # Three independent processes: run side by side, the cell takes as long as the slowest.
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        cosign_run = pool.submit(cosign_verdict, cosign, cosign_keys, row)
+        cli_run = pool.submit(cli_verdict, config, row.reference)
+        hook_run = pool.submit(hook_verdict, config, row.reference)
+        (cosign_ok, cosign_says), (cli_ok, cli_says), (hook_ok, hook_says) = (
+            cosign_run.result(), cli_run.result(), hook_run.result())
     OBSERVED[(signer, case)] = {"cosign": cosign_ok, "cli": cli_ok, "hook": hook_ok,
                                 "cosign_says": cosign_says, "signgate_says": cli_says}
 
