@@ -16,7 +16,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from contract import HOOK, BINDING, admission_request, hook_env, request_for, run_config, run_contexts, run_request
+from contract import HOOK, BINDING, admission_request, hook_env, pod_spec, request_for, run_config, run_contexts, run_request, workload
 
 
 @pytest.fixture
@@ -378,3 +378,48 @@ def test_a_key_file_that_is_a_fifo_denies_at_once_naming_it(tmp_path, write_conf
     assert run.allowed is False
     assert f'container "c0" image "{image}": cannot check signatures: key \'default\': cannot read {fifo}: ' \
            "not a regular file (a named pipe)" in run.message
+
+
+# ---- the legacy EphemeralContainers kind (issue 13, finding 7d) -------------------------------------
+
+
+def legacy_ephemeral_request(*images: str) -> dict:
+    """`kubectl debug` on a cluster before 1.22: the pods/ephemeralcontainers subresource arrives as
+    an object of kind EphemeralContainers (core v1), its list at the top level, no pod spec."""
+    request = admission_request(workload("EphemeralContainers", pod_spec([], ephemeral=list(images)), name="web-1"))
+    request["subResource"] = "ephemeralcontainers"
+    return request
+
+
+def test_legacy_ephemeral_containers_are_checked_not_admitted_as_without_pod_spec(write_config) -> None:
+    config = write_config(policy=[{"images": "registry.k8s.io/**", "action": "allow"}])
+    run = run_request(config, legacy_ephemeral_request("registry.k8s.io/pause:3.9", "unsigned.example.com/tools:1"))
+    assert run.allowed is False
+    assert 'ephemeral container "debug1" image "unsigned.example.com/tools:1": registry or repository ' \
+           "unsigned.example.com/tools is not trusted: no policy rule matches it" in run.message
+    assert "debug0" not in run.message
+    assert run.decision_log["kind"] == "EphemeralContainers"
+    assert [image["image"] for image in run.decision_log["images"]] == ["registry.k8s.io/pause:3.9", "unsigned.example.com/tools:1"]
+
+
+def test_legacy_ephemeral_containers_with_allowed_images_are_admitted(write_config) -> None:
+    config = write_config(policy=[{"images": "registry.k8s.io/**", "action": "allow"}])
+    run = run_request(config, legacy_ephemeral_request("registry.k8s.io/pause:3.9"))
+    assert run.allowed is True, run.message
+    assert run.decision_log["images"][0]["list"] == "ephemeralContainers"
+
+
+def test_a_malformed_legacy_ephemeral_containers_object_is_denied(write_config) -> None:
+    request = legacy_ephemeral_request()
+    request["object"]["ephemeralContainers"] = {"name": "debug", "image": "unsigned.example.com/tools:1"}
+    run = run_request(write_config(), request)
+    assert run.allowed is False
+    assert "/ephemeralContainers: is not a list of containers" in run.message
+
+
+def test_the_binding_still_routes_the_subresource_that_carries_the_legacy_kind(write_config) -> None:
+    # The legacy kind travels on the same resource as today's Pod kind: pods/ephemeralcontainers.
+    completed = run_config(write_config())
+    [binding] = yaml.safe_load(completed.stdout)["kubernetesValidating"]
+    core = [rule for rule in binding["rules"] if rule["apiGroups"] == [""]]
+    assert any("pods/ephemeralcontainers" in rule["resources"] and rule["apiVersions"] == ["v1"] for rule in core)
