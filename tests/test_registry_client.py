@@ -857,7 +857,7 @@ def test_a_token_that_no_header_can_carry_is_an_auth_error_naming_the_registry_n
     with pytest.raises(RegistryAuthError) as raised:
         client.get_manifest(registry_stub.host, "app", "v1")
     text = str(raised.value)
-    assert f"the token service of {registry_stub.host} sent a token that cannot be sent in an HTTP header" in text
+    assert f"the token service sent no usable token for {registry_stub.host}: it holds characters other than visible ASCII" in text
     assert "s3" not in text, "the token itself never appears in a message"
     assert [r.path for r in registry_stub.seen] == ["/v2/app/manifests/v1", "/token?scope=repository%3Aapp%3Apull"]
 
@@ -888,4 +888,4 @@ def test_through_the_hook_such_a_token_is_a_denial_naming_the_registry(stub, tmp
     assert run.allowed is False
     assert "internal error" not in run.message and "s3" not in run.message
     assert f'container "c0" image "{image}": ' in run.message
-    assert f"the token service of {registry_stub.host} sent a token that cannot be sent in an HTTP header" in run.message
+    assert f"the token service sent no usable token for {registry_stub.host}: it holds characters other than visible ASCII" in run.message

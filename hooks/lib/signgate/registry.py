@@ -500,8 +500,8 @@ class RegistryClient:
             # http.client (UnicodeEncodeError) or reach the registry altered. The message names
             # the registry, never the token.
             raise RegistryAuthError(
-                f"{what}: the token service of {host} sent a token that cannot be sent in an HTTP header "
-                "(characters other than visible ASCII)"
+                f"{what}: the token service sent no usable token for {host}: it holds characters other than "
+                "visible ASCII, which an HTTP header cannot carry"
             )
         return token
 
