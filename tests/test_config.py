@@ -7,6 +7,7 @@ reading the hook's log (or `signgate config`) can go straight to the line to fix
 from __future__ import annotations
 
 import copy
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -515,6 +516,16 @@ def test_each_range_admits_its_ends_and_refuses_beyond_them(field_path, key_path
         with pytest.raises(ConfigError) as info:
             parse_config(_yaml_with(field_path, repr(value), key_path) + context, "config.yaml", {})
         assert str(info.value).startswith(f"config.yaml: {_shown_path(field_path)}: must be "), value
+
+
+def test_the_chart_schema_states_every_range():
+    # helm refuses out-of-range values before they reach a pod; the hook refuses them anyway.
+    config_schema = json.loads((REPO / "chart" / "values.schema.json").read_text())["properties"]["config"]["properties"]
+    for field_path, (minimum, maximum) in RANGES.items():
+        section, _, name = field_path.partition(".")
+        node = config_schema["policy"]["items"] if section == "policy[]" else config_schema[section]
+        entry = node["properties"][name]
+        assert (entry["minimum"], entry["maximum"]) == (minimum, maximum), field_path
 
 
 def test_the_readme_states_every_range():
