@@ -610,3 +610,18 @@ def test_remember_in_an_unusable_directory_is_no_error(tmp_path: Path) -> None:
 def test_an_entry_that_could_never_expire_is_never_written(tmp_path: Path, expires: float) -> None:
     fastpath.remember(str(tmp_path), fastpath.config_digest(b"{}"), "registry.example/app:1", [], expires, 100, "verified")
     assert not (tmp_path / "f").exists() or list((tmp_path / "f").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        pytest.param(b'{"webhook": {"deadlineSeconds": NaN}}', 8.0, id="nan"),
+        pytest.param(b'{"webhook": {"deadlineSeconds": Infinity}}', 8.0, id="infinite"),
+        pytest.param(b'{"webhook": {"timeoutSeconds": 1e999}}', 8.0, id="infinite-timeout"),
+        pytest.param(b'{"webhook": {"deadlineSeconds": 1%s}}' % (b"0" * 400), 8.0, id="huge-integer"),
+        pytest.param(b'{"webhook": {"deadlineSeconds": 4.5}}', 4.5, id="finite-kept"),
+    ],
+)
+def test_the_wait_for_another_verifier_is_bounded_whatever_the_configuration_says(raw: bytes, expected: float) -> None:
+    # The fast path waits at most 60 % of this for another process's entry; NaN would never end it.
+    assert fastpath._deadline_hint(raw) == expected
