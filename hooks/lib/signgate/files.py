@@ -43,6 +43,8 @@ def read_regular(path: str, limit: int, *, follow_symlinks: bool = True) -> byte
     fd = os.open(path, flags)
     try:
         mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):  # what open() would have said
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
         if not stat.S_ISREG(mode):
             raise NotRegularFile(errno.EINVAL, f"not a regular file ({kind_of(mode)})", path)
         chunks = []
