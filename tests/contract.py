@@ -140,6 +140,8 @@ _KINDS = {
     "Job": ("batch", "v1", "jobs"),
     "CronJob": ("batch", "v1", "cronjobs"),
     "ReplicationController": ("", "v1", "replicationcontrollers"),
+    # Clusters before 1.22: the pods/ephemeralcontainers subresource, as a kind of its own.
+    "EphemeralContainers": ("", "v1", "pods"),
 }
 
 
@@ -156,6 +158,9 @@ def workload(kind: str, spec: dict[str, Any], name: str = "app") -> dict[str, An
     group, version, _ = _KINDS[kind]
     api_version = f"{group}/{version}" if group else version
     obj: dict[str, Any] = {"apiVersion": api_version, "kind": kind, "metadata": {"name": name, "namespace": "team"}}
+    if kind == "EphemeralContainers":  # no pod spec: the ephemeral containers at the top level
+        obj["ephemeralContainers"] = spec.get("ephemeralContainers") or []
+        return obj
     template = {"metadata": {"labels": {"app": name}}, "spec": spec}
     if kind == "Pod":
         obj["spec"] = spec

@@ -29,6 +29,7 @@ POD_SPEC_LOCATION: dict[str, tuple[str, ...]] = {
     "Job": ("spec", "template", "spec"),
     "ReplicationController": ("spec", "template", "spec"),
     "CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
+    "EphemeralContainers": (),  # clusters before 1.22: the lists at the top level of the object
 }
 KINDS = sorted(POD_SPEC_LOCATION)
 
@@ -68,7 +69,7 @@ def test_every_kind_in_the_table_has_a_specified_pod_spec_location():
 @pytest.mark.parametrize("kind", KINDS)
 def test_container_images_finds_every_container_list_in_order(kind):
     obj = wrap(kind, FULL_POD_SPEC)
-    base = "/" + "/".join(POD_SPEC_LOCATION[kind])
+    base = "".join(f"/{field}" for field in POD_SPEC_LOCATION[kind])
     found = container_images(kind, obj)
     assert [(c.list_name, c.container, c.image, c.pointer) for c in found] == [
         ("initContainers", "init", "registry.example.com/init:1", f"{base}/initContainers/0/image"),
@@ -347,3 +348,19 @@ def test_load_credentials_errors(content, message, tmp_path):
     with pytest.raises(ConfigError) as info:
         load_credentials(str(path))
     assert str(info.value).startswith(message.format(path=path))
+
+
+def test_a_legacy_ephemeral_containers_object_yields_its_images_with_pointers():
+    # As the API server of a cluster before 1.22 sends it for pods/ephemeralcontainers.
+    obj = {
+        "apiVersion": "v1",
+        "kind": "EphemeralContainers",
+        "metadata": {"name": "web-1", "namespace": "team"},
+        "ephemeralContainers": [{"name": "debug", "image": "busybox:1.36", "targetContainerName": "app"}],
+    }
+    assert pod_spec_kind({"kind": {"group": "", "version": "v1", "kind": "EphemeralContainers"}, "object": obj}) == "EphemeralContainers"
+    [found] = container_images("EphemeralContainers", obj)
+    assert (found.list_name, found.container, found.image, found.pointer) == (
+        "ephemeralContainers", "debug", "busybox:1.36", "/ephemeralContainers/0/image"
+    )
+    assert found.label == 'ephemeral container "debug"'

@@ -816,3 +816,75 @@ def test_bundle_blobs_are_checked_against_their_digest(memory_registry, trusted)
     assert not verdict.passed
     assert sha256_digest(bundle) in verdict.message
 
+
+
+# ---- one broken signature is one failed candidate (issue 13, finding 7b) ------------------------------
+
+
+def delete_blob(http: RegistryHTTP, repo: str, digest: str) -> None:
+    """Make the registry answer 404 for a blob that a manifest still lists."""
+    http.request("DELETE", f"/v2/{repo}/blobs/{digest}", repo=repo, expect=(202,))
+    assert not http.blob_exists(repo, digest)
+
+
+def test_a_bundle_whose_blob_is_gone_does_not_void_a_valid_legacy_signature(tmp_path, http, image, trusted, stranger, config) -> None:
+    sign_legacy(http, image.repo, image.digest, trusted)
+    broken = bundle_for(http, image, stranger)
+    delete_blob(http, image.repo, broken.bundle_digest)
+    run = admit(tmp_path, config, image.reference)
+    assert run.allowed, run.message
+    assert run.decision_log["images"][0]["keys"] == ["release"]
+
+
+def test_a_legacy_layer_whose_blob_is_gone_does_not_void_a_valid_bundle(tmp_path, http, image, trusted, stranger, config) -> None:
+    broken = sign_legacy(http, image.repo, image.digest, stranger)
+    bundle_for(http, image, trusted)
+    delete_blob(http, image.repo, broken.payload_digest)
+    run = admit(tmp_path, config, image.reference)
+    assert run.allowed, run.message
+
+
+def test_when_nothing_verifies_the_broken_bundle_is_named_and_not_cached_as_definite(tmp_path, http, image, stranger, config) -> None:
+    sign_legacy(http, image.repo, image.digest, stranger)
+    broken = bundle_for(http, image, stranger)
+    delete_blob(http, image.repo, broken.bundle_digest)
+    run = admit(tmp_path, config, image.reference)
+    assert not run.allowed
+    assert f"blob {http.host}/{image.repo}@{broken.bundle_digest} not found; " \
+           "1 legacy signature found; none verifies with key(s) release" in run.message
+    assert run.decision_log["images"][0]["reason"] == "not-found"  # transient: never cached as a verdict
+
+
+def test_a_lone_broken_bundle_denies_naming_it(tmp_path, http, image, trusted, config) -> None:
+    broken = bundle_for(http, image, trusted)
+    delete_blob(http, image.repo, broken.bundle_digest)
+    run = admit(tmp_path, config, image.reference)
+    assert not run.allowed
+    assert f'image "{image.reference}": blob {http.host}/{image.repo}@{broken.bundle_digest} not found' in run.message
+
+
+def test_a_referrer_manifest_that_fails_its_digest_check_does_not_void_a_valid_legacy_signature(memory_registry, trusted) -> None:
+    mem, repo = memory_registry, "app"
+    subject = mem.put_image(repo)
+    descriptor = mem.bundle_referrer(repo, subject, make_bundle(trusted, subject["digest"]))
+    mem.manifests[(repo, descriptor["digest"])] = (b'{"schemaVersion": 2, "layers": []}', OCI_MANIFEST)  # other bytes
+    mem.referrers[(repo, subject["digest"])] = [[descriptor]]
+    data = config_data([mem.host], {"release": trusted})
+    assert not verify(data, f"{mem.host}/{repo}:v1").passed  # control: that referrer alone is no signature
+    sign_legacy_in_memory(mem, repo, subject["digest"], trusted)
+    verdict = verify(data, f"{mem.host}/{repo}:v1")
+    assert verdict.passed, verdict.message
+    assert any("could not be read" in detail and descriptor["digest"][:19] in detail for detail in verdict.details)
+
+
+def sign_legacy_in_memory(mem: "MemoryRegistry", repo: str, digest: str, key: TestKey) -> None:
+    """A legacy `.sig` manifest in the memory registry, as sign_legacy writes it to a real one."""
+    from support.signer import SIMPLESIGNING, SIGNATURE_ANNOTATION, cosign_config, sig_tag, signature_manifest, simple_signing_payload
+
+    payload = simple_signing_payload(f"{mem.host}/{repo}", digest)
+    payload_digest = mem.put_blob(payload)
+    layer = {"mediaType": SIMPLESIGNING, "size": len(payload), "digest": payload_digest,
+             "annotations": {SIGNATURE_ANNOTATION: b64(key.sign(payload))}}
+    config = cosign_config([payload_digest])
+    body, media_type = signature_manifest((mem.put_blob(config), len(config)), [layer])
+    mem.put_manifest(repo, body, media_type, tag=sig_tag(digest))

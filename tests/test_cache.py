@@ -451,6 +451,9 @@ CORRUPT_ENTRIES: list[tuple[str, Callable[[str], bytes | None]]] = [
     ("expiry-not-a-number", lambda key: entry_bytes(key, expires="tomorrow")),
     ("expiry-infinite", lambda key: entry_bytes(key, expires=float("inf"))),
     ("expiry-nan", lambda key: entry_bytes(key, expires=float("nan"))),
+    ("expiry-huge-integer", lambda key: entry_bytes(key, expires=10**400)),  # math.isfinite raises on it
+    ("creation-nan", lambda key: entry_bytes(key, created=float("nan"))),  # the lifetime cap would never apply
+    ("creation-infinite", lambda key: entry_bytes(key, created=float("inf"))),
     ("value-not-an-object", lambda key: entry_bytes(key, value=["passed"])),
     ("huge-file", lambda key: entry_bytes(key, value={**PASSED, "padding": "x" * (MAX_ENTRY_BYTES + 10)})),
     ("deeply-nested-json", lambda key: b"[" * (MAX_ENTRY_BYTES - 1)),
@@ -473,6 +476,38 @@ def test_corrupt_entries_are_ignored_and_removed(tmp_path: Path, base: Inputs, m
     assert not path.exists(), "a corrupt entry must be removed"
     cache.put_verdict(key, PASSED)  # and the slot is usable again
     assert cache.get_verdict(key) is not None
+
+
+def _fifo(path: Path, elsewhere: Path) -> None:
+    os.mkfifo(path)
+
+
+def _symlink_to_a_valid_entry(path: Path, elsewhere: Path) -> None:
+    elsewhere.write_bytes(entry_bytes(path.stem))
+    path.symlink_to(elsewhere)
+
+
+@pytest.mark.parametrize("kind", ["v", "t"], ids=["verdict", "tag"])
+@pytest.mark.parametrize("make", [_fifo, _symlink_to_a_valid_entry], ids=["fifo", "symbolic-link"])
+def test_an_entry_that_is_not_a_regular_file_is_a_miss_and_removed(
+    tmp_path: Path, base: Inputs, kind: str, make: Callable[[Path, Path], None]
+) -> None:
+    # A FIFO would block a plain open() until a writer came: the hook would never answer. Entries
+    # are only ever written as regular files (a rename), so a link is not one of ours either.
+    cache = cache_in(tmp_path / "cache", base.config)
+    key = key_of(cache, base) if kind == "v" else cache.tag_key(base.ref)
+    path = tmp_path / "cache" / kind / f"{key}.json"
+    make(path, tmp_path / "elsewhere.json")
+    assert (cache.get_verdict(key) if kind == "v" else cache.get_tag(key)) is None
+    assert not path.exists() and not path.is_symlink(), "it must be removed"
+
+
+def test_a_key_file_that_is_a_fifo_is_unreadable_not_waited_on(tmp_path: Path, base: Inputs) -> None:
+    fifo = tmp_path / "fifo.pub"
+    os.mkfifo(fifo)
+    changed = with_keys(base, default=KeySpec("default", str(fifo)))
+    cache = cache_in(tmp_path / "cache", changed.config)
+    assert key_of(cache, changed) != key_of(cache_in(tmp_path / "other", base.config), base)
 
 
 def test_a_corrupt_tag_entry_is_a_miss_and_removed(tmp_path: Path, base: Inputs) -> None:
@@ -882,3 +917,21 @@ def test_an_unusable_cache_directory_still_gives_an_answer(
     assert first.allowed and second.allowed
     assert "fast" not in second.decision_log["cache"]
     assert not cache.exists()
+
+
+@pytest.mark.parametrize("by, kind", [("digest", "v"), ("tag", "t")], ids=["verdict-entry", "tag-entry"])
+def test_a_fifo_in_the_cache_directory_does_not_block_the_hook(
+    tmp_path: Path, registry: Registry, key_copy: Path, signed: PushedImage, by: str, kind: str
+) -> None:
+    image = signed.by_digest if by == "digest" else signed.reference
+    config = write_config(tmp_path, key_copy, registry.host)
+    cache = tmp_path / "cache"
+    assert admit(config, cache, image).allowed
+    shutil.rmtree(cache / "f")  # leave the fast path out: this is about the verdict cache
+    [entry] = (cache / kind).glob("*.json")
+    entry.unlink()
+    os.mkfifo(entry)
+
+    run = admit(config, cache, image, timeout=30)  # before the fix, it waited forever on the FIFO
+    assert run.allowed, run.message
+    assert entry.is_file(), "the FIFO was removed and the entry written again"

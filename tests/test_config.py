@@ -7,6 +7,8 @@ reading the hook's log (or `signgate config`) can go straight to the line to fix
 from __future__ import annotations
 
 import copy
+import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -98,14 +100,14 @@ INVALID = [
     pytest.param(config(webhook="fast"), "test.yaml: webhook: must be a mapping, got a string",
                  id="webhook-is-a-string"),
     pytest.param(config(webhook={"timeoutSeconds": "10"}),
-                 "test.yaml: webhook.timeoutSeconds: must be an integer, got a string '10'",
+                 "test.yaml: webhook.timeoutSeconds: must be an integer between 1 and 30, got a string '10'",
                  id="timeout-is-a-string"),
     pytest.param(config(webhook={"timeoutSeconds": True}),
-                 "test.yaml: webhook.timeoutSeconds: must be an integer, got a boolean", id="timeout-is-a-boolean"),
+                 "test.yaml: webhook.timeoutSeconds: must be an integer between 1 and 30, got a boolean", id="timeout-is-a-boolean"),
     pytest.param(config(webhook={"timeoutSeconds": 10.5}),
-                 "test.yaml: webhook.timeoutSeconds: must be an integer, got a number", id="timeout-is-fractional"),
+                 "test.yaml: webhook.timeoutSeconds: must be an integer between 1 and 30, got a number 10.5", id="timeout-is-fractional"),
     pytest.param(config(webhook={"deadlineSeconds": "8"}),
-                 "test.yaml: webhook.deadlineSeconds: must be a number, got a string", id="deadline-is-a-string"),
+                 "test.yaml: webhook.deadlineSeconds: must be a finite number between 0.1 and 30, got a string '8'", id="deadline-is-a-string"),
     pytest.param(config(webhook={"failurePolicy": "Retry"}),
                  "test.yaml: webhook.failurePolicy: must be one of Fail, Ignore, got 'Retry'",
                  id="unknown-failure-policy"),
@@ -134,12 +136,12 @@ INVALID = [
                  "test.yaml: registries.caBundle: cannot read /nonexistent/ca.crt", id="unreadable-ca-bundle"),
     pytest.param(config(registries={"auth": "/nonexistent/.dockerconfigjson"}),
                  "test.yaml: registries.auth: cannot read /nonexistent/.dockerconfigjson", id="unreadable-auth-file"),
-    pytest.param(config(limits={"maxBlobBytes": 10}), "test.yaml: limits.maxBlobBytes: must be at least 1024, got 10",
+    pytest.param(config(limits={"maxBlobBytes": 10}), "test.yaml: limits.maxBlobBytes: must be an integer between 1024 and 67108864, got 10",
                  id="blob-limit-below-minimum"),
     pytest.param(config(limits={"maxSignatureLayers": 0}),
-                 "test.yaml: limits.maxSignatureLayers: must be at least 1, got 0", id="layer-limit-zero"),
+                 "test.yaml: limits.maxSignatureLayers: must be an integer between 1 and 1000, got 0", id="layer-limit-zero"),
     pytest.param(config(limits={"connectTimeoutSeconds": 0}),
-                 "test.yaml: limits.connectTimeoutSeconds: must be at least 0.1", id="connect-timeout-zero"),
+                 "test.yaml: limits.connectTimeoutSeconds: must be a finite number between 0.1 and 60, got 0", id="connect-timeout-zero"),
     pytest.param(config(mode="audit"), "test.yaml: mode: must be one of enforce, warn, got 'audit'",
                  id="unknown-global-mode"),
     pytest.param(config(denyLatest="yes"), "test.yaml: denyLatest: must be true or false, got a string 'yes'",
@@ -149,10 +151,10 @@ INVALID = [
     pytest.param(config(unmatchedImages="warn"), "test.yaml: unmatchedImages: must be one of deny, allow",
                  id="unknown-unmatched-images-choice"),
     # webhook semantics
-    pytest.param(config(webhook={"timeoutSeconds": 0}), "test.yaml: webhook.timeoutSeconds: must be at least 1, got 0",
+    pytest.param(config(webhook={"timeoutSeconds": 0}), "test.yaml: webhook.timeoutSeconds: must be an integer between 1 and 30, got 0",
                  id="timeout-zero"),
     pytest.param(config(webhook={"timeoutSeconds": 31}),
-                 "test.yaml: webhook.timeoutSeconds: must be at most 30, got 31", id="timeout-above-30"),
+                 "test.yaml: webhook.timeoutSeconds: must be an integer between 1 and 30, got 31", id="timeout-above-30"),
     pytest.param(config(webhook={"timeoutSeconds": 10, "deadlineSeconds": 10}),
                  "test.yaml: webhook.deadlineSeconds: must be shorter than timeoutSeconds (10)",
                  id="deadline-equal-to-timeout"),
@@ -160,7 +162,7 @@ INVALID = [
                  "test.yaml: webhook.deadlineSeconds: must be shorter than timeoutSeconds (10)",
                  id="deadline-beyond-default-timeout"),
     pytest.param(config(webhook={"deadlineSeconds": 0.05}),
-                 "test.yaml: webhook.deadlineSeconds: must be at least 0.1", id="deadline-too-small"),
+                 "test.yaml: webhook.deadlineSeconds: must be a finite number between 0.1 and 30, got 0.05", id="deadline-too-small"),
     pytest.param(config(webhook={"name": "signgate.dev"}),
                  "test.yaml: webhook.name: must be a fully-qualified name with at least three dot-separated parts, "
                  "got 'signgate.dev'", id="webhook-name-with-two-parts"),
@@ -209,8 +211,8 @@ INVALID = [
                  id="unknown-action"),
     pytest.param(rule(threshold=2), "test.yaml: policy[0].threshold: is 2, but the rule lists only 1 key(s)",
                  id="threshold-above-number-of-keys"),
-    pytest.param(rule(threshold=0), "test.yaml: policy[0].threshold: must be at least 1, got 0", id="threshold-zero"),
-    pytest.param(rule(threshold="1"), "test.yaml: policy[0].threshold: must be an integer, got a string",
+    pytest.param(rule(threshold=0), "test.yaml: policy[0].threshold: must be an integer between 1 and 1000, got 0", id="threshold-zero"),
+    pytest.param(rule(threshold="1"), "test.yaml: policy[0].threshold: must be an integer between 1 and 1000, got a string",
                  id="threshold-is-a-string"),
     pytest.param(config(keys={"a": KEY, "b": KEY}, policy=[{"images": "a.io/**", "keys": ["a"], "required": ["b"]}]),
                  "test.yaml: policy[0].required: b must also be listed in keys", id="required-key-not-in-keys"),
@@ -526,3 +528,167 @@ def test_registry_settings_without_canonical_form_are_refused_naming_the_field(k
 def test_allow_networks_are_kept_in_canonical_form(key_path):
     cfg = build(config(registries={"allowNetworks": ["10.0.0.0/8", "fd00::/8", "100.64.0.0/10", "10.96.0.10"]}), key_path)
     assert cfg.registries.allow_networks == ("10.0.0.0/8", "fd00::/8", "100.64.0.0/10", "10.96.0.10/32")
+
+
+# --- numbers: finite and in range (issue 13, finding 4) -----------------------------------------
+
+from signgate.config import RANGES  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _yaml_with(field_path: str, value: str, key_path: str) -> str:
+    """A valid YAML configuration with one numeric field set to `value` (YAML text)."""
+    section, _, name = field_path.partition(".")
+    if section == "policy[]":
+        return f"keys: {{default: {key_path}}}\npolicy:\n  - images: 'a.io/**'\n    {name}: {value}\n"
+    return f"keys: {{default: {key_path}}}\npolicy: [{{images: 'a.io/**'}}]\n{section}:\n  {name}: {value}\n"
+
+
+def _number(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+def _shown_path(field_path: str) -> str:
+    return field_path.replace("policy[]", "policy[0]")
+
+
+NOT_FINITE = [
+    pytest.param(".nan", ".nan", id="nan"),
+    pytest.param(".NaN", ".nan", id="NaN"),
+    pytest.param(".inf", ".inf", id="inf"),
+    pytest.param("-.inf", "-.inf", id="minus-inf"),
+    pytest.param("1.0e+400", ".inf", id="float-overflowing-to-inf"),
+    pytest.param("1" + "0" * 30, "an integer of", id="large-integer"),
+    pytest.param("9" * 5000, "an integer of 5000 digits", id="integer-too-long-to-convert"),
+]
+
+
+@pytest.mark.parametrize("field_path", sorted(RANGES))
+@pytest.mark.parametrize("value, shown", NOT_FINITE)
+def test_every_number_must_be_finite_and_in_range_and_the_error_names_the_field(field_path, value, shown, key_path):
+    with pytest.raises(ConfigError) as info:
+        parse_config(_yaml_with(field_path, value, key_path), "config.yaml", {})
+    minimum, maximum = RANGES[field_path]
+    text = str(info.value)
+    assert text.startswith(f"config.yaml: {_shown_path(field_path)}: must be ")
+    assert f"between {_number(minimum)} and {_number(maximum)}, got " in text
+    assert shown in text
+    assert len(text) < 300
+
+
+def test_the_error_for_a_nan_lifetime_reads_as_documented(key_path):
+    with pytest.raises(ConfigError) as info:
+        parse_config(_yaml_with("cache.ttlSeconds", ".nan", key_path), "config.yaml", {})
+    assert str(info.value) == "config.yaml: cache.ttlSeconds: must be a finite number between 0 and 86400, got .nan"
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1" + "0" * 400], ids=["nan", "inf", "minus-inf", "huge-integer"])
+def test_json_configurations_get_the_same_checks(value, key_path):
+    # Python's JSON reader accepts NaN and Infinity, and the chart renders the configuration as JSON.
+    raw = '{"keys": {"default": "%s"}, "cache": {"tagTtlSeconds": %s}, "policy": [{"images": "**"}]}' % (key_path, value)
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, "config.json", {})
+    assert str(info.value).startswith("config.json: cache.tagTtlSeconds: must be a finite number between 0 and 86400, got ")
+
+
+@pytest.mark.parametrize("field_path", sorted(RANGES))
+def test_each_range_admits_its_ends_and_refuses_beyond_them(field_path, key_path):
+    minimum, maximum = RANGES[field_path]
+    context = {  # what the other fields must say for the ends to be valid
+        "webhook.deadlineSeconds": "  timeoutSeconds: 30\n",
+        "cache.negativeTtlSeconds": "  ttlSeconds: 86400\n",
+    }.get(field_path, "")
+    accepted = {
+        "policy[].threshold": [minimum],  # a threshold above 1 needs as many keys (see INVALID)
+        "webhook.deadlineSeconds": [minimum, 29.9],  # and it must stay below timeoutSeconds, at most 30
+    }.get(field_path, [minimum, maximum])
+    for value in accepted:
+        parse_config(_yaml_with(field_path, repr(value), key_path) + context, "config.yaml", {})
+    below = minimum - 1 if isinstance(minimum, int) else minimum / 2
+    for value in (below, maximum + 1):
+        with pytest.raises(ConfigError) as info:
+            parse_config(_yaml_with(field_path, repr(value), key_path) + context, "config.yaml", {})
+        assert str(info.value).startswith(f"config.yaml: {_shown_path(field_path)}: must be "), value
+
+
+def test_the_chart_schema_states_every_range():
+    # helm refuses out-of-range values before they reach a pod; the hook refuses them anyway.
+    config_schema = json.loads((REPO / "chart" / "values.schema.json").read_text())["properties"]["config"]["properties"]
+    for field_path, (minimum, maximum) in RANGES.items():
+        section, _, name = field_path.partition(".")
+        node = config_schema["policy"]["items"] if section == "policy[]" else config_schema[section]
+        entry = node["properties"][name]
+        assert (entry["minimum"], entry["maximum"]) == (minimum, maximum), field_path
+
+
+def test_the_readme_states_every_range():
+    readme = (REPO / "README.md").read_text()
+    for field_path, (minimum, maximum) in RANGES.items():
+        assert f"| `{field_path}` | {_number(minimum)} to {_number(maximum)}" in readme, field_path
+
+
+# --- YAML bombs and other shapes the loader refuses (issue 13, finding 6) ----------------------------
+
+
+def billion_laughs(field: str = "mode", depth: int = 10) -> str:
+    """Nested aliases: a few hundred bytes of YAML standing for 9**depth values."""
+    lines = ['l0: &l0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    for level in range(1, depth):
+        lines.append(f"l{level}: &l{level} [" + ", ".join([f"*l{level - 1}"] * 9) + "]")
+    return "\n".join(lines) + f"\n{field}: *l{depth - 1}\n"
+
+
+def test_aliases_are_refused_while_loading(key_path):
+    with pytest.raises(ConfigError) as info:
+        parse_config(billion_laughs(), "config.yaml", {})
+    assert str(info.value) == (
+        "config.yaml: invalid YAML at line 2, column 10: aliases are not accepted in the configuration "
+        "(found *l0); write the value out instead"
+    )
+
+
+def test_a_single_harmless_alias_is_refused_too(key_path):
+    raw = f"keys: {{default: &k {key_path}}}\nrekorKeys: {{r: *k}}\npolicy: [{{images: 'a.io/**'}}]\n"
+    with pytest.raises(ConfigError, match="aliases are not accepted"):
+        parse_config(raw, "config.yaml", {})
+
+
+def test_error_messages_never_build_the_whole_repr_of_a_value(key_path):
+    # What aliases would have produced, built directly: 9**10 items in its repr(). Only a bounded
+    # walk can describe it (a full repr() needs tens of gigabytes).
+    value: Any = ["x"] * 9
+    for _ in range(10):
+        value = [value] * 9
+    data = {"keys": {"default": key_path}, "policy": [{"images": "a.io/**"}], "mode": value}
+    with pytest.raises(ConfigError) as info:
+        build_config(data, SOURCE, {})  # not build(): its _fill would walk every item
+    text = str(info.value)
+    assert text.startswith("test.yaml: mode: must be a string, got a list [[[[")
+    assert text.endswith("...") and len(text) < 120
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        pytest.param("? [a, b]\n: 1\n", "config.yaml: invalid YAML at line 1, column 3: field names must be strings, "
+                     "found a list as a field name", id="list-key"),
+        pytest.param("policy:\n  - ? {a: 1}\n    : x\n", "config.yaml: invalid YAML at line 2, column 7: field names must "
+                     "be strings, found a mapping as a field name", id="mapping-key-in-a-rule"),
+        pytest.param('{"policy": [{"images": "**", "action": "allow"}], "%s": 1}' % ("x" * 100_000), "config.yaml: top level: unknown field 'xxxx",
+                     id="long-unknown-field-name-is-cut"),
+    ],
+)
+def test_keys_that_are_not_field_names_are_clear_errors(raw, expected):
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, "config.yaml", {})
+    assert str(info.value).startswith(expected)
+    assert len(str(info.value)) < 300
+
+
+def test_a_configuration_file_that_is_a_fifo_is_refused_at_once(tmp_path):
+    fifo = tmp_path / "config.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError) as info:
+        load_config(str(fifo), {})
+    assert str(info.value) == f"{fifo}: cannot read the configuration file: not a regular file (a named pipe)"

@@ -14,6 +14,7 @@ not). The hook runs as a real subprocess against a real registry on 127.0.0.1.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -314,6 +315,19 @@ def _as_directory(path: Path) -> None:
     path.mkdir()
 
 
+def _as_fifo(path: Path) -> None:
+    # A plain open() of a FIFO waits for a writer: the hook would never answer.
+    path.unlink()
+    os.mkfifo(path)
+
+
+def _as_symlink_to_itself_elsewhere(path: Path) -> None:
+    # The same valid bytes, through a link: entries are only ever written as regular files.
+    elsewhere = path.with_name("elsewhere.data")
+    path.rename(elsewhere)
+    path.symlink_to(elsewhere)
+
+
 CORRUPTIONS: dict[str, Callable[[Path], None]] = {
     "empty-file": lambda p: p.write_bytes(b""),
     "truncated-json": lambda p: p.write_bytes(p.read_bytes()[:30]),
@@ -324,6 +338,10 @@ CORRUPTIONS: dict[str, Callable[[Path], None]] = {
     "wrong-format": _rewrite(lambda e: {**e, "format": 2}),
     "another-image-inside": _rewrite(lambda e: {**e, "image": "registry.example/other:1"}),
     "expiry-not-a-number": _rewrite(lambda e: {**e, "expires": "never"}),
+    # NaN is never "<= now": such an entry would never expire (json writes NaN and reads it back).
+    "expiry-nan": _rewrite(lambda e: {**e, "expires": float("nan")}),
+    "expiry-infinite": _rewrite(lambda e: {**e, "expires": float("inf")}),
+    "expiry-huge-integer": _rewrite(lambda e: {**e, "expires": 10**400}),
     "max-images-missing": _rewrite(lambda e: {k: v for k, v in e.items() if k != "max_images"}),
     "max-images-not-an-integer": _rewrite(lambda e: {**e, "max_images": "100"}),
     "dependencies-not-a-list": _rewrite(lambda e: {**e, "deps": {"a": "b"}}),
@@ -331,6 +349,8 @@ CORRUPTIONS: dict[str, Callable[[Path], None]] = {
     "dependency-digest-wrong": _rewrite(lambda e: {**e, "deps": [[path, "0" * 64] for path, _ in e["deps"]]}),
     "dependency-path-unhashable": _rewrite(lambda e: {**e, "deps": [[["a"], "0" * 64]]}),
     "directory-instead-of-file": _as_directory,
+    "fifo-instead-of-file": _as_fifo,
+    "symbolic-link-instead-of-file": _as_symlink_to_itself_elsewhere,
 }
 
 
@@ -584,3 +604,24 @@ def test_remember_in_an_unusable_directory_is_no_error(tmp_path: Path) -> None:
     (tmp_path / "a-file").write_text("")
     fastpath.remember(str(tmp_path / "a-file"), fastpath.config_digest(CONFIG_BYTES), IMAGE, [], time.time() + 60, 100, "verified")
     assert (tmp_path / "a-file").read_text() == ""
+
+
+@pytest.mark.parametrize("expires", [float("nan"), float("inf"), 10**400], ids=["nan", "infinite", "huge-integer"])
+def test_an_entry_that_could_never_expire_is_never_written(tmp_path: Path, expires: float) -> None:
+    fastpath.remember(str(tmp_path), fastpath.config_digest(b"{}"), "registry.example/app:1", [], expires, 100, "verified")
+    assert not (tmp_path / "f").exists() or list((tmp_path / "f").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        pytest.param(b'{"webhook": {"deadlineSeconds": NaN}}', 8.0, id="nan"),
+        pytest.param(b'{"webhook": {"deadlineSeconds": Infinity}}', 8.0, id="infinite"),
+        pytest.param(b'{"webhook": {"timeoutSeconds": 1e999}}', 8.0, id="infinite-timeout"),
+        pytest.param(b'{"webhook": {"deadlineSeconds": 1%s}}' % (b"0" * 400), 8.0, id="huge-integer"),
+        pytest.param(b'{"webhook": {"deadlineSeconds": 4.5}}', 4.5, id="finite-kept"),
+    ],
+)
+def test_the_wait_for_another_verifier_is_bounded_whatever_the_configuration_says(raw: bytes, expected: float) -> None:
+    # The fast path waits at most 60 % of this for another process's entry; NaN would never end it.
+    assert fastpath._deadline_hint(raw) == expected

@@ -6,6 +6,9 @@ Every test runs the real executable as a subprocess (see contract.py).
 from __future__ import annotations
 
 import json
+import os
+import resource
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,7 +16,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from contract import BINDING, admission_request, request_for, run_config, run_contexts, run_request
+from contract import HOOK, BINDING, admission_request, hook_env, pod_spec, request_for, run_config, run_contexts, run_request, workload
 
 
 @pytest.fixture
@@ -260,3 +263,163 @@ def test_a_broken_library_still_answers_with_a_denial(tmp_path, write_config) ->
     assert completed.returncode == 0
     body = json.loads(response.read_text())
     assert body["allowed"] is False and "cannot load the hook library" in body["message"]
+
+
+# ---- configuration traps (issue 13, findings 4 and 6) ------------------------------------------------
+
+MEMORY_LIMIT = 1 << 30  # the hook needs about 60 MB; a YAML bomb's repr() needs tens of GB
+
+
+def run_hook_limited(args: list[str], env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run the hook under an address-space limit, so that a regression shows as a MemoryError
+    (or a kill) in seconds instead of taking the test machine's memory."""
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+
+    return subprocess.run(
+        [str(HOOK), *args], cwd=HOOK.parent, env=env, capture_output=True, text=True, timeout=timeout, preexec_fn=limit
+    )
+
+
+def validating_call_limited(tmp_path: Path, config: Path, request: dict, extra: dict | None = None) -> tuple[subprocess.CompletedProcess[str], dict]:
+    context = tmp_path / "binding-context.json"
+    response = tmp_path / "validating-response.json"
+    context.write_text(json.dumps([{"binding": BINDING, "type": "Validating", "review": {"request": request}}]))
+    response.write_text("")
+    env = hook_env(config, {"BINDING_CONTEXT_PATH": str(context), "VALIDATING_RESPONSE_PATH": str(response), **(extra or {})})
+    completed = run_hook_limited([], env)
+    return completed, json.loads(response.read_text() or "null")
+
+
+NON_FINITE_SETTINGS = [
+    pytest.param({"cache": {"ttlSeconds": float("nan")}}, "cache.ttlSeconds: must be a finite number between 0 and 86400, got .nan",
+                 id="nan-ttl"),
+    pytest.param({"cache": {"tagTtlSeconds": float("nan")}},
+                 "cache.tagTtlSeconds: must be a finite number between 0 and 86400, got .nan", id="nan-tag-ttl"),
+    pytest.param({"webhook": {"deadlineSeconds": float("nan")}},
+                 "webhook.deadlineSeconds: must be a finite number between 0.1 and 30, got .nan", id="nan-deadline"),
+    pytest.param({"limits": {"connectTimeoutSeconds": float("inf")}},
+                 "limits.connectTimeoutSeconds: must be a finite number between 0.1 and 60, got .inf", id="infinite-timeout"),
+    pytest.param({"limits": {"readTimeoutSeconds": float("nan")}},
+                 "limits.readTimeoutSeconds: must be a finite number between 0.1 and 60, got .nan", id="nan-read-timeout"),
+    pytest.param({"cache": {"maxEntries": 10**400}},
+                 "cache.maxEntries: must be an integer between 10 and 1000000, got an integer of 401 digits",
+                 id="huge-integer"),
+]
+
+
+@pytest.mark.parametrize("extra, expected", NON_FINITE_SETTINGS)
+def test_a_non_finite_number_fails_the_config_call_naming_the_field(write_config, extra, expected) -> None:
+    config = write_config(extra)
+    completed = run_config(config)
+    assert completed.returncode == 1 and completed.stdout == ""
+    assert f"{config}: {expected}" in completed.stderr
+
+
+@pytest.mark.parametrize("extra, expected", NON_FINITE_SETTINGS)
+def test_a_non_finite_number_denies_validating_calls_naming_the_field(write_config, extra, expected) -> None:
+    # registry.k8s.io is allowed by a static rule: with the setting ignored, this would be admitted.
+    run = run_request(write_config(extra), request_for("Pod", ["registry.k8s.io/pause:3.9"]))
+    assert run.returncode == 0 and run.allowed is False
+    assert run.message.startswith("signgate: invalid configuration: ") and expected in run.message
+
+
+def billion_laughs_config(public_key: Path) -> str:
+    """A valid configuration but for `mode`, a wrong-typed value made of nested aliases: 9**10 items."""
+    lines = [f"keys: {{default: {public_key}}}", "policy: [{images: '**', action: allow}]",
+             'l0: &l0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    for level in range(1, 10):
+        lines.append(f"l{level}: &l{level} [" + ", ".join([f"*l{level - 1}"] * 9) + "]")
+    return "\n".join(lines) + "\nmode: *l9\n"
+
+
+BOMB_MESSAGE = "invalid YAML at line 4, column 10: aliases are not accepted in the configuration (found *l0)"
+
+
+def test_a_yaml_bomb_fails_the_config_call_clearly(write_config, public_key) -> None:
+    config = write_config(raw=billion_laughs_config(public_key))
+    completed = run_hook_limited(["--config"], hook_env(config))
+    assert "MemoryError" not in completed.stderr
+    assert completed.returncode == 1 and completed.stdout == ""
+    assert f"signgate: invalid configuration: {config}: {BOMB_MESSAGE}" in completed.stderr
+
+
+def test_a_yaml_bomb_denies_validating_calls_clearly(tmp_path, write_config, public_key) -> None:
+    config = write_config(raw=billion_laughs_config(public_key))
+    completed, response = validating_call_limited(tmp_path, config, request_for("Pod", ["registry.k8s.io/pause:3.9"]))
+    assert completed.returncode == 0, completed.stderr
+    assert response["allowed"] is False
+    assert response["message"] == f"signgate: invalid configuration: {config}: {BOMB_MESSAGE}; write the value out instead"
+
+
+def test_a_list_as_a_field_name_fails_the_config_call_clearly(write_config, public_key) -> None:
+    config = write_config(raw=f"keys: {{default: {public_key}}}\npolicy: [{{images: '**'}}]\n? [mode, x]\n: warn\n")
+    completed = run_config(config)
+    assert completed.returncode == 1 and "Traceback" not in completed.stderr
+    assert f"{config}: invalid YAML at line 3, column 3: field names must be strings, found a list" in completed.stderr
+
+
+def test_a_key_file_that_is_a_fifo_fails_the_config_call_at_once(tmp_path, write_config) -> None:
+    fifo = tmp_path / "fifo.pub"
+    os.mkfifo(fifo)
+    config = write_config({"keys": {"default": str(fifo)}})
+    completed = run_hook_limited(["--config"], hook_env(config), timeout=20)
+    assert completed.returncode == 1
+    assert f"keys.default: key 'default': cannot read {fifo}: not a regular file (a named pipe)" in completed.stderr
+
+
+def test_a_key_file_that_is_a_fifo_denies_at_once_naming_it(tmp_path, write_config) -> None:
+    fifo = tmp_path / "fifo.pub"
+    os.mkfifo(fifo)
+    config = write_config({"keys": {"default": str(fifo)}})
+    image = "127.0.0.1:9/app@sha256:" + "a" * 64  # by digest: no registry round trip before the key is read
+    # With a cache, the verdict key is made of the key file's bytes: read before anything else.
+    run = run_request(config, request_for("Pod", [image]), env={"SIGNGATE_CACHE_DIR": str(tmp_path / "cache")}, timeout=20)
+    assert run.allowed is False
+    assert f'container "c0" image "{image}": cannot check signatures: key \'default\': cannot read {fifo}: ' \
+           "not a regular file (a named pipe)" in run.message
+
+
+# ---- the legacy EphemeralContainers kind (issue 13, finding 7d) -------------------------------------
+
+
+def legacy_ephemeral_request(*images: str) -> dict:
+    """`kubectl debug` on a cluster before 1.22: the pods/ephemeralcontainers subresource arrives as
+    an object of kind EphemeralContainers (core v1), its list at the top level, no pod spec."""
+    request = admission_request(workload("EphemeralContainers", pod_spec([], ephemeral=list(images)), name="web-1"))
+    request["subResource"] = "ephemeralcontainers"
+    return request
+
+
+def test_legacy_ephemeral_containers_are_checked_not_admitted_as_without_pod_spec(write_config) -> None:
+    config = write_config(policy=[{"images": "registry.k8s.io/**", "action": "allow"}])
+    run = run_request(config, legacy_ephemeral_request("registry.k8s.io/pause:3.9", "unsigned.example.com/tools:1"))
+    assert run.allowed is False
+    assert 'ephemeral container "debug1" image "unsigned.example.com/tools:1": registry or repository ' \
+           "unsigned.example.com/tools is not trusted: no policy rule matches it" in run.message
+    assert "debug0" not in run.message
+    assert run.decision_log["kind"] == "EphemeralContainers"
+    assert [image["image"] for image in run.decision_log["images"]] == ["registry.k8s.io/pause:3.9", "unsigned.example.com/tools:1"]
+
+
+def test_legacy_ephemeral_containers_with_allowed_images_are_admitted(write_config) -> None:
+    config = write_config(policy=[{"images": "registry.k8s.io/**", "action": "allow"}])
+    run = run_request(config, legacy_ephemeral_request("registry.k8s.io/pause:3.9"))
+    assert run.allowed is True, run.message
+    assert run.decision_log["images"][0]["list"] == "ephemeralContainers"
+
+
+def test_a_malformed_legacy_ephemeral_containers_object_is_denied(write_config) -> None:
+    request = legacy_ephemeral_request()
+    request["object"]["ephemeralContainers"] = {"name": "debug", "image": "unsigned.example.com/tools:1"}
+    run = run_request(write_config(), request)
+    assert run.allowed is False
+    assert "/ephemeralContainers: is not a list of containers" in run.message
+
+
+def test_the_binding_still_routes_the_subresource_that_carries_the_legacy_kind(write_config) -> None:
+    # The legacy kind travels on the same resource as today's Pod kind: pods/ephemeralcontainers.
+    completed = run_config(write_config())
+    [binding] = yaml.safe_load(completed.stdout)["kubernetesValidating"]
+    core = [rule for rule in binding["rules"] if rule["apiGroups"] == [""]]
+    assert any("pods/ephemeralcontainers" in rule["resources"] and rule["apiVersions"] == ["v1"] for rule in core)

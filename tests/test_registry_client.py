@@ -874,3 +874,57 @@ def test_a_slowly_dripping_body_is_cut_at_the_deadline(stub, make_client) -> Non
     with pytest.raises(DeadlineExceeded, match="not verified within 0.5 s"):
         client.get_blob(server.host, "app", digest)
     assert time.monotonic() - started < 1.5
+
+
+# ---- tokens and credentials that HTTP headers cannot carry (issue 13, finding 7e) ----------------
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["s3cr€t", "s3cr\u00e9t", "s3cr\u0000t", "s3.cr.et\u200b"],
+    ids=["not-latin-1", "latin-1-but-not-ascii", "control-character", "invisible-unicode"],
+)
+def test_a_token_that_no_header_can_carry_is_an_auth_error_naming_the_registry_not_the_token(stub, make_client, token) -> None:
+    registry_stub = stub()
+    registry_stub.routes["/token?scope=repository%3Aapp%3Apull"] = (
+        200, {"Content-Type": "application/json"}, json.dumps({"token": token}).encode()
+    )
+    registry_stub.routes["/v2/app/manifests/v1"] = (
+        401, {"WWW-Authenticate": f'Bearer realm="http://{registry_stub.host}/token"'}, b""
+    )
+    client = make_client(registry_stub.host)
+    with pytest.raises(RegistryAuthError) as raised:
+        client.get_manifest(registry_stub.host, "app", "v1")
+    text = str(raised.value)
+    assert f"the token service sent no usable token for {registry_stub.host}: it holds characters other than visible ASCII" in text
+    assert "s3" not in text, "the token itself never appears in a message"
+    assert [r.path for r in registry_stub.seen] == ["/v2/app/manifests/v1", "/token?scope=repository%3Aapp%3Apull"]
+
+
+def test_credentials_beyond_latin_1_are_sent_as_utf_8(stub, make_client) -> None:
+    # Basic credentials travel base64-encoded, so any character is fine: UTF-8, as docker does.
+    user, password = "jürgen", "pässwörd€"
+    expected = "Basic " + __import__("base64").b64encode(f"{user}:{password}".encode()).decode()
+    body = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": []}).encode()
+    own = stub()
+    own.routes["/v2/app/manifests/v1"] = lambda request: (
+        manifest_reply(body) if request.authorization == expected else (401, {"WWW-Authenticate": 'Basic realm="s"'}, b"")
+    )
+    client = make_client(own.host, credentials={own.host: (user, password)})
+    assert client.get_manifest(own.host, "app", "v1").body == body
+
+
+def test_through_the_hook_such_a_token_is_a_denial_naming_the_registry(stub, tmp_path, keys) -> None:
+    from contract import request_for, run_request, write_config
+
+    registry_stub = stub()
+    registry_stub.routes["/token?scope=repository%3Aapp%3Apull"] = (200, {}, json.dumps({"token": "s3cr€t"}).encode())
+    registry_stub.routes["/v2/app/manifests/v1"] = (
+        401, {"WWW-Authenticate": f'Bearer realm="http://{registry_stub.host}/token"'}, b""
+    )
+    image = f"{registry_stub.host}/app:v1"
+    run = run_request(write_config(tmp_path, keys["ecdsa-p256"].pub_path, registry_stub.host), request_for("Pod", [image]))
+    assert run.allowed is False
+    assert "internal error" not in run.message and "s3" not in run.message
+    assert f'container "c0" image "{image}": ' in run.message
+    assert f"the token service sent no usable token for {registry_stub.host}: it holds characters other than visible ASCII" in run.message

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import random
 import time
@@ -32,6 +31,7 @@ from dataclasses import asdict, replace
 from typing import Any, Callable, Iterator
 
 from .config import CacheSettings, Config, KeySpec, Rule
+from .files import read_regular
 from .reference import ImageReference
 
 CACHE_FORMAT = 1
@@ -97,9 +97,8 @@ class VerdictCache:
         content = self._key_digests.get(spec.path)
         if content is None:
             try:
-                with open(spec.path, "rb") as handle:
-                    content = hashlib.sha256(handle.read(64 * 1024)).hexdigest()
-            except OSError:
+                content = hashlib.sha256(read_regular(spec.path, 64 * 1024)[: 64 * 1024]).hexdigest()
+            except OSError:  # unreadable, or not a regular file (a FIFO would block: never waited on)
                 content = "unreadable"
             self._key_digests[spec.path] = content
         return [spec.name, content, spec.hash_algorithm]
@@ -147,16 +146,17 @@ class VerdictCache:
             return None
         path = self._path(kind, key)
         try:
-            with open(path, "rb") as handle:
-                raw = handle.read(MAX_ENTRY_BYTES + 1)
+            # Anything but a regular file (a FIFO would block this process forever, a symbolic
+            # link points outside the cache) is a corrupt entry.
+            raw = read_regular(path, MAX_ENTRY_BYTES, follow_symlinks=False)
             entry = json.loads(raw)
             if (
                 len(raw) > MAX_ENTRY_BYTES
                 or not isinstance(entry, dict)
                 or entry.get("format") != CACHE_FORMAT
                 or entry.get("key") != key
-                or not isinstance(entry.get("expires"), (int, float))
-                or not math.isfinite(entry["expires"])  # NaN or Infinity would never expire
+                or not _is_time(entry.get("expires"))  # NaN or Infinity would never expire
+                or ("created" in entry and not _is_time(entry["created"]))  # nor would its lifetime cap apply
                 or not isinstance(entry.get("value"), dict)
             ):
                 raise ValueError("corrupt entry")
@@ -168,7 +168,7 @@ class VerdictCache:
             return None
         expires = entry["expires"]
         created = entry.get("created")
-        if isinstance(created, (int, float)) and not isinstance(created, bool):
+        if created is not None:
             # Lifetimes are not part of the key: an entry written under a longer TTL than the one
             # configured now lives only as long as the current setting allows.
             expires = min(expires, created + self._ttl_for(kind, entry["value"]))
@@ -248,7 +248,8 @@ class ImageLock:
 
         if self.fd is None:
             try:
-                self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
+                # O_NONBLOCK: a FIFO planted under the lock's name must not block the open.
+                self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR | os.O_NONBLOCK, 0o600)
             except OSError:
                 # No lock file can exist (read-only or vanished directory): there is nothing to
                 # wait for, so go ahead unlocked instead of polling until the deadline.
@@ -276,6 +277,12 @@ def settings_from(config: Config, environ: Any) -> CacheSettings:
     deployment matter that the chart decides.
     """
     return replace(config.cache, directory=environ.get("SIGNGATE_CACHE_DIR") or None)
+
+
+def _is_time(value: Any) -> bool:
+    """A finite number of seconds since the epoch. The comparisons are false for NaN, and exact
+    for integers of any size (math.isfinite raises OverflowError on a huge one)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and -1e12 < value < 1e12
 
 
 def _key_names(rule: Rule) -> tuple[str, ...]:

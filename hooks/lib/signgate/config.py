@@ -26,6 +26,28 @@ ACTIONS = ("verify", "allow", "deny")
 HASH_ALGORITHMS = ("sha256", "sha384", "sha512")
 MULTI_ARCH_CHOICES = ("exact", "index-or-platforms")
 TLOG_CHOICES = ("ignore", "required")
+MIB = 1024 * 1024
+# (minimum, maximum) of every number in the configuration; the README's reference lists them.
+# Every number must lie in its range, which also keeps out NaN and infinity (YAML .nan, .inf)
+# and integers too large to convert: a NaN lifetime would never expire, a NaN timeout fails
+# every request.
+RANGES: Mapping[str, tuple[Any, Any]] = {
+    "webhook.timeoutSeconds": (1, 30),  # the API server's own limits
+    "webhook.deadlineSeconds": (0.1, 30),  # and below timeoutSeconds
+    "limits.maxManifestBytes": (1024, 64 * MIB),
+    "limits.maxBlobBytes": (1024, 64 * MIB),
+    "limits.maxSignatureLayers": (1, 1000),
+    "limits.maxReferrers": (1, 1000),
+    "limits.maxImagesPerRequest": (1, 10000),
+    "limits.maxBindingContextBytes": (1024, 64 * MIB),
+    "limits.connectTimeoutSeconds": (0.1, 60),
+    "limits.readTimeoutSeconds": (0.1, 60),
+    "cache.ttlSeconds": (0, 86400),
+    "cache.negativeTtlSeconds": (0, 86400),  # and not above ttlSeconds
+    "cache.tagTtlSeconds": (0, 86400),
+    "cache.maxEntries": (10, 1000000),
+    "policy[].threshold": (1, 1000),  # and not above the number of keys the rule lists
+}
 
 
 @dataclass(frozen=True)
@@ -164,9 +186,10 @@ def load_config(path: str, environ: Mapping[str, str] = os.environ) -> Config:
 
 
 def read_config_bytes(path: str) -> bytes:
+    from .files import read_regular
+
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read(1024 * 1024 + 1)
+        raw = read_regular(path, 1024 * 1024)  # a FIFO or device is refused, never waited on
     except FileNotFoundError:
         raise ConfigError(f"{path}: configuration file not found (set SIGNGATE_CONFIG)") from None
     except OSError as exc:
@@ -199,6 +222,8 @@ def parse_config(raw: bytes | str, source: str, environ: Mapping[str, str] = os.
         raise ConfigError(f"{source}: {exc}") from None
     except RecursionError:
         raise ConfigError(f"{source}: the configuration is nested too deeply") from None
+    except _LoadRefused as exc:
+        raise ConfigError(f"{source}: invalid YAML{exc.where}: {exc.problem}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -213,31 +238,84 @@ class _DuplicateKey(Exception):
     pass
 
 
+class _LoadRefused(Exception):
+    """Something the loader refuses on purpose, with where it is in the file."""
+
+    def __init__(self, mark: Any, problem: str) -> None:
+        super().__init__(problem)
+        self.where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        self.problem = problem
+
+
+class _LongInteger:
+    """An integer literal too long to be a sensible value (Python refuses to convert past 4300
+    digits, with a ValueError). Kept as its length, so that the field's check names the field."""
+
+    LIMIT = 100  # characters
+
+    def __init__(self, text: str) -> None:
+        self.digits = sum(ch.isdigit() for ch in text)
+
+    def __repr__(self) -> str:
+        return f"<an integer of {self.digits} digits>"
+
+
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise _DuplicateKey(f"duplicate field {key!r}")
+            raise _DuplicateKey(f"duplicate field {_short(key)}")
         result[key] = value
     return result
 
 
 def _strict_loader() -> Any:
-    """A SafeLoader that refuses duplicate keys: YAML would silently keep the last one, so a
-    second `policy:` would quietly drop the first list of rules."""
+    """A SafeLoader that refuses duplicate keys, aliases and unhashable keys.
+
+    - Duplicate keys: YAML would silently keep the last one, so a second `policy:` would quietly
+      drop the first list of rules.
+    - Aliases (`*name`): nested aliases make a few hundred bytes stand for billions of values
+      (a "billion laughs" document), which any later walk of the data (validation, an error
+      message) would expand. A configuration has no need of them: values are written out.
+    - A list or mapping as a key (`? [a, b]`) cannot be a field name.
+    - Integer literals of more than 100 characters are kept as a marker, not converted.
+    """
     import yaml
 
     class StrictLoader(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise _LoadRefused(
+                    event.start_mark,
+                    f"aliases are not accepted in the configuration (found *{_clip(event.anchor, 40)}); "
+                    "write the value out instead",
+                )
+            return super().compose_node(parent, index)
+
         def construct_mapping(self, node: Any, deep: bool = False) -> Any:
             seen: set[Any] = set()
             for key_node, _ in node.value:
                 key = self.construct_object(key_node, deep=deep)
+                try:
+                    hash(key)
+                except TypeError:
+                    raise _LoadRefused(
+                        key_node.start_mark, f"field names must be strings, found {_type_name(key)} as a field name"
+                    ) from None
                 if isinstance(key, (str, int, float, bool)) and key in seen:
                     mark = key_node.start_mark
-                    raise _DuplicateKey(f"duplicate field {key!r} at line {mark.line + 1}")
+                    raise _DuplicateKey(f"duplicate field {_short(key)} at line {mark.line + 1}")
                 seen.add(key)
             return super().construct_mapping(node, deep=deep)
 
+        def construct_yaml_int(self, node: Any) -> Any:
+            text = self.construct_scalar(node)
+            if len(text) > _LongInteger.LIMIT:
+                return _LongInteger(text)
+            return super().construct_yaml_int(node)
+
+    StrictLoader.add_constructor("tag:yaml.org,2002:int", StrictLoader.construct_yaml_int)
     return StrictLoader
 
 
@@ -278,16 +356,16 @@ def _webhook(section: "_Section", environ: Mapping[str, str]) -> WebhookSettings
     mutating_name = section.string("mutatingName", DEFAULT_MUTATING_NAME)
     for field_name, value in (("name", name), ("mutatingName", mutating_name)):
         if len([part for part in value.split(".") if part]) < 3 or value != value.strip():
-            section.fail(field_name, f"must be a fully-qualified name with at least three dot-separated parts, got {value!r}")
+            section.fail(field_name, f"must be a fully-qualified name with at least three dot-separated parts, got {_short(value)}")
     if name == mutating_name:
         section.fail("mutatingName", "must differ from name")
     selector = section.raw("namespaceSelector", None)
     if selector is None:
         selector = json.loads(json.dumps(DEFAULT_SELECTOR))  # a copy: never hand out the shared default
     _check_selector(section, "namespaceSelector", selector)
-    timeout = section.integer("timeoutSeconds", 10, minimum=1, maximum=30)
+    timeout = section.integer("timeoutSeconds", 10, *RANGES["webhook.timeoutSeconds"])
     default_deadline = max(timeout * 0.5, timeout - 2.0)
-    deadline = section.number("deadlineSeconds", default_deadline, minimum=0.1)
+    deadline = section.number("deadlineSeconds", default_deadline, *RANGES["webhook.deadlineSeconds"])
     if deadline >= timeout:
         section.fail(
             "deadlineSeconds",
@@ -316,7 +394,7 @@ def _check_selector(section: "_Section", name: str, selector: Any) -> None:
         section.fail(name, "must be a label selector mapping with matchLabels and/or matchExpressions")
     unknown = set(selector) - {"matchLabels", "matchExpressions"}
     if unknown:
-        section.fail(name, f"unknown field(s) {', '.join(sorted(map(str, unknown)))}")
+        section.fail(name, f"unknown field(s) {_clip(', '.join(sorted(map(str, unknown))), 200)}")
     labels = selector.get("matchLabels", {})
     if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
         raise ConfigError(f"{section.source}: {path}.matchLabels: must map label names to string values (quote \"true\")")
@@ -408,9 +486,10 @@ def ca_bundle_problem(path: str) -> str | None:
 
 
 def _head(path: str, size: int = 1024 * 1024) -> bytes:
+    from .files import read_regular
+
     try:
-        with open(path, "rb") as handle:
-            return handle.read(size)
+        return read_regular(path, size)[:size]
     except OSError:
         return b""
 
@@ -418,16 +497,21 @@ def _head(path: str, size: int = 1024 * 1024) -> bytes:
 def _limits(section: "_Section") -> Limits:
     defaults = Limits()
     limits = Limits(
-        max_manifest_bytes=section.integer("maxManifestBytes", defaults.max_manifest_bytes, minimum=1024),
-        max_blob_bytes=section.integer("maxBlobBytes", defaults.max_blob_bytes, minimum=1024),
-        max_signature_layers=section.integer("maxSignatureLayers", defaults.max_signature_layers, minimum=1),
-        max_referrers=section.integer("maxReferrers", defaults.max_referrers, minimum=1),
-        max_images_per_request=section.integer("maxImagesPerRequest", defaults.max_images_per_request, minimum=1),
-        max_binding_context_bytes=section.integer(
-            "maxBindingContextBytes", defaults.max_binding_context_bytes, minimum=1024
-        ),
-        connect_timeout_seconds=section.number("connectTimeoutSeconds", defaults.connect_timeout_seconds, minimum=0.1),
-        read_timeout_seconds=section.number("readTimeoutSeconds", defaults.read_timeout_seconds, minimum=0.1),
+        **{
+            name: (section.number if isinstance(default, float) else section.integer)(
+                field_name, default, *RANGES[f"limits.{field_name}"]
+            )
+            for name, field_name, default in (
+                ("max_manifest_bytes", "maxManifestBytes", defaults.max_manifest_bytes),
+                ("max_blob_bytes", "maxBlobBytes", defaults.max_blob_bytes),
+                ("max_signature_layers", "maxSignatureLayers", defaults.max_signature_layers),
+                ("max_referrers", "maxReferrers", defaults.max_referrers),
+                ("max_images_per_request", "maxImagesPerRequest", defaults.max_images_per_request),
+                ("max_binding_context_bytes", "maxBindingContextBytes", defaults.max_binding_context_bytes),
+                ("connect_timeout_seconds", "connectTimeoutSeconds", defaults.connect_timeout_seconds),
+                ("read_timeout_seconds", "readTimeoutSeconds", defaults.read_timeout_seconds),
+            )
+        }
     )
     section.done()
     return limits
@@ -435,12 +519,14 @@ def _limits(section: "_Section") -> Limits:
 
 def _cache(section: "_Section") -> CacheSettings:
     defaults = CacheSettings()
-    ttl = section.number("ttlSeconds", defaults.ttl_seconds, minimum=0)
+    ttl = section.number("ttlSeconds", defaults.ttl_seconds, *RANGES["cache.ttlSeconds"])
     settings = CacheSettings(
         ttl_seconds=ttl,
-        negative_ttl_seconds=section.number("negativeTtlSeconds", min(defaults.negative_ttl_seconds, ttl), minimum=0),
-        tag_ttl_seconds=section.number("tagTtlSeconds", defaults.tag_ttl_seconds, minimum=0),
-        max_entries=section.integer("maxEntries", defaults.max_entries, minimum=10),
+        negative_ttl_seconds=section.number(
+            "negativeTtlSeconds", min(defaults.negative_ttl_seconds, ttl), *RANGES["cache.negativeTtlSeconds"]
+        ),
+        tag_ttl_seconds=section.number("tagTtlSeconds", defaults.tag_ttl_seconds, *RANGES["cache.tagTtlSeconds"]),
+        max_entries=section.integer("maxEntries", defaults.max_entries, *RANGES["cache.maxEntries"]),
     )
     if settings.negative_ttl_seconds > settings.ttl_seconds:
         section.fail("negativeTtlSeconds", "must not be longer than ttlSeconds")
@@ -473,7 +559,7 @@ def _policy(
         action = section.choice("action", ACTIONS, "verify")
         message = section.string("message", None)
         rule_keys = tuple(section.string_list("keys", ()))
-        threshold = section.integer("threshold", 1, minimum=1)
+        threshold = section.integer("threshold", 1, *RANGES["policy[].threshold"])
         required = tuple(section.string_list("required", ()))
         annotations = section.string_map("annotations")
         check_identity = section.boolean("checkIdentity", False)
@@ -506,7 +592,7 @@ def _policy(
             for name in rule_keys + required:
                 if name not in keys:
                     known = ", ".join(sorted(keys)) or "none"
-                    section.fail("keys" if name in rule_keys else "required", f"names unknown key {name!r} (keys: {known})")
+                    section.fail("keys" if name in rule_keys else "required", f"names unknown key {_short(name)} (keys: {_clip(known, 200)})")
             if len(set(rule_keys)) != len(rule_keys):
                 section.fail("keys", "lists a key twice")
             missing = [name for name in required if name not in rule_keys]
@@ -558,18 +644,18 @@ def _notary(rule: "_Section", keys: Mapping[str, KeySpec]) -> NotarySettings:
     section = rule.section("notary")
     server = section.string("server", None, required=True)
     if not server.startswith(("https://", "http://")) or server.rstrip("/").count("/") > 2:
-        section.fail("server", f"must be a URL like https://notary.example.com:4443, got {server!r}")
+        section.fail("server", f"must be a URL like https://notary.example.com:4443, got {_short(server)}")
     try:  # the host as registries are read (reference.canonical_endpoint)
         parts = urllib.parse.urlsplit(server)
         canonical_endpoint(parts.netloc, parts.scheme)
     except (InvalidReference, ValueError) as exc:
-        section.fail("server", f"{server!r}: {exc}")
+        section.fail("server", f"{_short(server)}: {exc}")
     root_keys = tuple(section.string_list("rootKeys", ()))
     if not root_keys:
         section.fail("rootKeys", "is required: the names of the pinned root public keys (in keys)")
     for name in root_keys:
         if name not in keys:
-            section.fail("rootKeys", f"names unknown key {name!r} (keys: {', '.join(sorted(keys)) or 'none'})")
+            section.fail("rootKeys", f"names unknown key {_short(name)} (keys: {_clip(', '.join(sorted(keys)) or 'none', 200)})")
     ca_bundle = section.string("caBundle", None)
     if ca_bundle is not None:
         if not (os.path.isfile(ca_bundle) and os.access(ca_bundle, os.R_OK)):
@@ -580,7 +666,7 @@ def _notary(rule: "_Section", keys: Mapping[str, KeySpec]) -> NotarySettings:
     delegations = tuple(section.string_list("delegations", ()))
     for role in delegations:
         if not role.startswith("targets/") or role.endswith("/"):
-            section.fail("delegations", f"{role!r} is not a delegation role (e.g. targets/releases)")
+            section.fail("delegations", f"{_short(role)} is not a delegation role (e.g. targets/releases)")
     section.done()
     return NotarySettings(server=server.rstrip("/"), root_keys=root_keys, ca_bundle=ca_bundle, delegations=delegations)
 
@@ -610,7 +696,7 @@ class _Section:
             raise ConfigError(f"{source}: {where}: must be a mapping, got {_type_name(data)}")
         for key in data:
             if not isinstance(key, str):
-                raise ConfigError(f"{source}: {path or 'top level'}: field names must be strings, got {key!r}")
+                raise ConfigError(f"{source}: {path or 'top level'}: field names must be strings, got {_short(key)}")
         self.data: dict[str, Any] = data
         self.path = path
         self.source = source
@@ -629,7 +715,7 @@ class _Section:
         unknown = [key for key in self.data if key not in self.seen]
         if unknown:
             where = self.path or "top level"
-            raise ConfigError(f"{self.source}: {where}: unknown field {unknown[0]!r}")
+            raise ConfigError(f"{self.source}: {where}: unknown field {_short(unknown[0])}")
 
     def raw(self, name: str, default: Any) -> Any:
         self.seen.add(name)
@@ -647,7 +733,8 @@ class _Section:
             return default
         value = self.raw(name, default)
         if not check(value):
-            self.fail(name, f"must be {what}, got {_type_name(value)} {_short(value)}")
+            shown = "" if isinstance(value, _LongInteger) else f" {_short(value)}"
+            self.fail(name, f"must be {what}, got {_type_name(value)}{shown}")
         return value
 
     def string(self, name: str, default: str | None, required: bool = False) -> Any:
@@ -656,30 +743,29 @@ class _Section:
     def boolean(self, name: str, default: bool | None) -> Any:
         return self._typed(name, default, lambda v: isinstance(v, bool), "true or false", False)
 
-    def integer(self, name: str, default: int, minimum: int | None = None, maximum: int | None = None) -> int:
-        value = self._typed(
-            name, default, lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer", False
-        )
-        self._range(name, value, minimum, maximum)
+    def integer(self, name: str, default: int, minimum: int, maximum: int) -> int:
+        what = f"an integer between {minimum} and {maximum}"
+        value = self._typed(name, default, lambda v: isinstance(v, int) and not isinstance(v, bool), what, False)
+        if not minimum <= value <= maximum:
+            self.fail(name, f"must be {what}, got {_number_text(value)}")
         return int(value)
 
-    def number(self, name: str, default: float, minimum: float | None = None) -> float:
+    def number(self, name: str, default: float, minimum: float, maximum: float) -> float:
+        # NaN compares false with everything and infinity passes any minimum, so a bare
+        # `value < minimum` lets both through: a NaN lifetime never expires, a NaN timeout
+        # breaks every request. The range test below is written so that NaN fails it.
+        what = f"a finite number between {minimum:g} and {maximum:g}"
         value = self._typed(
-            name, default, lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number", False
+            name, default, lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), what, False
         )
-        self._range(name, value, minimum, None)
+        if not minimum <= value <= maximum:
+            self.fail(name, f"must be {what}, got {_number_text(value)}")
         return float(value)
-
-    def _range(self, name: str, value: float, minimum: float | None, maximum: float | None) -> None:
-        if minimum is not None and value < minimum:
-            self.fail(name, f"must be at least {minimum:g}, got {value}")
-        if maximum is not None and value > maximum:
-            self.fail(name, f"must be at most {maximum:g}, got {value}")
 
     def choice(self, name: str, choices: tuple[str, ...], default: str | None) -> Any:
         value = self._typed(name, default, lambda v: isinstance(v, str), "a string", False)
         if value is not None and value not in choices:
-            self.fail(name, f"must be one of {', '.join(choices)}, got {value!r}")
+            self.fail(name, f"must be one of {', '.join(choices)}, got {_short(value)}")
         return value
 
     def string_list(self, name: str, default: tuple[str, ...]) -> list[str]:
@@ -706,11 +792,72 @@ class _Section:
 def _type_name(value: Any) -> str:
     if value is None:
         return "null"
+    if isinstance(value, _LongInteger):
+        return f"an integer of {value.digits} digits"
     return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "an integer", float: "a number"}.get(
         type(value), type(value).__name__
     )
 
 
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+def _number_text(value: Any) -> str:
+    """A number as the reader wrote it in YAML: `.nan`, `.inf`, `-.inf`, or its digits (bounded)."""
+    if isinstance(value, float):
+        if value != value:
+            return ".nan"
+        if value in (float("inf"), float("-inf")):
+            return ".inf" if value > 0 else "-.inf"
+        return f"{value:g}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value.bit_length() > 64:  # str() of a huge integer is slow, and refused past 4300 digits
+            return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+        return str(value)
+    return _short(value)
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """A repr() of `value` cut to `limit` characters, built without ever producing more.
+
+    repr() of a whole value can be enormous: a list nested ten deep, nine wide, is a few hundred
+    bytes of YAML with aliases and 3.5 billion items in its repr(). This walk stops as soon as it
+    has enough characters, so its cost is bounded by `limit`, whatever the value.
+    """
+    out: list[str] = []
+    size = 0
+
+    def put(text: str) -> bool:
+        nonlocal size
+        piece = text[: limit + 1 - size]
+        out.append(piece)
+        size += len(piece)
+        return size > limit
+
+    def walk(item: Any, depth: int) -> bool:  # True: enough characters
+        if depth > 16:
+            return put("...")
+        if isinstance(item, (list, tuple)):
+            if put("["):
+                return True
+            for position, element in enumerate(item):
+                if (position and put(", ")) or walk(element, depth + 1):
+                    return True
+            return put("]")
+        if isinstance(item, dict):
+            if put("{"):
+                return True
+            for position, (key, element) in enumerate(item.items()):
+                if (position and put(", ")) or walk(key, depth + 1) or put(": ") or walk(element, depth + 1):
+                    return True
+            return put("}")
+        if isinstance(item, (str, bytes)):
+            return put(repr(item[: limit + 1]))
+        if isinstance(item, (int, float)) and not isinstance(item, bool) and not (isinstance(item, int) and item.bit_length() <= 64):
+            return put(_number_text(item))
+        return put(_clip(repr(item), limit + 1))
+
+    walk(value, 0)
+    text = "".join(out)
+    return text if size <= limit else text[: limit - 3] + "..."

@@ -68,6 +68,9 @@ class SignatureCheck:
     keys: tuple[PublicKey, ...]  # keys whose check passed completely; empty when it does not count
     problem: str | None  # why it does not count (None when it counts)
     signed_by: tuple[str, ...] = ()  # key names whose signature verified, even if claims failed
+    # The reason token of the error when the signature could not be fetched at all (a blob that
+    # 404s, a referrer manifest that fails its digest check, ...); `problem` holds its message.
+    error: str | None = None
 
     @property
     def counts(self) -> bool:

@@ -41,9 +41,10 @@ class CredentialStore:
 def load_credentials(path: str | None, insecure: AbstractSet[str] = frozenset()) -> CredentialStore:
     if path is None:
         return CredentialStore()
+    from .files import read_regular
+
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read(MAX_AUTH_FILE_BYTES + 1)
+        raw = read_regular(path, MAX_AUTH_FILE_BYTES)  # a FIFO is refused, not waited on
     except OSError as exc:
         raise ConfigError(f"registries.auth: cannot read {path}: {exc.strerror}") from None
     if len(raw) > MAX_AUTH_FILE_BYTES:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import time
 
 # hashlib loads OpenSSL's libcrypto, ~3 ms per process; the interpreter's built-in SHA-256 gives
@@ -82,7 +83,7 @@ def _being_verified(path: str) -> bool:
     import fcntl
 
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO in its place must not block the open
     except OSError:
         return False
     try:
@@ -96,10 +97,42 @@ def _being_verified(path: str) -> bool:
 
 def file_digest(path: str) -> str | None:
     try:
-        with open(path, "rb") as handle:
-            return _sha256(handle.read(MAX_CONFIG_BYTES)).hexdigest()
+        return _sha256(read_regular(path, MAX_CONFIG_BYTES)[:MAX_CONFIG_BYTES]).hexdigest()
     except OSError:
         return None
+
+
+def read_regular(path: str, limit: int, follow_symlinks: bool = True) -> bytes:
+    """At most `limit` + 1 bytes of a regular file; OSError for anything else.
+
+    A copy of signgate.files.read_regular (this module imports nothing of the library before it
+    answers): O_NONBLOCK so that opening a FIFO returns at once, then fstat on the descriptor, so
+    that only a regular file is read. A plain open() of a FIFO in the cache directory, or of a
+    key file replaced by one, would block this process until shell-operator's caller gave up.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    if not follow_symlinks:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path}: not a regular file")
+        chunks = []
+        left = limit + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1024 * 1024))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _is_time(value: object) -> bool:
+    """A finite number of seconds since the epoch (false for NaN, infinity and huge integers)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and -1e12 < value < 1e12
 
 
 def remember(
@@ -113,8 +146,8 @@ def remember(
     mode: str = "enforce",
 ) -> None:
     """Record that `image` passed under this configuration (called by the full path)."""
-    if expires <= time.time():
-        return
+    if not _is_time(expires) or expires <= time.time():
+        return  # an entry that could never expire is never written
     deps = []
     for path in dependencies:
         digest = file_digest(path)
@@ -178,7 +211,7 @@ def _try_elect(lock: str) -> bool:
 
     try:
         os.makedirs(os.path.dirname(lock), exist_ok=True)
-        fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o600)
+        fd = os.open(lock, os.O_CREAT | os.O_RDWR | os.O_NONBLOCK, 0o600)
     except OSError:
         return True  # no lock can exist: nobody to wait for
     try:
@@ -195,9 +228,11 @@ def _deadline_hint(raw_config: bytes) -> float:
     try:
         webhook = json.loads(raw_config).get("webhook") or {}
         timeout = float(webhook.get("timeoutSeconds", 10))
-        return float(webhook.get("deadlineSeconds", max(timeout * 0.5, timeout - 2.0)))
-    except (ValueError, TypeError, AttributeError):
+        deadline = float(webhook.get("deadlineSeconds", max(timeout * 0.5, timeout - 2.0)))
+    except (ValueError, TypeError, AttributeError, OverflowError):
         return 8.0
+    # NaN or infinity would make the wait below endless; the full path refuses such a configuration.
+    return deadline if 0.1 <= deadline <= 30 else 8.0
 
 
 def _read_entries(cache_dir: str, digest_of_config: str, images: list[str], started: float, deadline: float) -> dict[str, bytes] | None:
@@ -239,20 +274,17 @@ def _read_entries(cache_dir: str, digest_of_config: str, images: list[str], star
 
 def _read_file(path: str) -> bytes | None:
     try:
-        with open(path, "rb") as handle:
-            return handle.read(MAX_ENTRY_BYTES + 1)
+        return read_regular(path, MAX_ENTRY_BYTES, follow_symlinks=False)
     except OSError:
         return None
 
 
 def _cached_answer(environ: object, cache_dir: str, context_path: str, started: float = 0.0) -> tuple[dict, list[tuple]] | None:
     config_path = environ.get("SIGNGATE_CONFIG") or "/etc/signgate/config.yaml"  # type: ignore[attr-defined]
-    with open(config_path, "rb") as handle:
-        raw_config = handle.read(MAX_CONFIG_BYTES + 1)
+    raw_config = read_regular(config_path, MAX_CONFIG_BYTES)
     if len(raw_config) > MAX_CONFIG_BYTES:
         return None
-    with open(context_path, "rb") as handle:
-        raw_context = handle.read(MAX_CONTEXT_BYTES + 1)
+    raw_context = read_regular(context_path, MAX_CONTEXT_BYTES)
     if len(raw_context) > MAX_CONTEXT_BYTES:
         return None
     contexts = json.loads(raw_context)
@@ -288,7 +320,7 @@ def _cached_answer(environ: object, cache_dir: str, context_path: str, started: 
             or not isinstance(entry, dict)
             or entry.get("format") != FORMAT
             or entry.get("image") != image
-            or not isinstance(entry.get("expires"), (int, float))
+            or not _is_time(entry.get("expires"))  # NaN would never be "<= now": it would never expire
             or entry["expires"] <= now
             or not isinstance(entry.get("max_images"), int)
             or len(containers) > entry["max_images"]

@@ -85,9 +85,10 @@ def _ecdsa_encodings(key: Any, signature: bytes, utils: Any) -> list[bytes]:
 
 
 def load_public_key(spec: KeySpec) -> PublicKey:
+    from .files import read_regular
+
     try:
-        with open(spec.path, "rb") as handle:
-            pem = handle.read(MAX_KEY_FILE_BYTES + 1)
+        pem = read_regular(spec.path, MAX_KEY_FILE_BYTES)  # a FIFO is refused, not waited on
     except FileNotFoundError:
         raise KeyLoadError(f"key {spec.name!r}: file {spec.path} not found") from None
     except OSError as exc:

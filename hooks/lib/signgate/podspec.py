@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from .errors import InputError
 
-# kind -> dotted path of the pod spec within the object
+# kind -> dotted path of the pod spec within the object ("" for the object itself)
 POD_SPEC_PATHS: dict[str, str] = {
     "Pod": "spec",
     "Deployment": "spec.template.spec",
@@ -24,6 +24,10 @@ POD_SPEC_PATHS: dict[str, str] = {
     "Job": "spec.template.spec",
     "ReplicationController": "spec.template.spec",
     "CronJob": "spec.jobTemplate.spec.template.spec",
+    # Clusters before 1.22 send the pods/ephemeralcontainers subresource (`kubectl debug`) as an
+    # object of its own kind, with the list at its top level: {"kind": "EphemeralContainers",
+    # "ephemeralContainers": [...]}. Without this entry it would be "no pod spec" and admitted.
+    "EphemeralContainers": "",
 }
 CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
 
@@ -48,7 +52,7 @@ def walk_containers(kind: str, obj: object) -> list[tuple[str, str, object, str]
         raise InputError(f"the {kind} object is not a JSON object")
     spec: object = obj
     pointer = ""
-    for field_name in POD_SPEC_PATHS[kind].split("."):
+    for field_name in filter(None, POD_SPEC_PATHS[kind].split(".")):
         spec = spec.get(field_name)  # type: ignore[union-attr]
         pointer += f"/{field_name}"
         if spec is None:

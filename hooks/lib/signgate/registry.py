@@ -523,8 +523,16 @@ class RegistryClient:
         except (ValueError, UnicodeDecodeError, RecursionError):
             raise RegistryAuthError(f"{what}: the token service sent invalid JSON") from None
         token = data.get("token") or data.get("access_token") if isinstance(data, dict) else None
-        if not isinstance(token, str) or not token or any(ch in token for ch in "\r\n "):
+        if not isinstance(token, str) or not token:
             raise RegistryAuthError(f"{what}: the token service sent no usable token")
+        if not all("\x21" <= ch <= "\x7e" for ch in token):
+            # A bearer token is visible ASCII (RFC 6750). Anything else would fail deep in
+            # http.client (UnicodeEncodeError) or reach the registry altered. The message names
+            # the registry, never the token.
+            raise RegistryAuthError(
+                f"{what}: the token service sent no usable token for {host}: it holds characters other than "
+                "visible ASCII, which an HTTP header cannot carry"
+            )
         return token
 
 

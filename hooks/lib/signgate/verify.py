@@ -24,7 +24,7 @@ names counts once) and every `required` key is among them.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from .bundle import check_bundle, is_bundle_media_type
@@ -200,7 +200,11 @@ class _Verification:
             if layer.size > limits.max_blob_bytes:
                 checks.append(SignatureCheck("legacy", source, (), f"its payload is {layer.size} bytes, over the limit"))
                 continue
-            payload = self.client.get_blob(host, repository, layer.digest)
+            try:
+                payload = self.client.get_blob(host, repository, layer.digest)
+            except RegistryError as exc:
+                checks.append(_unreadable("legacy", source, exc))
+                continue
             if len(payload) != layer.size:
                 checks.append(SignatureCheck("legacy", source, (), "its payload size differs from the manifest"))
                 continue
@@ -245,19 +249,26 @@ class _Verification:
             referrer_digest = descriptor.get("digest")
             if not isinstance(referrer_digest, str) or not referrer_digest.startswith(("sha256:", "sha512:")):
                 continue
+            source = f"bundle {referrer_digest[:19]}…"
             try:
                 referrer = self.client.get_manifest(host, repository, referrer_digest, accept=OCI_MANIFEST)
             except NotFound:
+                continue  # listed, then deleted: nothing there to count
+            except RegistryError as exc:
+                checks.append(_unreadable("bundle", source, exc))
                 continue
             layer = _single_bundle_layer(referrer.data)
             if layer is None:
                 continue
-            source = f"bundle {referrer_digest[:19]}…"
             size = layer.get("size")
             if not isinstance(size, int) or size > limits.max_blob_bytes:
                 checks.append(SignatureCheck("bundle", source, (), "its bundle size is missing or over the limit"))
                 continue
-            data = self.client.get_blob(host, repository, layer["digest"])
+            try:
+                data = self.client.get_blob(host, repository, layer["digest"])
+            except RegistryError as exc:
+                checks.append(_unreadable("bundle", source, exc))
+                continue
             if len(data) != size:
                 checks.append(SignatureCheck("bundle", source, (), "its bundle size differs from the manifest"))
                 continue
@@ -303,6 +314,17 @@ class _Verification:
         return ImageVerdict(False, own.reason, text, manifest.digest, (), own.details)
 
 
+def _unreadable(layout: str, source: str, exc: RegistryError) -> SignatureCheck:
+    """A signature that could not be fetched: one failed candidate, not a failure of the image.
+
+    Anything else attached to the image may still verify it (a broken referrer must not void a
+    valid `.sig`, nor one broken `.sig` layer a valid bundle). Counting is monotone, so judging
+    by the others can never admit what the missing one would have denied. When nothing verifies,
+    evaluate() reports this error and its reason (a transient one is then not cached).
+    """
+    return SignatureCheck(layout, source, (), str(exc), error=exc.reason)
+
+
 def _short_tag(tag: str) -> str:
     """sha256-<64 hex>.sig -> sha256-<12 hex>….sig: readable in kubectl output."""
     head, dot, suffix = tag.partition(".")
@@ -339,6 +361,20 @@ def _platform_manifests(index: Any, all_entries: bool = False) -> list[tuple[str
 
 
 def evaluate(rule: Rule, keys: list[PublicKey], digest: str, found: Found) -> ImageVerdict:
+    unreadable = [check for check in found.checks if check.error]
+    if unreadable:
+        read = Found([check for check in found.checks if not check.error], found.searched, found.location)
+        verdict = evaluate(rule, keys, digest, read)
+        details = verdict.details + tuple(f"{c.source}: could not be read: {c.problem}" for c in unreadable)
+        if verdict.passed:
+            return replace(verdict, details=details)
+        first = unreadable[0]
+        text = first.problem or "a signature could not be read"
+        if len(unreadable) > 1:
+            text += f" (and {len(unreadable) - 1} more signature(s) could not be read)"
+        if read.checks:
+            text += f"; {verdict.message}"
+        return ImageVerdict(False, first.error or "registry-error", text, digest, verdict.verified_keys, details)
     checks = found.checks
     verified: dict[str, str] = {}  # fingerprint -> key name
     for check in checks:
