@@ -34,6 +34,12 @@ try:
             if isinstance(outcome, int):
                 sys.exit(outcome)
             fallback = outcome
+        # Too late, or too loaded, to verify in time: deny at once, before importing the library,
+        # when that is the answer the full path would give (lib/signgate/shed.py).
+        from signgate.shed import answer as shed
+
+        if shed(os.environ, started, fallback):
+            sys.exit(0)
     from signgate.hook import main
 except Exception as exc:  # a broken install must still answer, and say why
     if "--config" in sys.argv[1:]:

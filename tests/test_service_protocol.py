@@ -562,6 +562,7 @@ def test_a_malformed_connection_is_refused_and_the_service_keeps_serving(
 ) -> None:
     with hook_files(short_dir) as files, Client(service.socket) as client:
         misuse.send(client, files, short_dir)
+        assert client.line() == b"queued"  # the parent has it: every request that sends a byte
         replies = [client.line() for _ in misuse.replies]
     assert len(replies) == len(misuse.replies)
     for reply, expected in zip(replies, misuse.replies):
@@ -576,7 +577,7 @@ def test_a_well_formed_request_runs_the_admission_on_the_hooks_own_files(service
     # back the response, metrics and decision log it wrote into its own files, then closes.
     with hook_files(short_dir) as files, Client(service.socket) as client:
         send_work(client, files, short_dir)
-        assert client.line() == b"accepted"
+        assert [client.line(), client.line()] == [b"queued", b"accepted"]
         done = client.done()
         assert client.line() == b""
     assert done.code == 0
@@ -592,7 +593,7 @@ def test_metrics_come_back_when_the_hook_has_a_metrics_file(service: VerifierSer
     with hook_files(short_dir) as files, Client(service.socket) as client:
         env = {"SIGNGATE_CONFIG": str(short_dir / "missing.yaml")}
         client.send(frame(work_header(["context"], env=env, metrics=True)), [files["context"]])
-        assert client.line() == b"accepted"
+        assert [client.line(), client.line()] == [b"queued", b"accepted"]
         done = client.done()
     operations = [json.loads(line) for line in done.metrics.splitlines()]
     assert operations == [{"name": "signgate_decisions_total", "action": "add", "value": 1, "labels": {"result": "denied", "reason": "invalid-config"}}]
@@ -630,7 +631,7 @@ def test_a_silent_client_takes_no_worker_and_is_dropped_after_HEADER_TIMEOUT(ser
         # Meanwhile the parent answers probes and a worker runs another request in full.
         assert answers_ping(service.socket, timeout=HEADER_TIMEOUT / 2)
         send_work(other, files, short_dir)
-        assert other.line(timeout=HEADER_TIMEOUT / 2) == b"accepted"
+        assert [other.line(timeout=HEADER_TIMEOUT / 2), other.line(timeout=HEADER_TIMEOUT / 2)] == [b"queued", b"accepted"]
         assert other.done(timeout=HEADER_TIMEOUT / 2).code == 0
         assert time.monotonic() - connected < HEADER_TIMEOUT
         reply = silent.line(timeout=HEADER_TIMEOUT + 3)
@@ -643,6 +644,7 @@ def test_a_silent_client_takes_no_worker_and_is_dropped_after_HEADER_TIMEOUT(ser
 def test_a_client_trickling_its_header_is_cut_off_after_HEADER_TIMEOUT(service: VerifierService) -> None:
     with Client(service.socket) as slow:
         slow.send((1000).to_bytes(4, "big"))
+        assert slow.line() == b"queued"
         give_up = time.monotonic() + HEADER_TIMEOUT + 1.0
         reply = None
         while reply is None and time.monotonic() < give_up:
@@ -717,7 +719,7 @@ def test_sigterm_waits_for_a_worker_in_flight(short_dir: Path) -> None:
     with VerifierService(short_dir) as svc, Client(svc.socket) as silent:
         assert svc.process is not None
         send_partial(silent)
-        time.sleep(0.1)  # the parent accepts and forks the client's worker
+        assert silent.line() == b"queued"  # the parent accepts and forks the client's worker
         svc.process.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
         code = svc.process.wait(timeout=STOP_GRACE + 5)
@@ -746,7 +748,8 @@ def test_a_worker_outlasting_STOP_GRACE_does_not_hold_up_the_exit(short_dir: Pat
             time.sleep(0.05)
         with Client(socket_path) as silent:
             send_partial(silent)
-            time.sleep(0.1)  # the parent accepts and forks the client's worker
+            assert silent.line() == b"queued"  # the parent accepts and forks the client's worker
+            time.sleep(0.1)
             process.send_signal(signal.SIGTERM)
             signalled = time.monotonic()
             code = process.wait(timeout=30)
@@ -771,11 +774,11 @@ def test_a_worker_outlasting_STOP_GRACE_does_not_hold_up_the_exit(short_dir: Pat
 def test_with_one_worker_a_queued_request_waits_and_is_served_once_the_worker_is_free(short_dir: Path) -> None:
     with VerifierService(short_dir, max_workers=1) as svc, Client(svc.socket) as partial, Client(svc.socket) as queued:
         send_partial(partial)  # takes the only worker, which waits for the rest
-        time.sleep(0.1)
+        assert partial.line() == b"queued"
         with hook_files(short_dir) as files:
             connected = time.monotonic()
             send_work(queued, files, short_dir)
-            assert queued.line() == b"queued"  # the parent: alive, every worker busy
+            assert queued.line() == b"queued"  # the parent has it; every worker is busy
             with pytest.raises(TimeoutError):
                 queued.line(timeout=HEADER_TIMEOUT / 2)  # not `accepted` yet: the only worker is the other client's
             assert answers_ping(svc.socket, timeout=0.5)  # busy, yet its probe says it is alive
@@ -802,7 +805,8 @@ def one_busy_worker(directory: Path) -> Iterator[tuple[VerifierService, Client]]
     part of a request (close it to free the worker)."""
     with VerifierService(directory, max_workers=1) as svc, Client(svc.socket) as holder:
         send_partial(holder)
-        time.sleep(0.1)  # the parent accepts and forks the holder's worker
+        assert holder.line() == b"queued"
+        time.sleep(0.1)  # the parent forks the holder's worker
         yield svc, holder
 
 

@@ -60,8 +60,13 @@ POD_RULES = [
 
 
 def main(
-    argv: list[str], environ: Mapping[str, str] = os.environ, started: float | None = None, fallback: Any = None
+    argv: list[str],
+    environ: Mapping[str, str] = os.environ,
+    started: float | None = None,
+    fallback: Any = None,
 ) -> int:
+    """`started`: when the request started, on the monotonic clock (fastpath.request_started);
+    `fallback`: why the verifier service did not answer (relay.py)."""
     started = time.monotonic() if started is None else started
     if len(argv) > 1 and argv[1] == "--config":
         return print_config(environ, sys.stdout, sys.stderr)
@@ -239,26 +244,17 @@ def run_admission(
         )
 
 
+# CPU seconds a verification still costs a hook process once the library is imported: importing
+# `requests` and `cryptography` (a verifier service's worker has them already).
+REMAINING_VERIFY_CPU = 0.25
+
+
 def _shed(deadline: Deadline, fallback: Any, started: float) -> tuple[str, str] | None:
-    """Whether to answer without verifying, and why: (reason, text) or None to verify.
+    """Whether to answer without verifying, and why: (reason, text) or None (see shed.py)."""
+    from .shed import reason_to_shed
 
-    Shed when less than relay.shed_margin() is left of the deadline: verifying could not finish,
-    and starting would only make the answer late (the API server gives up at timeoutSeconds,
-    and with failurePolicy Ignore a late answer is an unverified admission). When the verifier
-    service said it was busy, shed already with twice the margin left: verifying here too would
-    slow every other admission on this overloaded machine down.
-    """
-    from .relay import shed_margin
-
-    margin = shed_margin(deadline.seconds)
-    left = deadline.remaining()
-    overloaded = fallback is not None and getattr(fallback, "overloaded", False)
-    if left >= margin * (2 if overloaded else 1):
-        return None
-    if fallback is not None:
-        return str(fallback.reason), str(fallback.text)
-    waited = time.monotonic() - started
-    return "overloaded", f"signgate is overloaded (the request waited {waited:.1f} s before it could be verified)"
+    cost = 0.0 if "requests" in sys.modules else REMAINING_VERIFY_CPU
+    return reason_to_shed(deadline.seconds, deadline.remaining(), fallback, time.monotonic() - started, cost)
 
 
 def _unverified(reason: str, text: str, seconds: float) -> Callable[..., Any]:

@@ -14,9 +14,9 @@ Protocol (version 2), one connection per admission call:
   response, the metrics file, stdout or stderr. shell-operator reads the hook's output until
   stdout and stderr close, so a descriptor of them held elsewhere (say, by a request still
   queued in the service) would hold the answer back after this process exited.
-- service to hook: `queued` (the parent: every worker is busy; optional), `accepted` (a worker
-  took the request), then `done <code> <r> <m> <l>` and r bytes of response, m bytes of metrics
-  lines and l bytes of log; or `error <why>` at any point.
+- service to hook: `queued` (the parent, at once: it has the request and a worker will take it),
+  `accepted` (a worker took it), then `done <code> <r> <m> <l>` and r bytes of response, m bytes
+  of metrics lines and l bytes of log; or `error <why>` at any point.
 
 The peer is checked before it is trusted with anything (a trust boundary, see SECURITY.md): it
 must run as this process's user or as root (SO_PEERCRED), every wait has a total deadline (a
@@ -27,10 +27,12 @@ any of this is treated as no service at all.
 The service only accelerates. Every way it can fail to answer (no socket, refused, a malformed
 or missing reply, a worker that died or hangs) makes the hook decide in its own process, as it
 does without the service, while time remains (see the bounds in `_relay`). One case is
-different on purpose: a service that says it is busy (`queued`, then no worker in time, or its
-queue full) means this machine is overloaded, and verifying here as well would only make every
-other admission later. Then the hook sheds: hook.run_admission answers at once with a denial that
-names each image it could not verify ("signgate is overloaded"), before the API server gives up.
+different on purpose: a service that has the request but no worker for it in time (`queued`,
+then no `accepted` while the deadline could still be met), or whose queue is full, means this
+machine is overloaded, and verifying here as well would only make every
+other admission later. Then the hook sheds: it answers at once with a denial that
+names each image it could not verify ("signgate is overloaded"), before the API server gives up
+(shed.py).
 
 Standard library only, and not even `socket`: its Python wrapper costs ~10 ms of enum set-up
 per process, and `_socket` has everything a Unix-socket client needs.
@@ -47,8 +49,8 @@ PROTOCOL = 2
 # Kubernetes caps a webhook's timeoutSeconds at 30; 10 is its default and shell-operator's.
 MAX_WEBHOOK_TIMEOUT = 30.0
 DEFAULT_WEBHOOK_TIMEOUT = 10.0
-# Connecting, and the service's first line (`queued` or `accepted`), in total. The parent answers
-# at once whatever its load, so a silent peer is a broken one.
+# Connecting, and the service's first line (`queued`), in total. The parent answers at once
+# whatever its load, so a silent peer is a broken one.
 HANDSHAKE_TIMEOUT = 1.0
 # A worker answers by the deadline (its own, counted from the same start); this much later it is
 # stuck, and the hook stops waiting.
@@ -85,14 +87,6 @@ class ServiceFailed(ConnectionError):
     """The service (or whatever answers on the socket) broke the protocol."""
 
 
-def shed_margin(deadline_seconds: float) -> float:
-    """Less than this left of the deadline is too little to start verifying: shed instead.
-
-    One second, or a quarter of a short deadline (so that a 1-second deadline still verifies).
-    """
-    return min(1.0, 0.25 * deadline_seconds)
-
-
 def relay(environ: dict[str, str] | os._Environ[str], started: float) -> int | Fallback | None:
     """Have the verifier service answer this call: its exit code, or a Fallback or None to decide here."""
     path = environ.get(SOCKET_VARIABLE)
@@ -107,6 +101,8 @@ def relay(environ: dict[str, str] | os._Environ[str], started: float) -> int | F
 
 def _relay(environ: dict[str, str] | os._Environ[str], path: str, started: float) -> int | Fallback | None:
     import _socket
+
+    from .shed import shed_margin
 
     response_path = environ.get("VALIDATING_RESPONSE_PATH") or environ.get("ADMISSION_RESPONSE_PATH")
     context_path = environ.get("BINDING_CONTEXT_PATH")
@@ -150,7 +146,7 @@ def _relay(environ: dict[str, str] | os._Environ[str], path: str, started: float
         lines = _Lines(sock)
         reply = lines.next(handshake_by)
         if reply == b"queued":
-            # The parent is alive and every worker busy: wait for one while it can still verify.
+            # The parent has it: wait for a worker while one could still verify in time.
             try:
                 reply = lines.next(accept_by)
             except TimeoutError:

@@ -26,9 +26,9 @@ service's user or as root (SO_PEERCRED).
 The parent never blocks on a connection and never gives one a worker before its first bytes
 have arrived: a connection that sends nothing within HEADER_TIMEOUT is dropped from the queue,
 and one whose client closes is dropped at once (its hook decides by itself). It keeps at most
---max-workers workers alive; requests beyond that wait in a queue, and the parent tells their
-hooks `queued` so that they wait rather than verify in-process on an overloaded machine
-(relay.py). A worker exits as soon as its hook hangs up. Pings are answered by the parent at
+--max-workers workers alive; requests beyond that wait in a queue. The parent tells every
+request's hook `queued` as soon as the request's first bytes arrive, so that the hook waits for a
+worker rather than verify in-process on an overloaded machine (relay.py). A worker exits as soon as its hook hangs up. Pings are answered by the parent at
 once, busy or not, because a saturated service is still alive. On SIGTERM or SIGINT it stops
 accepting, tells queued clients, waits up to STOP_GRACE seconds for its workers, and removes
 the socket.
@@ -381,8 +381,7 @@ class Waiting:
 
     conn: socket.socket
     accepted_at: float
-    ready: bool = False  # its first bytes have arrived: a worker may take it
-    told: bool = False  # it was told `queued`
+    ready: bool = False  # its first bytes have arrived (and it was told `queued`): a worker may take it
 
 
 def serve(path: str, max_workers: int, log: TextIO = sys.stderr) -> int:
@@ -436,11 +435,7 @@ def serve(path: str, max_workers: int, log: TextIO = sys.stderr) -> int:
             now = time.monotonic()
             timeout = ACCEPT_POLL
             for entry in waiting.values():
-                if entry.ready and not entry.told:
-                    # Its hook waits for a worker rather than verifying itself (relay.py).
-                    _tell(entry.conn, "queued")
-                    entry.told = True
-                elif not entry.ready:
+                if not entry.ready:
                     timeout = min(timeout, entry.accepted_at + HEADER_TIMEOUT - now)
             for fd, events in poller.poll(max(0.0, timeout) * 1000):
                 if fd == wake[0]:
@@ -462,6 +457,10 @@ def serve(path: str, max_workers: int, log: TextIO = sys.stderr) -> int:
                         if _answer_ping(waiting[fd].conn):
                             drop(fd)
                         else:
+                            # At once, before any fork: the hook then knows that the service has
+                            # its request and waits for a worker, which on a loaded machine may
+                            # take longer to start than the hook's handshake allows (relay.py).
+                            _tell(waiting[fd].conn, "queued")
                             waiting[fd].ready = True
                             poller.modify(fd, 0)  # from now on, only its hang-up matters
             now = time.monotonic()
