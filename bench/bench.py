@@ -193,6 +193,7 @@ def import_costs() -> list[tuple[str, float]]:
     modules = [
         ("signgate.fastpath (all the warm path imports)", "import signgate.fastpath"),
         ("signgate.relay + _socket (the hook's side of the verifier service)", "import signgate.relay, _socket"),
+        ("signgate.shed (a cold call's overload check, before the library)", "import signgate.shed"),
         ("signgate.hook (the full path's own code)", "import signgate.hook, signgate.decision, signgate.cache, signgate.verify"),
         ("yaml (only for YAML configs; the chart renders JSON)", "import yaml"),
         ("jsonpath_ng (not imported by the hook)", "import jsonpath_ng"),
