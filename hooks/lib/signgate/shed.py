@@ -40,6 +40,9 @@ IN_PROCESS_VERIFY_CPU = 0.3
 OVERLOADED_SHARE = 0.05
 # Less time than this spent running or waiting to run says nothing about the machine's load.
 MIN_RUNNABLE_NS = 50_000_000
+# How far ahead a share measured now is trusted: a burst of hook processes passes in seconds, and
+# a process with more time than this left may well get more CPU later than it gets now.
+PREDICTION_HORIZON = 4.0
 
 
 def cpu_share() -> float | None:
@@ -73,7 +76,8 @@ def reason_to_shed(deadline_seconds: float, left: float, fallback: object, waite
       shed with twice the margin left, since verifying here as well would slow every other
       admission on this overloaded machine down.
     - This process must pay `verify_cpu` seconds of CPU before it can verify, and the share of a
-      CPU it gets on this overloaded machine (cpu_share) says that will not fit in what is left.
+      CPU it gets on this overloaded machine (cpu_share) says that will not fit in what is left
+      (looking at most PREDICTION_HORIZON ahead).
 
     `fallback` (a relay.Fallback or None) says why the verifier service did not answer; its text
     explains a shed. `waited` is how long ago the request started.
@@ -84,7 +88,7 @@ def reason_to_shed(deadline_seconds: float, left: float, fallback: object, waite
     share = cpu_share() if verify_cpu > 0 else None
     if share is not None and share < OVERLOADED_SHARE:
         cost = verify_cpu / max(share, 0.001)
-        need = max(need, margin + cost)
+        need = max(need, margin + min(cost, PREDICTION_HORIZON))
     if left >= need:
         return None
     if fallback is not None:
