@@ -136,3 +136,97 @@ def test_a_late_request_whose_images_all_passed_before_is_still_admitted_from_th
     assert first.allowed, first.stderr
     late = run_aged(config, request_for("Pod", [images["other"]]), age=60, env=cache)
     assert late.allowed and late.decision_log["cache"].get("fast") is True, late.stderr
+
+
+def _normalised(run: HookRun) -> tuple[Any, list[Any]]:
+    import re
+
+    def numbers(text: str) -> str:
+        return re.sub(r"\d+\.\d+ s", "N s", text)
+
+    images = [
+        {k: numbers(v) if isinstance(v, str) else v for k, v in image.items() if k in ("container", "list", "image", "verdict", "reason", "mode", "message")}
+        for image in run.decision_log["images"]
+    ]
+    return {**run.response, "message": numbers(run.message)}, images
+
+
+def test_the_early_shed_gives_the_answer_the_full_path_gives(images, keys, tmp_path) -> None:
+    # The same policy, as JSON (shed before the library is imported, shed.py) and as YAML (which
+    # only the full path reads): the same response and the same per-image log.
+    import yaml
+
+    policy = {"keys": {"default": str(keys["ecdsa-p256"].pub_path)}, "registries": {"insecure": [images["host"]]}, "policy": [{"images": "**"}]}
+    as_json = tmp_path / "config.json"
+    as_json.write_text(json.dumps(policy))
+    as_yaml = tmp_path / "config.yaml"
+    as_yaml.write_text(yaml.safe_dump(policy))
+    request = request_for("Deployment", [images["signed"], images["other"]], init=["busybox:1"])
+    early = run_aged(as_json, request, age=60)
+    full = run_aged(as_yaml, request, age=60)
+    assert early.decision_log.get("shed") is True and "shed" not in full.decision_log  # the two paths did run
+    assert _normalised(early) == _normalised(full)
+    assert early.message.count("signgate is overloaded") == 3
+
+
+@pytest.mark.parametrize(
+    "age, counted",
+    [(0.5, True), (299.0, True), (301.0, False), (-5.0, False)],
+    ids=["just-written", "within-MAX_QUEUE_SECONDS", "older-than-MAX_QUEUE_SECONDS", "in-the-future"],
+)
+def test_request_started_takes_the_modification_time_only_within_its_bounds(tmp_path, age, counted) -> None:
+    from signgate.fastpath import MAX_QUEUE_SECONDS, request_started
+
+    assert MAX_QUEUE_SECONDS == 300.0
+    context = tmp_path / "context.json"
+    context.write_text("[]")
+    written = time.time() - age
+    os.utime(context, (written, written))
+    launched = time.monotonic()
+    started = request_started({"BINDING_CONTEXT_PATH": str(context)}, launched)
+    if counted:
+        assert abs((launched - started) - age) < 0.5
+    else:
+        assert started == launched
+    assert request_started({}, launched) == launched
+    assert request_started({"BINDING_CONTEXT_PATH": str(tmp_path / "missing.json")}, launched) == launched
+
+
+class _Fallback:
+    def __init__(self, overloaded: bool) -> None:
+        self.reason, self.text, self.overloaded = ("overloaded" if overloaded else "service-failed"), "why", overloaded
+
+
+@pytest.mark.parametrize(
+    "left, fallback, share, expected",
+    [
+        (7.0, None, None, None),
+        (0.9, None, None, "overloaded"),  # under the 1-second margin of an 8-second deadline
+        (1.5, _Fallback(True), None, "overloaded"),  # the service was busy: twice the margin
+        (2.5, _Fallback(True), None, None),
+        (0.9, _Fallback(False), None, "service-failed"),  # the service's reason explains the shed
+        (1.5, _Fallback(False), None, None),
+        (3.0, None, 0.2, None),  # a fifth of a CPU is not overload
+        (3.0, None, 0.01, "overloaded"),  # 0.3 s of CPU at a hundredth: 30 s; 3 s are left
+        (6.0, None, 0.01, None),  # ... but only 4 s ahead are trusted
+    ],
+    ids=[
+        "time-enough", "under-the-margin", "busy-service-under-twice-the-margin", "busy-service-with-more-left",
+        "failed-service-under-the-margin", "failed-service-with-time-left", "loaded-not-overloaded",
+        "overloaded-and-too-little-left", "overloaded-with-more-than-the-horizon-left",
+    ],
+)
+def test_reason_to_shed(monkeypatch, left, fallback, share, expected) -> None:
+    from signgate import shed
+
+    monkeypatch.setattr(shed, "cpu_share", lambda: share)
+    why = shed.reason_to_shed(8.0, left, fallback, 8.0 - left, shed.IN_PROCESS_VERIFY_CPU)
+    assert (why[0] if why else None) == expected
+    if why and fallback is not None:
+        assert why[1] == "why"
+
+
+def test_a_short_deadline_still_verifies() -> None:
+    from signgate.shed import shed_margin
+
+    assert shed_margin(8.0) == 1.0 and shed_margin(1.0) == 0.25
