@@ -71,7 +71,7 @@ class Fallback:
     """The service did not answer: why, for the denial if too little time is left to verify here.
 
     `overloaded` means the service said it was busy: the hook then sheds while it still has
-    twice the shedding margin (see hook.run_admission), rather than verifying in-process.
+    twice the shedding margin (shed.reason_to_shed), rather than verifying in-process.
     """
 
     __slots__ = ("reason", "text", "overloaded")
@@ -119,7 +119,7 @@ def _relay(environ: dict[str, str] | os._Environ[str], path: str, started: float
     accept_by = min(started + deadline - margin, done_by)
     now = time.monotonic()
     if now >= accept_by:
-        return None  # too late to hand over: the in-process path sheds (see hook.run_admission)
+        return None  # too late to hand over: the hook sheds (shed.py)
     header = {
         "v": PROTOCOL,
         "elapsed": now - started,
