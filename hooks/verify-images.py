@@ -12,22 +12,34 @@ import time
 STARTED = time.monotonic()
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 
+started = STARTED
+fallback = None
 try:
     if sys.argv[1:] != ["--config"]:
-        # The warm path: when every image already passed under this exact configuration, answer
-        # from the cache with the standard library alone (see lib/signgate/fastpath.py).
-        from signgate.fastpath import try_answer
+        # The deadline counts from when the request reached the pod, not from this interpreter's
+        # start, which can be much later under load (lib/signgate/fastpath.py, request_started).
+        from signgate.fastpath import request_started, try_answer
 
-        if try_answer(os.environ, STARTED):
+        started = request_started(os.environ, STARTED)
+        # The warm path: when every image already passed under this exact configuration, answer
+        # from the cache with the standard library alone.
+        if try_answer(os.environ, started):
             sys.exit(0)
         if os.environ.get("SIGNGATE_VERIFIER_SOCKET"):
             # A cold decision: a warm verifier service, when deployed, spares this process the
             # heavy imports (lib/signgate/relay.py). When it cannot answer, decide here.
             from signgate.relay import relay
 
-            code = relay(os.environ, STARTED)
-            if code is not None:
-                sys.exit(code)
+            outcome = relay(os.environ, started)
+            if isinstance(outcome, int):
+                sys.exit(outcome)
+            fallback = outcome
+        # Too late, or too loaded, to verify in time: deny at once, before importing the library,
+        # when that is the answer the full path would give (lib/signgate/shed.py).
+        from signgate.shed import answer as shed
+
+        if shed(os.environ, started, fallback):
+            sys.exit(0)
     from signgate.hook import main
 except Exception as exc:  # a broken install must still answer, and say why
     if "--config" in sys.argv[1:]:
@@ -42,4 +54,4 @@ except Exception as exc:  # a broken install must still answer, and say why
     sys.stderr.write(f"signgate: cannot load the hook library: {exc!r}\n")
     sys.exit(0)
 
-sys.exit(main(sys.argv, os.environ, started=STARTED))
+sys.exit(main(sys.argv, os.environ, started=started, fallback=fallback))

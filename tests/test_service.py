@@ -15,7 +15,10 @@ The hook runs as a real subprocess against the real registry on 127.0.0.1; the s
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -24,10 +27,10 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from contract import BINDING, HookRun, admission_request, pod_spec, request_for, run_contexts, run_request, workload, write_config
+from contract import BINDING, HOOK, HookRun, admission_request, hook_env, pod_spec, request_for, run_contexts, run_request, workload, write_config
 from support.oci import PushedImage, RegistryHTTP, push_image
 from support.registry import Registry
-from support.service import VerifierService
+from support.service import VerifierService, busy_worker, drain_to_eof, pipe_holders
 from support.signer import TestKey, sign_legacy
 
 
@@ -286,14 +289,35 @@ def _accept_then(line: bytes) -> Callable[[socket.socket], None]:
     return _reply(b"accepted\n" + line)
 
 
+def _done(response: bytes, code: int = 0, metrics: bytes = b"", log: bytes = b"") -> bytes:
+    """A `done` line and its payload, as a worker sends them."""
+    return f"done {code} {len(response)} {len(metrics)} {len(log)}\n".encode() + response + metrics + log
+
+
+# What a stand-in for the worker answers with, allowing everything: none of it may be written.
+FORGED = json.dumps({"allowed": True}).encode()
+
 BROKEN_SERVICES = [
     ("closes the connection without a word", _hang_up, "closed the connection without an answer"),
     ("accepts the request, then closes without an answer", _accept_then(b""), "closed the connection without an answer"),
     ("accepts the request, then fails it", _accept_then(b"error the worker failed\n"), "the worker failed"),
     ("refuses the request", _reply(b"error too busy\n"), "too busy"),
     ("answers something else", _reply(b"hello there\n"), "unexpected reply"),
-    ("answers before accepting", _reply(b"done 0\n"), "unexpected reply"),
-    ("claims a non-numeric exit code", _accept_then(b"done zero\n"), "unexpected reply"),
+    ("answers before accepting", _reply(_done(FORGED)), "unexpected reply"),
+    ("claims a non-numeric exit code", _accept_then(b"done zero 0 0 0\n"), "unexpected reply"),
+    ("says done with the old protocol's line", _accept_then(b"done 0\n"), "unexpected reply"),
+    ("says done and sends no response", _accept_then(_done(b"")), "invalid answer: no response"),
+    ("reports a failed worker, with an admission", _accept_then(_done(FORGED, code=1)), "the worker reported exit code 1"),
+    ("sends a response that is not JSON", _accept_then(_done(b"{allowed: true")), "the response is not JSON"),
+    ("sends a JSON array", _accept_then(_done(b"[true]")), "not a JSON object"),
+    ("sends allowed as a string", _accept_then(_done(b'{"allowed": "true"}')), "no boolean 'allowed'"),
+    ("sends a denial without a message", _accept_then(_done(b'{"allowed": false}')), "a denial without a message"),
+    ("sends a response with fields of its own", _accept_then(_done(b'{"allowed": true, "status": {"code": 200}}')), "unexpected response fields"),
+    ("sends warnings that are not strings", _accept_then(_done(b'{"allowed": true, "warnings": [1]}')), "warnings are not a list of strings"),
+    ("sends metrics that are not metrics", _accept_then(_done(FORGED, metrics=b"rm -rf /\n")), "a metrics line is not JSON"),
+    ("announces more response than it sends", _accept_then(b"done 0 100 0 0\n" + FORGED), "closed the connection in the middle of its answer"),
+    ("announces a response over the limit", _accept_then(b"done 0 999999999 0 0\n"), "more than"),
+    ("sends a line longer than any reply", _reply(b"accepted" * 100), "unexpected reply"),
 ]
 
 
@@ -308,10 +332,12 @@ def test_a_broken_service_makes_the_hook_decide_itself_and_say_why(name, behavio
         fake.close()
     assert fake.connections == 2
     assert signed.allowed, signed.stderr
-    assert not unsigned.allowed and "no signature found" in unsigned.message
+    # Never the peer's answer, never an empty response, never a hook failure: verified here.
+    assert unsigned.returncode == 0 and not unsigned.allowed and "no signature found" in unsigned.message, unsigned.stderr
     for run in (signed, unsigned):
         warnings = relay_warnings(run)
         assert len(warnings) == 1 and logged in warnings[0] and "verifying in this process" in warnings[0], run.stderr
+        assert run.decision_log["images"][0]["reason"] in ("verified", "no-signature"), run.stderr
 
 
 UNREACHABLE = [
@@ -382,15 +408,81 @@ def test_a_service_that_never_starts_the_request_gets_one_second_then_the_hook_d
     assert "no answer in time" in relay_warnings(run)[0]
 
 
-def test_a_worker_that_never_finishes_is_waited_for_no_longer_than_the_webhook_timeout(images, keys, tmp_path, short_dir) -> None:
-    config = _json_config(tmp_path / "config.json", keys["ecdsa-p256"], images.registry.host, timeoutSeconds=3)
-    run, elapsed = _admit_through_stalled_service(short_dir, config, images.signed.reference, accept=True)
-    # The API server has given up by now; the hook still writes a named denial and exits.
-    assert 3 <= elapsed < 10, elapsed
-    assert not run.allowed
-    assert 'container "c0"' in run.message and images.signed.reference in run.message
-    assert "not verified within" in run.message
+def test_a_peer_that_accepts_and_then_says_nothing_is_waited_for_until_the_deadline_not_the_webhook_timeout(
+    images, keys, tmp_path, short_dir
+) -> None:
+    # timeoutSeconds 30, deadline 2 s: a real worker answers by the deadline, so the hook waits for
+    # it 2 s and a grace of 0.5 s, not 30 s. It then answers in-process: the deadline is over, so
+    # with the deadline's denial, naming the container, the image and why.
+    config = _json_config(tmp_path / "config.json", keys["ecdsa-p256"], images.registry.host, timeoutSeconds=30, deadlineSeconds=2)
+    run, _ = _admit_through_stalled_service(short_dir, config, images.signed.reference, accept=True)
+    assert run.returncode == 0 and not run.allowed, run.stderr
+    assert run.message.startswith(f'signgate: container "c0" image "{images.signed.reference}": not verified within 2 s'), run.message
+    assert "the verifier service accepted the request but gave no answer within 2.5 s" in run.message
+    assert run.decision_log["reasons"] == ["timeout"]
+    [warning] = relay_warnings(run)
+    assert "gave no answer within 2.5 s" in warning, run.stderr
+
+
+def test_a_peer_that_drips_its_first_line_gets_one_second_in_total(images, keys, tmp_path, short_dir) -> None:
+    # One byte every 0.9 s: each read would be under a one-second timeout, the whole line is not.
+    sent: list[int] = []
+
+    def drip(conn: socket.socket) -> None:
+        conn.recv(65536)
+        for byte in b"accepted\n":
+            conn.sendall(bytes([byte]))
+            sent.append(byte)
+            time.sleep(0.9)
+        conn.recv(1)  # until the hook hangs up
+
+    fake = FakeService(short_dir / "v.sock", drip)
+    try:
+        run = run_request(
+            _json_config(tmp_path / "config.json", keys["ecdsa-p256"], images.registry.host),
+            request_for("Pod", [images.signed.reference]),
+            env={"SIGNGATE_VERIFIER_SOCKET": str(fake.path)},
+        )
+    finally:
+        fake.close()
+    assert run.allowed and run.decision_log["images"][0]["reason"] == "verified", run.stderr  # decided here
     assert "no answer in time" in relay_warnings(run)[0]
+    assert len(sent) < len(b"accepted\n"), "the hook waited for the whole dripped line"
+
+
+def test_a_service_running_as_another_user_is_not_trusted(images, keys, tmp_path, short_dir) -> None:
+    # A stand-in running as nobody, ready to admit anything. The hook (root here) must refuse it
+    # before sending anything, and verify in-process.
+    if os.geteuid() != 0:
+        pytest.skip("starting a process as another user needs root")
+    short_dir.chmod(0o777)  # where nobody may create its socket
+    program = (
+        "import socket, sys\n"
+        "listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
+        "listener.bind(sys.argv[1]); listener.listen(8)\n"
+        "print('ready', flush=True)\n"
+        "while True:\n"
+        "    conn, _ = listener.accept()\n"
+        "    conn.recv(65536)\n"
+        f"    conn.sendall({b'accepted' + bytes([10]) + _done(FORGED)!r})\n"
+        "    conn.close()\n"
+    )
+    path = short_dir / "v.sock"
+    # The system interpreter: nobody may not be allowed to run the test's own (under /root).
+    stranger = subprocess.Popen(["/usr/bin/python3", "-c", program, str(path)], user=65534, stdout=subprocess.PIPE, text=True)
+    try:
+        assert stranger.stdout is not None and stranger.stdout.readline() == "ready\n"
+        run = run_request(
+            write_config(tmp_path, keys["ecdsa-p256"].pub_path, images.registry.host),
+            request_for("Pod", [images.unsigned.reference]),
+            env={"SIGNGATE_VERIFIER_SOCKET": str(path)},
+        )
+    finally:
+        stranger.kill()
+        stranger.wait()
+    assert not run.allowed and "no signature found" in run.message, run.stderr
+    [warning] = relay_warnings(run)
+    assert "runs as uid 65534, not as this hook's uid 0 or root" in warning
 
 
 def test_a_registry_that_never_answers_is_cut_off_at_the_deadline_by_the_worker(keys, tmp_path, service) -> None:
@@ -419,26 +511,20 @@ def test_a_registry_that_never_answers_is_cut_off_at_the_deadline_by_the_worker(
     assert relay_warnings(run) == []  # the worker answered; the hook did not decide again
 
 
-def test_a_saturated_service_still_answers_its_probe_and_the_hook_decides_itself(images, keys, tmp_path, short_dir) -> None:
-    config = _json_config(tmp_path / "config.json", keys["ecdsa-p256"], images.registry.host)
-    with VerifierService(short_dir, max_workers=1) as saturated:
-        # Occupy the only worker: a client that connects and never sends its request holds it
-        # for the header timeout (2 s).
-        holder = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        holder.connect(str(saturated.socket))
-        try:
-            time.sleep(0.2)
-            probe_started = time.monotonic()
-            assert saturated.ping()  # the parent answers probes itself, busy or not
-            assert time.monotonic() - probe_started < 0.5
-            started = time.monotonic()
-            run = run_request(config, request_for("Pod", [images.signed.reference]), env={"SIGNGATE_VERIFIER_SOCKET": str(saturated.socket)})
-            elapsed = time.monotonic() - started
-        finally:
-            holder.close()
-    assert run.allowed, run.stderr
-    assert "no answer in time" in relay_warnings(run)[0]
-    assert elapsed < 1.0 + 5, elapsed
+def test_a_saturated_service_still_answers_its_probe_and_the_hook_sheds_the_request(images, keys, tmp_path, short_dir) -> None:
+    # The only worker is busy for 25 s; the hook's deadline is 1.5 s. The service says `queued`, the
+    # hook waits for a worker while one could still verify, then answers at once with a denial that
+    # names the image and says why, instead of adding an in-process verification to the load.
+    config = _json_config(tmp_path / "config.json", keys["ecdsa-p256"], images.registry.host, timeoutSeconds=3)
+    with VerifierService(short_dir, max_workers=1) as saturated, busy_worker(saturated.socket, short_dir, keys["ecdsa-p256"].pub_path):
+        assert saturated.ping()  # the parent answers probes itself, busy or not
+        mark = images.registry.mark()
+        run = run_request(config, request_for("Pod", [images.signed.reference]), env={"SIGNGATE_VERIFIER_SOCKET": str(saturated.socket)})
+        assert images.registry.count_requests(mark) == 0  # not verified in-process either
+    assert run.returncode == 0 and not run.allowed, run.stderr
+    assert run.message.startswith(f'signgate: container "c0" image "{images.signed.reference}": not verified within 1.5 s: signgate is overloaded'), run.message
+    assert run.decision_log["reasons"] == ["overloaded"]
+    assert "verifier service overloaded (no worker free within" in " ".join(e["msg"] for e in run.logs)
 
 
 def test_requests_queued_behind_a_busy_worker_are_served_in_turn(images, keys, tmp_path, short_dir) -> None:
@@ -455,5 +541,134 @@ def test_requests_queued_behind_a_busy_worker_are_served_in_turn(images, keys, t
         for thread in threads:
             thread.join()
     assert len(results) == 3 and all(r.allowed for r in results)
-    # One worker at a time, each a fraction of a second: nobody waited a second and fell back.
+    # One worker at a time, each a fraction of a second: nobody gave up and decided by itself.
     assert [relay_warnings(r) for r in results] == [[]] * 3
+
+
+def test_idle_connections_never_take_a_worker_and_are_dropped_from_the_queue(images, keys, tmp_path, short_dir) -> None:
+    # Five connections that send nothing, ahead of a hook, with a single worker. They used to take
+    # the worker in turn for HEADER_TIMEOUT each, so that the hook gave up and verified itself.
+    config = _json_config(tmp_path / "config.json", keys["ecdsa-p256"], images.registry.host)
+    with VerifierService(short_dir, max_workers=1) as narrow:
+        idle = [socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(5)]
+        try:
+            for conn in idle:
+                conn.connect(str(narrow.socket))
+            run = run_request(config, request_for("Pod", [images.signed.reference]), env={"SIGNGATE_VERIFIER_SOCKET": str(narrow.socket)})
+            replies = []
+            for conn in idle:
+                conn.settimeout(10)  # a bound for a broken service, not a measurement
+                replies.append(conn.recv(256))
+        finally:
+            for conn in idle:
+                conn.close()
+        log = narrow.log()
+    assert run.allowed, run.stderr
+    assert relay_warnings(run) == []  # the worker answered, not the hook
+    assert replies == [b"error no request header within 2 s\n"] * 5
+    assert log.count("refused a request: no request header within 2 s") == 5
+
+
+# ---- 3. the hook's stdout and stderr are its own -------------------------------------------------------
+#
+# shell-operator reads a hook's output until stdout and stderr close, after the hook has exited.
+# A copy of either held by another process (a queued request, a worker, whatever answers on the
+# socket) holds the answer back, past the API server's timeout. So at the moment the hook exits,
+# nobody else may hold them: no /proc/*/fd entry, and no descriptor in flight in a socket (which no
+# /proc lists, but which keeps the pipe from reading EOF).
+
+
+def run_hook_and_find_holders(config: Path, request: dict[str, Any], env: dict[str, str]) -> tuple[HookRun, list[str]]:
+    """Run the hook as shell-operator does; at the moment it exits, list who else holds its stdout
+    or stderr."""
+    with tempfile.TemporaryDirectory(prefix="signgate-hook-") as tmp:
+        context = Path(tmp) / "context.json"
+        response = Path(tmp) / "response.json"
+        context.write_text(json.dumps([{"binding": BINDING, "type": "Validating", "review": {"request": request}}]))
+        response.write_text("")
+        environment = hook_env(config, {"BINDING_CONTEXT_PATH": str(context), "VALIDATING_RESPONSE_PATH": str(response), **env})
+        process = subprocess.Popen(
+            [str(HOOK)], cwd=HOOK.parent, env=environment, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        assert process.stdout is not None and process.stderr is not None
+        # The hook writes a few lines at most: far below a pipe's capacity, so waiting cannot block it.
+        returncode = process.wait(timeout=60)
+        holders: list[str] = []
+        output: dict[str, bytes] = {}
+        for name, pipe in (("stdout", process.stdout), ("stderr", process.stderr)):
+            inode = os.fstat(pipe.fileno()).st_ino
+            holders += [f"{name}: {h}" for h in pipe_holders(inode, exclude={(os.getpid(), pipe.fileno())})]
+            output[name], closed = drain_to_eof(pipe.fileno())
+            if not closed:
+                holders.append(f"{name}: open for writing somewhere (in flight in a socket, or above)")
+        process.stdout.close()
+        process.stderr.close()
+        raw = response.read_text()
+    run = HookRun(returncode, raw, output["stdout"].decode(), output["stderr"].decode())
+    run.response = json.loads(raw) if raw.strip() else None
+    run.logs = [json.loads(line) for line in run.stderr.splitlines() if line.startswith("{")]
+    return run, holders
+
+
+def _never_reads(release: threading.Event) -> Callable[[socket.socket], None]:
+    """A peer that takes the connection and reads nothing: whatever was sent stays in flight."""
+    return lambda conn: release.wait(30)
+
+
+def _keeps_descriptors(release: threading.Event) -> Callable[[socket.socket], None]:
+    """A peer that receives the request with its descriptors, keeps them and answers nothing."""
+
+    def behaviour(conn: socket.socket) -> None:
+        _, fds, _, _ = socket.recv_fds(conn, 65536, 16)
+        try:
+            release.wait(30)
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    return behaviour
+
+
+@pytest.mark.parametrize("stall", [_never_reads, _keeps_descriptors], ids=["a-peer-that-never-reads", "a-peer-that-keeps-the-descriptors"])
+def test_a_stalled_peer_holds_neither_stdout_nor_stderr_after_the_hook_exits(stall, images, keys, tmp_path, short_dir) -> None:
+    release = threading.Event()
+    fake = FakeService(short_dir / "v.sock", stall(release))
+    try:
+        run, holders = run_hook_and_find_holders(
+            _json_config(tmp_path / "config.json", keys["ecdsa-p256"], images.registry.host),
+            request_for("Pod", [images.signed.reference]),
+            {"SIGNGATE_VERIFIER_SOCKET": str(fake.path)},
+        )
+    finally:
+        release.set()
+        fake.close()
+    assert run.allowed, run.stderr  # decided in-process after the handshake's second
+    assert holders == []
+
+
+def test_a_served_request_leaves_the_hooks_stdout_and_stderr_to_it_alone(images, service, keys, tmp_path) -> None:
+    run, holders = run_hook_and_find_holders(
+        _json_config(tmp_path / "config.json", keys["ecdsa-p256"], images.registry.host),
+        request_for("Pod", [images.signed.reference]),
+        via(service, tmp_path / "cache"),
+    )
+    assert run.allowed and relay_warnings(run) == [], run.stderr
+    assert run.decision_log["images"][0]["reason"] == "verified"  # the worker's log, relayed
+    assert holders == []
+
+
+def test_a_request_queued_in_a_saturated_service_holds_neither_stdout_nor_stderr_after_the_hook_exits(images, keys, tmp_path, short_dir) -> None:
+    config = _json_config(tmp_path / "config.json", keys["ecdsa-p256"], images.registry.host, timeoutSeconds=3)
+    with VerifierService(short_dir, max_workers=1) as saturated, busy_worker(saturated.socket, short_dir, keys["ecdsa-p256"].pub_path):
+        run, holders = run_hook_and_find_holders(config, request_for("Pod", [images.signed.reference]), {"SIGNGATE_VERIFIER_SOCKET": str(saturated.socket)})
+        log = _wait_for(saturated, "dropped a queued request whose client left")
+    assert not run.allowed and "signgate is overloaded" in run.message, run.stderr
+    assert holders == []
+    assert "dropped a queued request whose client left" in log  # and it will not run later
+
+
+def _wait_for(svc: VerifierService, text: str, timeout: float = 5.0) -> str:
+    deadline = time.monotonic() + timeout
+    while text not in svc.log() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return svc.log()

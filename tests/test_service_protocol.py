@@ -1,12 +1,13 @@
 """Specification of the verifier service's protocol and lifecycle (signgate.service).
 
 `signgate serve --socket PATH` listens on a Unix socket. A client (the hook, relay.py) sends one
-frame: a 4-byte big-endian length and a JSON header, with the hook's open files attached as
-SCM_RIGHTS descriptors. The parent answers a ping with `pong` itself; anything else goes to a
-forked worker (at most --max-workers at once, the rest queue), which replies `accepted` and then
-`done <code>`, or `error <why>` at any point. Whatever a client sends, it gets an error line or a
-closed connection, and the service goes on serving: the hook falls back to deciding in its own
-process, so a refused request costs time, never an answer.
+frame: a 4-byte big-endian length and a JSON header, with the binding context attached as the one
+SCM_RIGHTS descriptor. The parent answers a ping with `pong` itself; anything else goes to a
+forked worker once its first bytes have arrived (at most --max-workers at once; the rest queue
+and are told `queued`), which replies `accepted` and then `done <code> <sizes>` followed by the
+response, metrics and log it produced, or `error <why>` at any point. Whatever a client sends, it
+gets an error line or a closed connection, and the service goes on serving: the hook falls back
+to deciding in its own process, so a refused request costs time, never an answer.
 
 The pure part (parse_request, worker_environ) is specified by tables. Everything else runs the
 real `python -m signgate serve` as a subprocess and talks to it through raw sockets, so a frame
@@ -54,10 +55,10 @@ from signgate.service import (
     ping,
     worker_environ,
 )
-from support.service import LIB, VerifierService
+from support.service import LIB, VerifierService, busy_worker
 
-BASE = {"v": PROTOCOL, "elapsed": 0.25, "fds": ["context", "response", "stderr"], "env": {}}
-THREE_FDS = [10, 11, 12]  # parse_request only pairs names with numbers; it never touches them
+BASE = {"v": PROTOCOL, "elapsed": 0.25, "fds": ["context"], "env": {}}
+ONE_FD = [10]  # parse_request only pairs names with numbers; it never touches them
 
 
 def header(**changes: Any) -> bytes:
@@ -72,36 +73,31 @@ def header(**changes: Any) -> bytes:
 @pytest.mark.parametrize(
     "body,fds,expected",
     [
-        (header(), THREE_FDS, WorkRequest(elapsed=0.25, files={"context": 10, "response": 11, "stderr": 12}, env={})),
-        # Names pair with descriptors by position, whatever the order the hook chose.
-        (
-            header(fds=["stderr", "metrics", "response", "context"]),
-            [3, 4, 5, 6],
-            WorkRequest(elapsed=0.25, files={"stderr": 3, "metrics": 4, "response": 5, "context": 6}, env={}),
-        ),
-        (header(elapsed=0), THREE_FDS, WorkRequest(elapsed=0.0, files=dict(zip(FD_NAMES, THREE_FDS)), env={})),
-        (header(elapsed=3600), THREE_FDS, WorkRequest(elapsed=3600.0, files=dict(zip(FD_NAMES, THREE_FDS)), env={})),
+        (header(), ONE_FD, WorkRequest(elapsed=0.25, files={"context": 10}, env={})),
+        (header(metrics=True), ONE_FD, WorkRequest(elapsed=0.25, files={"context": 10}, env={}, metrics=True)),
+        (header(metrics=False), ONE_FD, WorkRequest(elapsed=0.25, files={"context": 10}, env={})),
+        (header(elapsed=0), ONE_FD, WorkRequest(elapsed=0.0, files={"context": 10}, env={})),
+        (header(elapsed=3600), ONE_FD, WorkRequest(elapsed=3600.0, files={"context": 10}, env={})),
         (
             header(env={"SIGNGATE_CONFIG": "/etc/signgate/config.yaml", "SIGNGATE_CACHE_DIR": ""}),
-            THREE_FDS,
+            ONE_FD,
             WorkRequest(
                 elapsed=0.25,
-                files=dict(zip(FD_NAMES, THREE_FDS)),
+                files={"context": 10},
                 env={"SIGNGATE_CONFIG": "/etc/signgate/config.yaml", "SIGNGATE_CACHE_DIR": ""},
             ),
         ),
         (
             header(env={f"SIGNGATE_V{i}": "x" * MAX_ENV_VALUE for i in range(MAX_ENV)}),
-            THREE_FDS,
-            WorkRequest(
-                elapsed=0.25, files=dict(zip(FD_NAMES, THREE_FDS)), env={f"SIGNGATE_V{i}": "x" * MAX_ENV_VALUE for i in range(MAX_ENV)}
-            ),
+            ONE_FD,
+            WorkRequest(elapsed=0.25, files={"context": 10}, env={f"SIGNGATE_V{i}": "x" * MAX_ENV_VALUE for i in range(MAX_ENV)}),
         ),
         (json.dumps({"v": PROTOCOL, "ping": True}).encode(), [], WorkRequest(elapsed=0.0, files={}, env={}, ping=True)),
     ],
     ids=[
         "minimal-request",
-        "names-pair-with-descriptors-by-position",
+        "metrics-wanted",
+        "metrics-not-wanted",
         "elapsed-zero",
         "elapsed-at-the-3600-limit",
         "signgate-variables-including-empty-values",
@@ -113,8 +109,8 @@ def test_parse_request_accepts(body: bytes, fds: list[int], expected: WorkReques
     assert parse_request(body, fds) == expected
 
 
-def _two_fds_for_three_names() -> tuple[bytes, list[int]]:
-    return header(), [10, 11]
+def _no_fd_for_the_context() -> tuple[bytes, list[int]]:
+    return header(), []
 
 
 @pytest.mark.parametrize(
@@ -125,38 +121,39 @@ def _two_fds_for_three_names() -> tuple[bytes, list[int]]:
         (b"[" * 100_000 + b"]" * 100_000, [], "not JSON"),  # the parser's recursion limit is a refusal, not a crash
         (b"[1, 2]", [], "unsupported protocol"),
         (b'"v"', [], "unsupported protocol"),
-        (header(v=2), THREE_FDS, f"speaks version {PROTOCOL}"),
-        (header(v="1"), THREE_FDS, f"speaks version {PROTOCOL}"),
-        (header(v=...), THREE_FDS, f"speaks version {PROTOCOL}"),
-        (header(v=True), THREE_FDS, f"speaks version {PROTOCOL}"),  # JSON true is not 1
+        (header(v=PROTOCOL + 1), ONE_FD, f"speaks version {PROTOCOL}"),
+        (header(v=1), ONE_FD, f"speaks version {PROTOCOL}"),  # the protocol that handed over stderr
+        (header(v="1"), ONE_FD, f"speaks version {PROTOCOL}"),
+        (header(v=...), ONE_FD, f"speaks version {PROTOCOL}"),
+        (header(v=True), ONE_FD, f"speaks version {PROTOCOL}"),  # JSON true is not 1
         (json.dumps({"v": PROTOCOL, "ping": True}).encode(), [7], "a ping carries no descriptors"),
-        (header(elapsed=...), THREE_FDS, "elapsed must be a number"),
-        (header(elapsed=-0.001), THREE_FDS, "elapsed must be a number"),
-        (header(elapsed=3600.001), THREE_FDS, "elapsed must be a number"),
-        (header(elapsed=True), THREE_FDS, "elapsed must be a number"),
-        (header(elapsed="1"), THREE_FDS, "elapsed must be a number"),
-        (header(elapsed=float("nan")), THREE_FDS, "elapsed must be a number"),  # json.dumps writes NaN, json.loads reads it
-        (header(elapsed=float("inf")), THREE_FDS, "elapsed must be a number"),
-        (*_two_fds_for_three_names(), "but 2 descriptors arrived"),
-        (header(), [10, 11, 12, 13], "but 4 descriptors arrived"),
-        (header(fds="context,response,stderr"), THREE_FDS, "but 3 descriptors arrived"),
-        (header(fds=...), THREE_FDS, "but 3 descriptors arrived"),
-        (header(fds=["context", "response", "response"]), THREE_FDS, "the header names"),
-        (header(fds=["context", "response", "stderr", "secrets"]), [10, 11, 12, 13], "descriptors must be context, response, stderr"),
-        (header(fds=["response", "stderr"]), [10, 11], "descriptors must be context, response, stderr"),
-        (header(fds=["context", "stderr"]), [10, 11], "descriptors must be context, response, stderr"),
-        (header(fds=["context", "response"]), [10, 11], "descriptors must be context, response, stderr"),
-        (header(fds=["context", "response", "metrics"]), THREE_FDS, "descriptors must be context, response, stderr"),
-        (header(env=...), THREE_FDS, "env must be an object"),
-        (header(env=["SIGNGATE_CONFIG=/x"]), THREE_FDS, "env must be an object"),
-        (header(env={f"SIGNGATE_V{i}": "x" for i in range(MAX_ENV + 1)}), THREE_FDS, f"at most {MAX_ENV} variables"),
-        (header(env={"PATH": "/tmp/evil"}), THREE_FDS, "not 'PATH'"),
-        (header(env={"LD_PRELOAD": "/tmp/evil.so"}), THREE_FDS, "not 'LD_PRELOAD'"),
-        (header(env={"signgate_config": "/x"}), THREE_FDS, "not 'signgate_config'"),
-        (header(env={"SIGNGATE_LIMIT": 3}), THREE_FDS, "not 'SIGNGATE_LIMIT'"),
-        (header(env={"SIGNGATE_CONFIG": None}), THREE_FDS, "not 'SIGNGATE_CONFIG'"),
-        (header(env={"SIGNGATE_CONFIG": "x" * (MAX_ENV_VALUE + 1)}), THREE_FDS, "not 'SIGNGATE_CONFIG'"),
-        (header(env={"SIGNGATE_CONFIG": "/etc/a\0/b"}), THREE_FDS, "not 'SIGNGATE_CONFIG'"),
+        (header(elapsed=...), ONE_FD, "elapsed must be a number"),
+        (header(elapsed=-0.001), ONE_FD, "elapsed must be a number"),
+        (header(elapsed=3600.001), ONE_FD, "elapsed must be a number"),
+        (header(elapsed=True), ONE_FD, "elapsed must be a number"),
+        (header(elapsed="1"), ONE_FD, "elapsed must be a number"),
+        (header(elapsed=float("nan")), ONE_FD, "elapsed must be a number"),  # json.dumps writes NaN, json.loads reads it
+        (header(elapsed=float("inf")), ONE_FD, "elapsed must be a number"),
+        (*_no_fd_for_the_context(), "but 0 descriptors arrived"),
+        (header(), [10, 11], "but 2 descriptors arrived"),
+        (header(fds="context"), ONE_FD, "but 1 descriptors arrived"),
+        (header(fds=...), ONE_FD, "but 1 descriptors arrived"),
+        (header(fds=["context", "context"]), [10, 11], "the only descriptor is the binding context"),
+        (header(fds=["stderr"]), ONE_FD, "the only descriptor is the binding context"),
+        (header(fds=["context", "response", "stderr"]), [10, 11, 12], "the only descriptor is the binding context"),
+        (header(fds=["context", "stderr"]), [10, 11], "the only descriptor is the binding context"),
+        (header(metrics="yes"), ONE_FD, "metrics must be true or false"),
+        (header(metrics=1), ONE_FD, "metrics must be true or false"),
+        (header(env=...), ONE_FD, "env must be an object"),
+        (header(env=["SIGNGATE_CONFIG=/x"]), ONE_FD, "env must be an object"),
+        (header(env={f"SIGNGATE_V{i}": "x" for i in range(MAX_ENV + 1)}), ONE_FD, f"at most {MAX_ENV} variables"),
+        (header(env={"PATH": "/tmp/evil"}), ONE_FD, "not 'PATH'"),
+        (header(env={"LD_PRELOAD": "/tmp/evil.so"}), ONE_FD, "not 'LD_PRELOAD'"),
+        (header(env={"signgate_config": "/x"}), ONE_FD, "not 'signgate_config'"),
+        (header(env={"SIGNGATE_LIMIT": 3}), ONE_FD, "not 'SIGNGATE_LIMIT'"),
+        (header(env={"SIGNGATE_CONFIG": None}), ONE_FD, "not 'SIGNGATE_CONFIG'"),
+        (header(env={"SIGNGATE_CONFIG": "x" * (MAX_ENV_VALUE + 1)}), ONE_FD, "not 'SIGNGATE_CONFIG'"),
+        (header(env={"SIGNGATE_CONFIG": "/etc/a\0/b"}), ONE_FD, "not 'SIGNGATE_CONFIG'"),
     ],
     ids=[
         "not-json",
@@ -164,7 +161,8 @@ def _two_fds_for_three_names() -> tuple[bytes, list[int]]:
         "nested-deeper-than-the-parser-allows",
         "json-array-not-an-object",
         "json-string-not-an-object",
-        "protocol-version-2",
+        "protocol-version-next",
+        "protocol-version-1",
         "protocol-version-as-a-string",
         "protocol-version-missing",
         "protocol-version-true",
@@ -180,12 +178,12 @@ def _two_fds_for_three_names() -> tuple[bytes, list[int]]:
         "more-descriptors-than-names",
         "fds-not-a-list",
         "fds-missing",
-        "duplicate-descriptor-names",
-        "unknown-descriptor-name",
-        "context-missing",
-        "response-missing",
-        "stderr-missing",
-        "metrics-instead-of-stderr",
+        "context-twice",
+        "stderr-instead-of-context",
+        "the-old-protocols-response-and-stderr",
+        "stderr-beside-the-context",
+        "metrics-a-string",
+        "metrics-a-number",
         "env-missing",
         "env-not-an-object",
         "more-than-MAX_ENV-variables",
@@ -223,11 +221,14 @@ SERVICE_ENV = {
 KEPT = {"PATH": "/usr/local/bin:/usr/bin", "HTTPS_PROXY": "http://proxy.internal:3128"}
 
 
+OUTPUTS = {"response": 8, "metrics": 9, "log": 10}  # the worker's own in-memory files
+
+
 @pytest.mark.parametrize(
-    "files,hook_env,expected",
+    "metrics,hook_env,expected",
     [
         (
-            {"context": 7, "response": 8, "stderr": 9},
+            False,
             {},
             {
                 **KEPT,
@@ -237,43 +238,43 @@ KEPT = {"PATH": "/usr/local/bin:/usr/bin", "HTTPS_PROXY": "http://proxy.internal
             },
         ),
         (
-            {"context": 7, "response": 8, "stderr": 9, "metrics": 10},
+            True,
             {},
             {
                 **KEPT,
                 "BINDING_CONTEXT_PATH": "/proc/self/fd/7",
                 "VALIDATING_RESPONSE_PATH": "/proc/self/fd/8",
                 "ADMISSION_RESPONSE_PATH": "/proc/self/fd/8",
-                "METRICS_PATH": "/proc/self/fd/10",
+                "METRICS_PATH": "/proc/self/fd/9",
             },
         ),
         (
-            {"context": 3, "response": 4, "stderr": 5},
+            False,
             {"SIGNGATE_CONFIG": "/etc/hook/config.yaml", "SIGNGATE_REGISTRY_AUTH": "/etc/hook/auth.json"},
             {
                 **KEPT,
                 "SIGNGATE_CONFIG": "/etc/hook/config.yaml",
                 "SIGNGATE_REGISTRY_AUTH": "/etc/hook/auth.json",
-                "BINDING_CONTEXT_PATH": "/proc/self/fd/3",
-                "VALIDATING_RESPONSE_PATH": "/proc/self/fd/4",
-                "ADMISSION_RESPONSE_PATH": "/proc/self/fd/4",
+                "BINDING_CONTEXT_PATH": "/proc/self/fd/7",
+                "VALIDATING_RESPONSE_PATH": "/proc/self/fd/8",
+                "ADMISSION_RESPONSE_PATH": "/proc/self/fd/8",
             },
         ),
     ],
     ids=[
-        "contract-paths-name-the-received-descriptors-and-no-metrics-without-a-metrics-descriptor",
-        "metrics-path-when-a-metrics-descriptor-came",
+        "the-received-context-and-the-workers-own-response-and-no-metrics-unless-the-hook-has-a-metrics-file",
+        "metrics-into-the-workers-own-file-when-the-hook-has-a-metrics-file",
         "the-hooks-signgate-variables-replace-the-services-not-merge-with-them",
     ],
 )
-def test_worker_environ(files: dict[str, int], hook_env: dict[str, str], expected: dict[str, str]) -> None:
-    request = WorkRequest(elapsed=0.0, files=files, env=hook_env)
-    assert worker_environ(SERVICE_ENV, request) == expected
+def test_worker_environ(metrics: bool, hook_env: dict[str, str], expected: dict[str, str]) -> None:
+    request = WorkRequest(elapsed=0.0, files={"context": 7}, env=hook_env, metrics=metrics)
+    assert worker_environ(SERVICE_ENV, request, OUTPUTS) == expected
 
 
 def test_worker_environ_does_not_change_the_services_environment() -> None:
     own = dict(SERVICE_ENV)
-    worker_environ(own, WorkRequest(elapsed=0.0, files={"context": 3, "response": 4, "stderr": 5}, env={"SIGNGATE_X": "1"}))
+    worker_environ(own, WorkRequest(elapsed=0.0, files={"context": 3}, env={"SIGNGATE_X": "1"}, metrics=True), OUTPUTS)
     assert own == SERVICE_ENV
 
 
@@ -354,6 +355,23 @@ class Client:
         line, _, self.buffer = self.buffer.partition(b"\n")
         return line
 
+    def done(self, timeout: float = 5.0) -> "Done":
+        """The `done` line and the response, metrics and log that follow it."""
+        line = self.line(timeout)
+        words = line.split()
+        assert len(words) == 5 and words[0] == b"done", line
+        sizes = [int(w) for w in words[2:]]
+        self.sock.settimeout(timeout)
+        while len(self.buffer) < sum(sizes):
+            chunk = self.sock.recv(65536)
+            assert chunk, f"the service closed after {len(self.buffer)} of {sum(sizes)} bytes"
+            self.buffer += chunk
+        parts = []
+        for size in sizes:
+            parts.append(self.buffer[:size])
+            self.buffer = self.buffer[size:]
+        return Done(int(words[1]), *parts)
+
     def close(self) -> None:
         self.sock.close()
 
@@ -364,9 +382,24 @@ class Client:
         self.close()
 
 
+@dataclass(frozen=True)
+class Done:
+    """What a worker sends back with `done`."""
+
+    code: int
+    response: bytes
+    metrics: bytes
+    log: bytes
+
+    @property
+    def decisions(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.log.splitlines()]
+
+
 @contextlib.contextmanager
 def hook_files(directory: Path, context: bytes = b"[]") -> Iterator[dict[str, int]]:
-    """Descriptors of the files a hook call has open: context, response and its stderr."""
+    """Descriptors of the files a hook call has open: context, response and its stderr. Only the
+    context is ever sent; the others are for clients that try to send more."""
     (directory / "context.json").write_bytes(context)
     fds = {
         "context": os.open(directory / "context.json", os.O_RDONLY),
@@ -386,15 +419,14 @@ def work_header(names: list[str], **changes: Any) -> dict[str, Any]:
 
 def send_work(client: Client, files: dict[str, int], directory: Path, elapsed: float = 0.25) -> None:
     """A well-formed request. Its configuration is missing: the cheapest complete admission (denied)."""
-    names = ["context", "response", "stderr"]
     env = {"SIGNGATE_CONFIG": str(directory / "missing.yaml")}
-    client.send(frame(work_header(names, env=env, elapsed=elapsed)), [files[n] for n in names])
+    client.send(frame(work_header(["context"], env=env, elapsed=elapsed)), [files["context"]])
 
 
-def decisions(directory: Path) -> list[dict[str, Any]]:
-    """The decision log a worker wrote to the hook's stderr (hook_files)."""
-    path = directory / "stderr.log"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+def send_partial(client: Client) -> None:
+    """The first bytes of a request and no more: a worker takes it and waits for the rest, until
+    HEADER_TIMEOUT after the parent accepted it (the way to keep a worker busy)."""
+    client.send((1000).to_bytes(4, "big") + b'{"v": ')
 
 
 def log_entries(svc: VerifierService) -> list[dict[str, Any]]:
@@ -424,10 +456,15 @@ def _header_longer_than_the_limit(client: Client, files: dict[str, int], directo
 
 
 def _more_descriptors_than_the_limit(client: Client, files: dict[str, int], directory: Path) -> None:
-    names = ["context", "response", "stderr", "metrics"]
     extra = [files["context"], files["response"], files["stderr"], files["stderr"], files["stderr"]]
     assert len(extra) == MAX_FDS + 1
-    client.send(frame(work_header(names)), extra)
+    client.send(frame(work_header(["context", "response", "stderr", "metrics", "log"])), extra)
+
+
+def _stderr_beside_the_context(client: Client, files: dict[str, int], directory: Path) -> None:
+    # What protocol 1 sent: the service must never take the hook's stderr (or response) again.
+    names = ["context", "response", "stderr"]
+    client.send(frame(work_header(names)), [files[n] for n in names])
 
 
 def _header_ends_early(client: Client, files: dict[str, int], directory: Path) -> None:
@@ -448,23 +485,17 @@ def _trailing_bytes(client: Client, files: dict[str, int], directory: Path) -> N
     client.send(frame({"v": PROTOCOL, "ping": True}) + b"more")  # not exactly a ping: the parent leaves it to a worker
 
 
-def _pipe_as(name: str) -> Callable[[Client, dict[str, int], Path], None]:
-    def send(client: Client, files: dict[str, int], directory: Path) -> None:
-        read_end, write_end = os.pipe()
-        try:
-            substitute = {**files, name: read_end if name == "context" else write_end}
-            names = ["context", "response", "stderr"]
-            client.send(frame(work_header(names)), [substitute[n] for n in names])
-        finally:
-            os.close(read_end)
-            os.close(write_end)
-
-    return send
+def _pipe_as_the_context(client: Client, files: dict[str, int], directory: Path) -> None:
+    read_end, write_end = os.pipe()
+    try:
+        client.send(frame(work_header(["context"])), [read_end])
+    finally:
+        os.close(read_end)
+        os.close(write_end)
 
 
 def _wrong_protocol(client: Client, files: dict[str, int], directory: Path) -> None:
-    names = ["context", "response", "stderr"]
-    client.send(frame(work_header(names, v=PROTOCOL + 1)), [files[n] for n in names])
+    client.send(frame(work_header(["context"], v=PROTOCOL + 1)), [files["context"]])
 
 
 def _header_not_json(client: Client, files: dict[str, int], directory: Path) -> None:
@@ -472,8 +503,7 @@ def _header_not_json(client: Client, files: dict[str, int], directory: Path) -> 
 
 
 def _env_outside_signgate(client: Client, files: dict[str, int], directory: Path) -> None:
-    names = ["context", "response", "stderr"]
-    client.send(frame(work_header(names, env={"LD_PRELOAD": "/tmp/evil.so"})), [files[n] for n in names])
+    client.send(frame(work_header(["context"], env={"LD_PRELOAD": "/tmp/evil.so"})), [files["context"]])
 
 
 @dataclass(frozen=True)
@@ -505,12 +535,12 @@ MISUSES = {
     ),
     # Descriptors are checked before the request is accepted: the hook reads the error and decides itself.
     "pipe-as-the-context-descriptor": Misuse(
-        _pipe_as("context"), ("error the context descriptor is not a regular file",),
+        _pipe_as_the_context, ("error the context descriptor is not a regular file",),
         "refused a request: the context descriptor is not a regular file",
     ),
-    "pipe-as-the-response-descriptor": Misuse(
-        _pipe_as("response"), ("error the response descriptor is not a regular file",),
-        "refused a request: the response descriptor is not a regular file",
+    "the-hooks-stderr-and-response-beside-the-context": Misuse(
+        _stderr_beside_the_context, ("error the only descriptor is the binding context",),
+        "refused a request: the only descriptor is the binding context",
     ),
     "wrong-protocol-version": Misuse(
         _wrong_protocol,
@@ -532,6 +562,7 @@ def test_a_malformed_connection_is_refused_and_the_service_keeps_serving(
 ) -> None:
     with hook_files(short_dir) as files, Client(service.socket) as client:
         misuse.send(client, files, short_dir)
+        assert client.line() == b"queued"  # the parent has it: every request that sends a byte
         replies = [client.line() for _ in misuse.replies]
     assert len(replies) == len(misuse.replies)
     for reply, expected in zip(replies, misuse.replies):
@@ -542,20 +573,35 @@ def test_a_malformed_connection_is_refused_and_the_service_keeps_serving(
 
 
 def test_a_well_formed_request_runs_the_admission_on_the_hooks_own_files(service: VerifierService, short_dir: Path) -> None:
-    # The control above, read further: the worker opened the response and the hook's stderr through
-    # /proc/self/fd and wrote there.
+    # The control above, read further: the worker read the context through /proc/self/fd, and sends
+    # back the response, metrics and decision log it wrote into its own files, then closes.
     with hook_files(short_dir) as files, Client(service.socket) as client:
         send_work(client, files, short_dir)
-        assert [client.line(), client.line(), client.line()] == [b"accepted", b"done 0", b""]
-    response = json.loads((short_dir / "response.json").read_bytes())
+        assert [client.line(), client.line()] == [b"queued", b"accepted"]
+        done = client.done()
+        assert client.line() == b""
+    assert done.code == 0
+    response = json.loads(done.response)
     assert response["allowed"] is False and "configuration file not found" in response["message"]
-    assert [(d["msg"], d["verdict"], d["reasons"]) for d in decisions(short_dir)] == [("signgate decision", "denied", ["invalid-config"])]
+    assert [(d["msg"], d["verdict"], d["reasons"]) for d in done.decisions] == [("signgate decision", "denied", ["invalid-config"])]
+    assert done.metrics == b""  # the hook has no metrics file (the header says so)
+    assert (short_dir / "response.json").read_bytes() == b""  # the hook's own files were never sent
     assert "signgate decision" not in service.log()  # the decision log went to the hook, not to the service
 
 
+def test_metrics_come_back_when_the_hook_has_a_metrics_file(service: VerifierService, short_dir: Path) -> None:
+    with hook_files(short_dir) as files, Client(service.socket) as client:
+        env = {"SIGNGATE_CONFIG": str(short_dir / "missing.yaml")}
+        client.send(frame(work_header(["context"], env=env, metrics=True)), [files["context"]])
+        assert [client.line(), client.line()] == [b"queued", b"accepted"]
+        done = client.done()
+    operations = [json.loads(line) for line in done.metrics.splitlines()]
+    assert operations == [{"name": "signgate_decisions_total", "action": "add", "value": 1, "labels": {"result": "denied", "reason": "invalid-config"}}]
+
+
 def test_relay_frames_a_request_the_service_runs(service: VerifierService, short_dir: Path, capfd: pytest.CaptureFixture[str]) -> None:
-    # The hook's real client against the real service: the worker's exit code comes back and the
-    # response is the worker's. relay() hands over its own fd 2, which pytest captures.
+    # The hook's real client against the real service: the worker's exit code comes back, and relay()
+    # writes the worker's response and copies its log to its own fd 2, which pytest captures.
     (short_dir / "context.json").write_text("[]")
     (short_dir / "response.json").write_text("")
     environ = {
@@ -579,17 +625,18 @@ def test_a_client_that_disconnects_mid_header_costs_only_its_worker(service: Ver
     assert answers_ping(service.socket)
 
 
-def test_a_silent_client_holds_only_its_own_worker_until_HEADER_TIMEOUT(service: VerifierService, short_dir: Path) -> None:
+def test_a_silent_client_takes_no_worker_and_is_dropped_after_HEADER_TIMEOUT(service: VerifierService, short_dir: Path) -> None:
     with Client(service.socket) as silent, hook_files(short_dir) as files, Client(service.socket) as other:
         connected = time.monotonic()
-        # Meanwhile the parent answers probes and another worker runs another request in full.
+        # Meanwhile the parent answers probes and a worker runs another request in full.
         assert answers_ping(service.socket, timeout=HEADER_TIMEOUT / 2)
         send_work(other, files, short_dir)
-        assert [other.line(timeout=HEADER_TIMEOUT / 2), other.line(timeout=HEADER_TIMEOUT / 2)] == [b"accepted", b"done 0"]
+        assert [other.line(timeout=HEADER_TIMEOUT / 2), other.line(timeout=HEADER_TIMEOUT / 2)] == [b"queued", b"accepted"]
+        assert other.done(timeout=HEADER_TIMEOUT / 2).code == 0
         assert time.monotonic() - connected < HEADER_TIMEOUT
         reply = silent.line(timeout=HEADER_TIMEOUT + 3)
         waited = time.monotonic() - connected
-    assert reply.startswith(b"error"), reply
+    assert reply == f"error no request header within {HEADER_TIMEOUT:g} s".encode(), reply
     assert HEADER_TIMEOUT - 0.5 <= waited <= HEADER_TIMEOUT + 2
     assert answers_ping(service.socket)
 
@@ -597,6 +644,7 @@ def test_a_silent_client_holds_only_its_own_worker_until_HEADER_TIMEOUT(service:
 def test_a_client_trickling_its_header_is_cut_off_after_HEADER_TIMEOUT(service: VerifierService) -> None:
     with Client(service.socket) as slow:
         slow.send((1000).to_bytes(4, "big"))
+        assert slow.line() == b"queued"
         give_up = time.monotonic() + HEADER_TIMEOUT + 1.0
         reply = None
         while reply is None and time.monotonic() < give_up:
@@ -670,7 +718,8 @@ def test_sigterm_stops_the_service_and_removes_its_socket(short_dir: Path) -> No
 def test_sigterm_waits_for_a_worker_in_flight(short_dir: Path) -> None:
     with VerifierService(short_dir) as svc, Client(svc.socket) as silent:
         assert svc.process is not None
-        time.sleep(0.1)  # the parent accepts and forks the silent client's worker
+        send_partial(silent)
+        assert silent.line() == b"queued"  # the parent accepts and forks the client's worker
         svc.process.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
         code = svc.process.wait(timeout=STOP_GRACE + 5)
@@ -698,7 +747,9 @@ def test_a_worker_outlasting_STOP_GRACE_does_not_hold_up_the_exit(short_dir: Pat
             assert process.poll() is None and time.monotonic() < deadline, (short_dir / "service.log").read_text()
             time.sleep(0.05)
         with Client(socket_path) as silent:
-            time.sleep(0.1)  # the parent accepts and forks the silent client's worker
+            send_partial(silent)
+            assert silent.line() == b"queued"  # the parent accepts and forks the client's worker
+            time.sleep(0.1)
             process.send_signal(signal.SIGTERM)
             signalled = time.monotonic()
             code = process.wait(timeout=30)
@@ -721,20 +772,23 @@ def test_a_worker_outlasting_STOP_GRACE_does_not_hold_up_the_exit(short_dir: Pat
 
 
 def test_with_one_worker_a_queued_request_waits_and_is_served_once_the_worker_is_free(short_dir: Path) -> None:
-    with VerifierService(short_dir, max_workers=1) as svc, Client(svc.socket) as silent, Client(svc.socket) as queued:
+    with VerifierService(short_dir, max_workers=1) as svc, Client(svc.socket) as partial, Client(svc.socket) as queued:
+        send_partial(partial)  # takes the only worker, which waits for the rest
+        assert partial.line() == b"queued"
         with hook_files(short_dir) as files:
             connected = time.monotonic()
             send_work(queued, files, short_dir)
+            assert queued.line() == b"queued"  # the parent has it; every worker is busy
             with pytest.raises(TimeoutError):
-                queued.line(timeout=HEADER_TIMEOUT / 2)  # not even `accepted`: the only worker is the silent client's
+                queued.line(timeout=HEADER_TIMEOUT / 2)  # not `accepted` yet: the only worker is the other client's
             assert answers_ping(svc.socket, timeout=0.5)  # busy, yet its probe says it is alive
-            # The silent client's worker gives up after HEADER_TIMEOUT; then the queued one is served, not dropped.
+            # That worker gives up after HEADER_TIMEOUT; then the queued request is served, not dropped.
             assert queued.line(timeout=HEADER_TIMEOUT + 3) == b"accepted"
             waited = time.monotonic() - connected
-            assert queued.line() == b"done 0"
-        assert silent.line(timeout=0.5).startswith(b"error")
+            done = queued.done()
+        assert partial.line(timeout=0.5).startswith(b"error")
     assert waited >= HEADER_TIMEOUT - 0.5
-    assert [d["reasons"] for d in decisions(short_dir)] == [["invalid-config"]]
+    assert [d["reasons"] for d in done.decisions] == [["invalid-config"]]
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "1025"], ids=["zero", "negative", "over-1024"])
@@ -747,9 +801,12 @@ def test_max_workers_out_of_range_is_a_usage_error(short_dir: Path, value: str) 
 
 @contextlib.contextmanager
 def one_busy_worker(directory: Path) -> Iterator[tuple[VerifierService, Client]]:
-    """A service with --max-workers 1 whose worker is held by a silent client (close it to free the worker)."""
+    """A service with --max-workers 1 whose worker is held, for HEADER_TIMEOUT, by a client that sent
+    part of a request (close it to free the worker)."""
     with VerifierService(directory, max_workers=1) as svc, Client(svc.socket) as holder:
-        time.sleep(0.1)  # the parent accepts and forks the holder's worker
+        send_partial(holder)
+        assert holder.line() == b"queued"
+        time.sleep(0.1)  # the parent forks the holder's worker
         yield svc, holder
 
 
@@ -760,16 +817,20 @@ def test_a_queued_request_whose_hook_gave_up_is_not_run(short_dir: Path) -> None
     with one_busy_worker(short_dir) as (svc, holder):
         with hook_files(abandoned_dir) as files, Client(svc.socket) as abandoned:
             send_work(abandoned, files, abandoned_dir)
-            with pytest.raises(TimeoutError):
-                abandoned.line(timeout=0.3)
-        # It closed, as relay.py does when `accepted` is late; its hook now decides in-process.
+            assert abandoned.line() == b"queued"
+        # It closed, as relay.py does when no worker comes in time; its hook now decides itself.
+        log = wait_for_log(svc, "dropped a queued request whose client left")
         with hook_files(later_dir) as files, Client(svc.socket) as later:
             send_work(later, files, later_dir)
             holder.close()  # frees the worker: the queue is served in order, one at a time
-            assert [later.line(), later.line()] == [b"accepted", b"done 0"]
-    assert decisions(later_dir) != []  # control: the request behind it ran
-    assert (abandoned_dir / "response.json").read_bytes() == b""
-    assert decisions(abandoned_dir) == []
+            assert later.line() == b"queued"
+            assert later.line() == b"accepted"
+            done = later.done()
+        log = svc.log()
+    assert done.decisions != []  # control: the request behind it ran
+    # The parent dropped it from the queue; no worker ever saw it (one would log that it dropped it).
+    assert "dropped a queued request whose client left" in log
+    assert "dropped a request whose hook stopped waiting" not in log
 
 
 def test_time_spent_in_the_queue_counts_against_the_deadline(short_dir: Path) -> None:
@@ -778,9 +839,10 @@ def test_time_spent_in_the_queue_counts_against_the_deadline(short_dir: Path) ->
         send_work(queued, files, short_dir, elapsed=0.0)
         time.sleep(queued_for)
         holder.close()
-        assert [queued.line(), queued.line()] == [b"accepted", b"done 0"]
+        assert [queued.line(), queued.line()] == [b"queued", b"accepted"]
+        done = queued.done()
     # The decision log's duration counts from the hook's start, as the deadline does.
-    [decision] = decisions(short_dir)
+    [decision] = done.decisions
     assert decision["duration_ms"] >= queued_for * 1000
 
 
@@ -797,6 +859,8 @@ def _sockets_of(pid: int) -> set[str]:
 def test_a_worker_holds_no_connection_of_the_parent(short_dir: Path) -> None:
     with one_busy_worker(short_dir) as (svc, holder), Client(svc.socket) as first, Client(svc.socket) as second:
         assert svc.process is not None
+        send_partial(first)
+        send_partial(second)
         parent = svc.process.pid
         children = Path(f"/proc/{parent}/task/{parent}/children")
         time.sleep(0.1)  # both are accepted and queued behind the holder
@@ -816,6 +880,41 @@ def test_a_worker_holds_no_connection_of_the_parent(short_dir: Path) -> None:
             time.sleep(0.05)
         assert len(holders_worker) == 1 and worker is not None, "no worker for the first queued client"
         assert shared == set()
+
+
+def test_a_worker_ends_when_its_hook_hangs_up(short_dir: Path, keys: dict[str, Any]) -> None:
+    # A worker busy on a registry that never answers (for up to 25 s). Its hook gives up and closes:
+    # the worker must go at once, not keep a CPU and a worker slot for an answer nobody reads.
+    with VerifierService(short_dir) as svc:
+        assert svc.process is not None
+        children = Path(f"/proc/{svc.process.pid}/task/{svc.process.pid}/children")
+        with busy_worker(svc.socket, short_dir, keys["ecdsa-p256"].pub_path):
+            [worker] = children.read_text().split()
+        gone = time.monotonic() + 10  # a bound for a broken service, not a measurement
+        while Path(f"/proc/{worker}/stat").exists() and Path(f"/proc/{worker}/stat").read_text().split()[2] != "Z":
+            assert time.monotonic() < gone, "the worker outlived its hook"
+            time.sleep(0.02)
+        assert answers_ping(svc.socket)
+
+
+def test_a_client_running_as_another_user_is_refused(short_dir: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("connecting as another user needs root")
+    program = (
+        "import socket, sys\n"
+        "conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
+        "conn.connect(sys.argv[1]); conn.settimeout(5)\n"
+        "sys.stdout.write(conn.recv(256).decode())\n"
+    )
+    with VerifierService(short_dir) as svc:
+        # The socket's mode (0600) already keeps others out; open it to see the second guard.
+        short_dir.chmod(0o755)
+        svc.socket.chmod(0o666)
+        # The system interpreter: nobody may not be allowed to run the test's own (under /root).
+        stranger = subprocess.run(["/usr/bin/python3", "-c", program, str(svc.socket)], user=65534, capture_output=True, text=True, timeout=30)
+        log = wait_for_log(svc, "refused a connection from uid 65534")
+    assert stranger.stdout == "error this service serves only its own user\n", stranger.stderr
+    assert "refused a connection from uid 65534: this service serves uid 0 and root only" in log
 
 
 def connect_within(path: Path, seconds: float) -> Client | None:

@@ -172,6 +172,41 @@ def remember(
             pass
 
 
+# How long before this process a request may have arrived for the binding context's modification
+# time to count as its start (see request_started). Longer than any webhook timeout (30 s at most):
+# a request that waited that long is long given up on, and the answer must come at once.
+MAX_QUEUE_SECONDS = 300.0
+
+
+def request_started(environ: dict[str, str] | os._Environ[str], started: float) -> float:
+    """The earliest trustworthy moment of this admission request, on the monotonic clock.
+
+    shell-operator writes the binding context file just before it starts the hook, so its
+    modification time is when the request reached this pod; `started`, this interpreter's start,
+    can be seconds later on a loaded machine (200 processes starting at once on two cores). The
+    deadline counts from the earlier of the two, so that the time spent waiting for a CPU is not
+    given away twice.
+
+    What this cannot see: the time before shell-operator wrote the file (the API server's call,
+    TLS, shell-operator's own queueing), and wall-clock steps between the write and this read
+    (the modification time is wall-clock time; the deadline runs on the monotonic clock).
+    Bounded: a modification time after `started` (a clock step, a touched file) changes nothing,
+    and one more than MAX_QUEUE_SECONDS before it cannot be shell-operator's and is ignored.
+    """
+    path = environ.get("BINDING_CONTEXT_PATH")
+    if not path:
+        return started
+    try:
+        written = os.stat(path).st_mtime
+    except (OSError, ValueError):
+        return started
+    now = time.monotonic()
+    written_at = now - (time.time() - written)
+    if not started - MAX_QUEUE_SECONDS <= written_at < started:
+        return started
+    return written_at
+
+
 def try_answer(environ: dict[str, str] | os._Environ[str], started: float) -> bool:
     """Admit from the cache and return True, or return False to let the full path decide."""
     cache_dir = environ.get("SIGNGATE_CACHE_DIR")

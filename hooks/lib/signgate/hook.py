@@ -59,11 +59,18 @@ POD_RULES = [
 ]
 
 
-def main(argv: list[str], environ: Mapping[str, str] = os.environ, started: float | None = None) -> int:
+def main(
+    argv: list[str],
+    environ: Mapping[str, str] = os.environ,
+    started: float | None = None,
+    fallback: Any = None,
+) -> int:
+    """`started`: when the request started, on the monotonic clock (fastpath.request_started);
+    `fallback`: why the verifier service did not answer (relay.py)."""
     started = time.monotonic() if started is None else started
     if len(argv) > 1 and argv[1] == "--config":
         return print_config(environ, sys.stdout, sys.stderr)
-    return run_admission(environ, started, sys.stderr)
+    return run_admission(environ, started, sys.stderr, fallback=fallback)
 
 
 # ---- --config ----------------------------------------------------------------------------------
@@ -145,10 +152,15 @@ def namespace_selector(config: Config) -> dict[str, Any]:
 
 
 def run_admission(
-    environ: Mapping[str, str], started: float, log: TextIO, on_unfinished: Callable[[], None] | None = None
+    environ: Mapping[str, str],
+    started: float,
+    log: TextIO,
+    on_unfinished: Callable[[], None] | None = None,
+    fallback: Any = None,
 ) -> int:
     """Answer one admission call. `on_unfinished` replaces the default exit when worker threads
-    are stuck past the deadline (the verifier service must tell the hook before leaving)."""
+    are stuck past the deadline (the verifier service must tell the hook before leaving).
+    `fallback` (a relay.Fallback) says why the verifier service did not answer: see `_shed`."""
     response_path = environ.get("VALIDATING_RESPONSE_PATH") or environ.get("ADMISSION_RESPONSE_PATH")
     config: Config | None = None
     request: dict[str, Any] = {}
@@ -184,8 +196,16 @@ def run_admission(
             write_response(response_path, {"allowed": True})
             _log(log, "info", "signgate: nothing to pin", **_request_fields(request), verdict="allowed")
             return 0
-        _elect_for_fast_path(environ, raw_config, request, mutating)
-        decision = decide(request, config, deadline, cache=cache)
+        shed = _shed(deadline, fallback, started)
+        if shed is not None:
+            # Too little time left to verify: every image that needs a signature is denied (or
+            # warned about, by its rule's mode) at once, naming why; static rules still apply.
+            # No registry is contacted and nothing heavy is imported. The Deadline given here
+            # only bounds the threads that hand out these verdicts.
+            decision = decide(request, config, Deadline(deadline.seconds), verifier=_unverified(*shed, deadline.seconds))
+        else:
+            _elect_for_fast_path(environ, raw_config, request, mutating)
+            decision = decide(request, config, deadline, cache=cache)
         body = decision.response()
         if mutating and decision.allowed:
             from .pinning import encode_patch, pin_operations
@@ -222,6 +242,26 @@ def run_admission(
         return _respond_error(
             response_path, log, started, config, request, "internal-error", text, environ.get("METRICS_PATH")
         )
+
+
+# CPU seconds a verification still costs a hook process once the library is imported: importing
+# `requests` and `cryptography` (a verifier service's worker has them already).
+REMAINING_VERIFY_CPU = 0.25
+
+
+def _shed(deadline: Deadline, fallback: Any, started: float) -> tuple[str, str] | None:
+    """Whether to answer without verifying, and why: (reason, text) or None (see shed.py)."""
+    from .shed import reason_to_shed
+
+    cost = 0.0 if "requests" in sys.modules else REMAINING_VERIFY_CPU
+    return reason_to_shed(deadline.seconds, deadline.remaining(), fallback, time.monotonic() - started, cost)
+
+
+def _unverified(reason: str, text: str, seconds: float) -> Callable[..., Any]:
+    from .verify import ImageVerdict
+
+    verdict = ImageVerdict(False, reason, f"not verified within {seconds:g} s: {text}")
+    return lambda rule, ref: verdict
 
 
 def _elect_for_fast_path(environ: Mapping[str, str], raw_config: bytes, request: Any, mutating: bool) -> None:

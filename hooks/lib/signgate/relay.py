@@ -2,15 +2,37 @@
 
 A cold verification in a new process spends most of its time importing `requests` and
 `cryptography`. When $SIGNGATE_VERIFIER_SOCKET names the Unix socket of `signgate serve`
-(service.py), the hook passes it the open files of this call (binding context, response,
-metrics and its own stderr, as SCM_RIGHTS descriptors) and a few numbers, and a worker forked
-from the already-warm service runs the same admission code on them. The worker writes the
-response and the decision log exactly where this process would have.
+(service.py), the hook hands it the binding context and a few numbers, and a worker forked from
+the already-warm service runs the same admission code. The worker sends back the response, the
+metrics and the decision log, and this process writes them where it would have written its own.
 
-The service only accelerates. Every way it can fail to answer (no socket, refused, busy past
-the webhook's timeout, a malformed or missing reply, a worker that died) returns None here and
-the hook decides in its own process, as it does without the service. So the service can slow an
-admission down but cannot be the reason for an answer.
+Protocol (version 2), one connection per admission call:
+
+- hook to service: one frame, a 4-byte big-endian length and a JSON header (`v`, `elapsed`,
+  `fds: ["context"]`, `metrics`, `env`), with the binding context attached as one read-only
+  SCM_RIGHTS descriptor. That is the only file of this call the service ever holds: never the
+  response, the metrics file, stdout or stderr. shell-operator reads the hook's output until
+  stdout and stderr close, so a descriptor of them held elsewhere (say, by a request still
+  queued in the service) would hold the answer back after this process exited.
+- service to hook: `queued` (the parent, at once: it has the request and a worker will take it),
+  `accepted` (a worker took it), then `done <code> <r> <m> <l>` and r bytes of response, m bytes
+  of metrics lines and l bytes of log; or `error <why>` at any point.
+
+The peer is checked before it is trusted with anything (a trust boundary, see SECURITY.md): it
+must run as this process's user or as root (SO_PEERCRED), every wait has a total deadline (a
+peer that drips bytes gets no more time than a silent one), and the response must be a JSON
+object of the shape an admission response has before this process writes it. A peer that fails
+any of this is treated as no service at all.
+
+The service only accelerates. Every way it can fail to answer (no socket, refused, a malformed
+or missing reply, a worker that died or hangs) makes the hook decide in its own process, as it
+does without the service, while time remains (see the bounds in `_relay`). One case is
+different on purpose: a service that has the request but no worker for it in time (`queued`,
+then no `accepted` while the deadline could still be met), or whose queue is full, means this
+machine is overloaded, and verifying here as well would only make every
+other admission later. Then the hook sheds: it answers at once with a denial that
+names each image it could not verify ("signgate is overloaded"), before the API server gives up
+(shed.py).
 
 Standard library only, and not even `socket`: its Python wrapper costs ~10 ms of enum set-up
 per process, and `_socket` has everything a Unix-socket client needs.
@@ -23,18 +45,50 @@ import os
 import sys
 import time
 
-PROTOCOL = 1
-# Kubernetes caps a webhook's timeoutSeconds at 30: past that the API server has given up.
+PROTOCOL = 2
+# Kubernetes caps a webhook's timeoutSeconds at 30; 10 is its default and shell-operator's.
 MAX_WEBHOOK_TIMEOUT = 30.0
-CONNECT_TIMEOUT = 1.0
-ACCEPT_TIMEOUT = 1.0
-MAX_REPLY_BYTES = 256
+DEFAULT_WEBHOOK_TIMEOUT = 10.0
+# Connecting, and the service's first line (`queued`), in total. The parent answers at once
+# whatever its load, so a silent peer is a broken one.
+HANDSHAKE_TIMEOUT = 1.0
+# A worker answers by the deadline (its own, counted from the same start); this much later it is
+# stuck, and the hook stops waiting.
+DONE_GRACE = 0.5
+# Time kept before timeoutSeconds for deciding in this process when the service fails late.
+FALLBACK_RESERVE = 1.5
+MAX_LINE_BYTES = 256
 MAX_CONFIG_BYTES = 1024 * 1024
+MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+MAX_METRICS_BYTES = 1024 * 1024
+MAX_LOG_BYTES = 1024 * 1024
 SOCKET_VARIABLE = "SIGNGATE_VERIFIER_SOCKET"
+SATURATED = "the verifier service is saturated"
+RESPONSE_FIELDS = ("allowed", "message", "warnings", "patch")
 
 
-def relay(environ: dict[str, str] | os._Environ[str], started: float) -> int | None:
-    """Have the verifier service answer this call: its exit code, or None to decide here."""
+class Fallback:
+    """The service did not answer: why, for the denial if too little time is left to verify here.
+
+    `overloaded` means the service said it was busy: the hook then sheds while it still has
+    twice the shedding margin (shed.reason_to_shed), rather than verifying in-process.
+    """
+
+    __slots__ = ("reason", "text", "overloaded")
+
+    def __init__(self, reason: str, text: str, overloaded: bool = False) -> None:
+        self.reason, self.text, self.overloaded = reason, text, overloaded
+
+    def __repr__(self) -> str:
+        return f"Fallback({self.reason!r}, {self.text!r}, overloaded={self.overloaded})"
+
+
+class ServiceFailed(ConnectionError):
+    """The service (or whatever answers on the socket) broke the protocol."""
+
+
+def relay(environ: dict[str, str] | os._Environ[str], started: float) -> int | Fallback | None:
+    """Have the verifier service answer this call: its exit code, or a Fallback or None to decide here."""
     path = environ.get(SOCKET_VARIABLE)
     if not path:
         return None
@@ -45,114 +99,243 @@ def relay(environ: dict[str, str] | os._Environ[str], started: float) -> int | N
         return None
 
 
-def _relay(environ: dict[str, str] | os._Environ[str], path: str, started: float) -> int | None:
+def _relay(environ: dict[str, str] | os._Environ[str], path: str, started: float) -> int | Fallback | None:
     import _socket
+
+    from .shed import shed_margin
 
     response_path = environ.get("VALIDATING_RESPONSE_PATH") or environ.get("ADMISSION_RESPONSE_PATH")
     context_path = environ.get("BINDING_CONTEXT_PATH")
     if not (response_path and context_path):
         return None  # the in-process path reports what is missing
-    webhook_timeout = _webhook_timeout(environ)
-    timeout = webhook_timeout - (time.monotonic() - started)
-    if timeout <= 0:
-        return None
-    names: list[str] = []
-    fds: list[int] = []
+    timeout, deadline = webhook_times(environ)
+    margin = shed_margin(deadline)
+    # The bounds, all counted from the request's start:
+    # - a worker answers by the deadline; past it and a grace, it is stuck. And the hook keeps
+    #   FALLBACK_RESERVE before timeoutSeconds to answer by itself, whatever the peer does;
+    done_by = started + min(deadline + DONE_GRACE, timeout - FALLBACK_RESERVE)
+    # - a request that gets no worker until the deadline is nearly over would be denied for the
+    #   deadline by the worker anyway: it is shed here instead.
+    accept_by = min(started + deadline - margin, done_by)
+    now = time.monotonic()
+    if now >= accept_by:
+        return None  # too late to hand over: the hook sheds (shed.py)
+    header = {
+        "v": PROTOCOL,
+        "elapsed": now - started,
+        "fds": ["context"],
+        "metrics": bool(environ.get("METRICS_PATH")),
+        "env": {k: v for k, v in environ.items() if k.startswith("SIGNGATE_") and k != SOCKET_VARIABLE},
+    }
+    body = json.dumps(header).encode()
+    frame = len(body).to_bytes(4, "big") + body
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
-        fds.append(os.open(context_path, os.O_RDONLY | os.O_CLOEXEC))
-        names.append("context")
-        fds.append(os.open(response_path, os.O_WRONLY | os.O_CLOEXEC))
-        names.append("response")
-        fds.append(2)  # the receiver gets its own copy; ours stays open
-        names.append("stderr")
-        metrics_path = environ.get("METRICS_PATH")
-        if metrics_path:
-            try:
-                fds.append(os.open(metrics_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644))
-                names.append("metrics")
-            except OSError:
-                pass  # metrics are never worth failing for; the in-process path would skip them too
-        header = {
-            "v": PROTOCOL,
-            "elapsed": time.monotonic() - started,
-            "fds": names,
-            "env": {k: v for k, v in environ.items() if k.startswith("SIGNGATE_") and k != SOCKET_VARIABLE},
-        }
-        body = json.dumps(header).encode()
-        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        sock.settimeout(min(HANDSHAKE_TIMEOUT, accept_by - now))
+        sock.connect(path)
+        handshake_by = min(time.monotonic() + HANDSHAKE_TIMEOUT, done_by)
+        _check_peer(sock, _socket)
+        context = os.open(context_path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            sock.settimeout(min(CONNECT_TIMEOUT, timeout))
-            sock.connect(path)
-            sock.settimeout(timeout)
-            packed = b"".join(fd.to_bytes(4, sys.byteorder, signed=True) for fd in fds)
-            frame = len(body).to_bytes(4, "big") + body
-            sent = sock.sendmsg([frame], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, packed)])
-            if sent < len(frame):
-                sock.sendall(frame[sent:])
-            lines = _Lines(sock)
-            # A worker starts at once unless the service is saturated; then this process still
-            # has most of the deadline to decide by itself.
-            sock.settimeout(min(ACCEPT_TIMEOUT, timeout))
-            _expect_accepted(lines.next())
-            sock.settimeout(max(0.001, webhook_timeout - (time.monotonic() - started)))
-            reply = lines.next()
+            # The kernel keeps its own reference while the descriptor is in flight.
+            sent = sock.sendmsg([frame], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, context.to_bytes(4, sys.byteorder))])
         finally:
-            sock.close()
+            os.close(context)
+        if sent < len(frame):
+            sock.sendall(frame[sent:])
+        lines = _Lines(sock)
+        reply = lines.next(handshake_by)
+        if reply == b"queued":
+            # The parent has it: wait for a worker while one could still verify in time.
+            try:
+                reply = lines.next(accept_by)
+            except TimeoutError:
+                waited = time.monotonic() - started
+                _warn(f"verifier service overloaded (no worker free within {waited:.1f} s of the request); deciding in this process")
+                return Fallback("overloaded", f"signgate is overloaded (no verifier worker was free within {waited:.1f} s)", True)
+        if reply != b"accepted":
+            refusal = _refusal(reply)  # raises unless the service said it is saturated
+            _warn(f"verifier service overloaded ({refusal}); deciding in this process")
+            return Fallback("overloaded", f"signgate is overloaded ({refusal})", True)
+        try:
+            reply = lines.next(done_by)
+        except TimeoutError:
+            bound = done_by - started
+            _warn(f"verifier service unavailable (it accepted the request but gave no answer within {bound:.1f} s); deciding in this process")
+            return Fallback("timeout", f"the verifier service accepted the request but gave no answer within {bound:.1f} s")
+        try:
+            code, sizes = _parse_done(reply)
+            response, metrics, log = (lines.read(size, done_by) for size in sizes)
+            problem = response_problem(response) or metrics_problem(metrics)
+            if code != 0:
+                problem = f"the worker reported exit code {code}"
+            if problem:
+                raise ServiceFailed(f"invalid answer: {problem}")
+        except (ServiceFailed, TimeoutError, OSError) as exc:
+            why = _describe(exc)
+            _warn(f"verifier service unavailable ({why}); verifying in this process")
+            return Fallback("service-failed", f"the verifier service failed ({why})")
     finally:
-        for fd in fds:
-            if fd != 2:
-                os.close(fd)
-    return _parse_done(reply)
+        sock.close()
+    # Checked; now written where this process would have written its own.
+    with open(response_path, "wb") as handle:
+        handle.write(response)
+    _forward(log, environ.get("METRICS_PATH"), metrics)
+    return 0
 
 
-def _expect_accepted(reply: bytes) -> None:
-    if reply != b"accepted":
-        _parse_done(reply)  # raises the reason
-        raise ConnectionError(f"unexpected reply {reply[:40]!r}")
+def _check_peer(sock: object, _socket: object) -> None:
+    """Only a service running as this user, or as root, may answer for this hook."""
+    raw = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)  # type: ignore[attr-defined]
+    uid = int.from_bytes(raw[4:8], sys.byteorder)  # struct ucred: pid, uid, gid
+    own = os.geteuid()
+    if uid not in (own, 0):
+        raise ServiceFailed(f"the socket's listener runs as uid {uid}, not as this hook's uid {own} or root")
 
 
-def _parse_done(reply: bytes) -> int:
-    """`done <exit code>` means the worker answered; anything else means decide here."""
+def _refusal(reply: bytes) -> str:
+    """Why the service did not take the request. Returns only when it said it is saturated."""
     words = reply.decode("ascii", "replace").split()
-    if len(words) == 2 and words[0] == "done" and words[1].isdigit():
-        return int(words[1])
     if words[:1] == ["error"]:
-        raise ConnectionError(" ".join(words[1:])[:200] or "the service refused the request")
+        text = " ".join(words[1:])[:200]
+        if text == SATURATED:
+            return text
+        raise ServiceFailed(text or "the service refused the request")
     if not words:
-        raise ConnectionError("the service closed the connection without an answer")
-    raise ConnectionError(f"unexpected reply {reply[:40]!r}")
+        raise ServiceFailed("the service closed the connection without an answer")
+    raise ServiceFailed(f"unexpected reply {reply[:40]!r}")
+
+
+def _parse_done(reply: bytes) -> tuple[int, tuple[int, int, int]]:
+    """`done <exit code> <response bytes> <metrics bytes> <log bytes>`."""
+    words = reply.decode("ascii", "replace").split()
+    if len(words) == 5 and words[0] == "done" and all(w.isdigit() and len(w) <= 9 for w in words[1:]):
+        code, *sizes = (int(w) for w in words[1:])
+        for size, limit, what in zip(sizes, (MAX_RESPONSE_BYTES, MAX_METRICS_BYTES, MAX_LOG_BYTES), ("response", "metrics", "log")):
+            if size > limit:
+                raise ServiceFailed(f"a {what} of {size} bytes, more than {limit}")
+        return code, (sizes[0], sizes[1], sizes[2])
+    if words[:1] == ["accepted"] or words[:1] == ["queued"]:
+        raise ServiceFailed(f"unexpected reply {reply[:40]!r}")
+    _refusal(reply)
+    raise ServiceFailed(f"unexpected reply {reply[:40]!r}")  # a saturated service after accepting
+
+
+def response_problem(raw: bytes) -> str | None:
+    """What is wrong with a response body, or None when it has the shape of an admission response."""
+    if not raw:
+        return "no response"
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return "the response is not JSON"
+    if not isinstance(body, dict):
+        return "the response is not a JSON object"
+    extra = sorted(str(k)[:40] for k in body if k not in RESPONSE_FIELDS)
+    if extra:
+        return f"unexpected response fields {extra[:5]}"
+    allowed = body.get("allowed")
+    if type(allowed) is not bool:
+        return "the response has no boolean 'allowed'"
+    message = body.get("message")
+    if "message" in body and not isinstance(message, str):
+        return "the response's message is not a string"
+    if not allowed and not message:
+        return "a denial without a message"
+    warnings = body.get("warnings", [])
+    if not (isinstance(warnings, list) and all(isinstance(w, str) for w in warnings)):
+        return "the response's warnings are not a list of strings"
+    if "patch" in body and not (allowed and isinstance(body["patch"], str)):
+        return "a patch that is not a string, or comes with a denial"
+    return None
+
+
+def metrics_problem(raw: bytes) -> str | None:
+    for line in raw.splitlines():
+        try:
+            operation = json.loads(line)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            return "a metrics line is not JSON"
+        if not (isinstance(operation, dict) and isinstance(operation.get("name"), str) and isinstance(operation.get("action"), str)):
+            return "a metrics line is not a metric operation"
+    return None
+
+
+def _forward(log: bytes, metrics_path: str | None, metrics: bytes) -> None:
+    """The worker's decision log to this process's stderr (shell-operator's log), its metrics to ours."""
+    try:
+        sys.stderr.flush()
+        view = memoryview(log)
+        while view:
+            view = view[os.write(2, view):]
+    except OSError:
+        pass
+    if metrics_path and metrics:
+        try:
+            with open(metrics_path, "ab") as handle:
+                handle.write(metrics)
+        except OSError:
+            pass  # metrics are never worth failing for; the in-process path would skip them too
 
 
 class _Lines:
-    """Newline-terminated replies from a socket, at most MAX_REPLY_BYTES each."""
+    """Newline-terminated replies, then raw bytes, from a socket; every read by a total deadline."""
 
     def __init__(self, sock: object) -> None:
         self.sock = sock
         self.buffer = b""
 
-    def next(self) -> bytes:
-        while b"\n" not in self.buffer and len(self.buffer) < MAX_REPLY_BYTES:
-            chunk = self.sock.recv(MAX_REPLY_BYTES)  # type: ignore[attr-defined]
-            if not chunk:
-                break
-            self.buffer += chunk
+    def _fill(self, by: float, want: int) -> bool:
+        left = by - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("no answer in time")
+        self.sock.settimeout(left)  # type: ignore[attr-defined]
+        chunk = self.sock.recv(min(max(want, MAX_LINE_BYTES), 1024 * 1024))  # type: ignore[attr-defined]
+        self.buffer += chunk
+        return bool(chunk)
+
+    def next(self, by: float) -> bytes:
+        """The next line; b"" when the peer closed first. TimeoutError at `by`, however it trickles."""
+        while b"\n" not in self.buffer:
+            if len(self.buffer) > MAX_LINE_BYTES:
+                raise ServiceFailed(f"unexpected reply {self.buffer[:40]!r}")
+            if not self._fill(by, MAX_LINE_BYTES):
+                line, self.buffer = self.buffer, b""
+                return line
         line, _, self.buffer = self.buffer.partition(b"\n")
-        return line[:MAX_REPLY_BYTES]
+        if len(line) > MAX_LINE_BYTES:
+            raise ServiceFailed(f"unexpected reply {line[:40]!r}")
+        return line
+
+    def read(self, size: int, by: float) -> bytes:
+        while len(self.buffer) < size:
+            if not self._fill(by, size - len(self.buffer)):
+                raise ServiceFailed("the service closed the connection in the middle of its answer")
+        data, self.buffer = self.buffer[:size], self.buffer[size:]
+        return data
 
 
-def _webhook_timeout(environ: dict[str, str] | os._Environ[str]) -> float:
-    """The webhook's timeoutSeconds when the configuration is JSON (as the chart renders it).
+def webhook_times(environ: dict[str, str] | os._Environ[str]) -> tuple[float, float]:
+    """The webhook's timeoutSeconds and signgate's deadlineSeconds, when the configuration is JSON
+    (as the chart renders it).
 
-    Waiting longer than the API server does is pointless; a YAML configuration is not parsed
-    here (that would import yaml), so it gets Kubernetes' maximum.
+    A YAML configuration is not parsed here (that would import yaml): it gets Kubernetes' default
+    timeout of 10 s and the default deadline. With a longer timeout, the hook may give up on a
+    slow worker early and decide again itself; with a shorter one, it may wait too long.
     """
+    default = (DEFAULT_WEBHOOK_TIMEOUT, max(DEFAULT_WEBHOOK_TIMEOUT * 0.5, DEFAULT_WEBHOOK_TIMEOUT - 2.0))
     try:
         with open(environ.get("SIGNGATE_CONFIG") or "/etc/signgate/config.yaml", "rb") as handle:
             raw = handle.read(MAX_CONFIG_BYTES + 1)
         webhook = json.loads(raw).get("webhook") or {}
-        return min(MAX_WEBHOOK_TIMEOUT, float(webhook.get("timeoutSeconds", 10)))
-    except (OSError, ValueError, TypeError, AttributeError, RecursionError):
-        return MAX_WEBHOOK_TIMEOUT
+        timeout = float(webhook.get("timeoutSeconds", DEFAULT_WEBHOOK_TIMEOUT))
+        deadline = float(webhook.get("deadlineSeconds", max(timeout * 0.5, timeout - 2.0)))
+    except (OSError, ValueError, TypeError, AttributeError, RecursionError, OverflowError):
+        return default
+    # Comparisons are False for NaN, so a NaN falls back to the defaults as well.
+    if not (0 < timeout <= MAX_WEBHOOK_TIMEOUT and 0 < deadline < timeout):
+        return default
+    return timeout, deadline
 
 
 def _describe(exc: BaseException) -> str:
@@ -162,11 +345,14 @@ def _describe(exc: BaseException) -> str:
         return "connection refused"
     if isinstance(exc, TimeoutError):
         return "no answer in time"
+    if isinstance(exc, ServiceFailed):
+        return str(exc)
     return f"{type(exc).__name__}: {exc}"
 
 
 def _warn(message: str) -> None:
     try:
         sys.stderr.write(json.dumps({"level": "warn", "msg": f"signgate: {message}"}) + "\n")
+        sys.stderr.flush()
     except Exception:
         pass

@@ -2,28 +2,36 @@
 
 shell-operator starts a new hook process for every admission request, and a process that must
 verify imports `requests` and `cryptography` first: several times the cost of starting Python.
-This service imports them once. For every connection it forks a worker, which:
+This service imports them once. For every request it forks a worker, which:
 
-1. receives the hook call's open files (binding context, response, optionally metrics, and the
-   hook's stderr) as SCM_RIGHTS descriptors, with the hook's SIGNGATE_* variables and how long
-   ago the hook started, and replies `accepted`;
-2. runs `hook.run_admission`, the code the hook would run itself, on those files, so the
-   response, decision log, metrics and caches are exactly those of an in-process call, and the
-   deadline still counts from the hook's start;
-3. replies `done <exit code>` and exits.
+1. receives the binding context as one read-only SCM_RIGHTS descriptor, with the hook's
+   SIGNGATE_* variables and how long ago the request started, and replies `accepted`;
+2. runs `hook.run_admission`, the code the hook would run itself, writing the response, the
+   metrics and the decision log into in-memory files of its own, so that they are exactly those
+   of an in-process call, and the deadline still counts from the request's start;
+3. replies `done <exit code> <sizes>` followed by those three files, and exits. The hook checks
+   them and writes them where it would have written its own.
+
+The service never holds the hook's response file, metrics file, stdout or stderr: shell-operator
+reads a hook's output until stdout and stderr close, so a copy held here (by a request still
+queued, or a worker still busy after the hook gave up) would hold its answer back.
 
 A worker is a fresh fork of a process that has done nothing but import: no state passes from
 one admission to the next except through the on-disk caches, as between hook processes. The
 service holds no configuration either; each worker reads it (and the keys) as the hook would,
 so configuration changes apply at once. The socket file is created 0600, in a directory the
-deployment shares only between the hook and verifier containers.
+deployment shares only between the hook and verifier containers, and a client must run as the
+service's user or as root (SO_PEERCRED).
 
-The parent never blocks on a connection (a stuck client only ever holds its own worker). It
-keeps at most --max-workers workers alive; requests beyond that wait in a queue, and a hook
-whose request is not `accepted` within a second decides by itself (relay.py). Pings are answered
-by the parent at once, busy or not, because a saturated service is still alive. On SIGTERM or
-SIGINT it stops accepting, waits up to STOP_GRACE seconds for its workers, and removes the
-socket.
+The parent never blocks on a connection and never gives one a worker before its first bytes
+have arrived: a connection that sends nothing within HEADER_TIMEOUT is dropped from the queue,
+and one whose client closes is dropped at once (its hook decides by itself). It keeps at most
+--max-workers workers alive; requests beyond that wait in a queue. The parent tells every
+request's hook `queued` as soon as the request's first bytes arrive, so that the hook waits for a
+worker rather than verify in-process on an overloaded machine (relay.py). A worker exits as soon as its hook hangs up. Pings are answered by the parent at
+once, busy or not, because a saturated service is still alive. On SIGTERM or SIGINT it stops
+accepting, tells queued clients, waits up to STOP_GRACE seconds for its workers, and removes
+the socket.
 """
 
 from __future__ import annotations
@@ -37,26 +45,33 @@ import select
 import signal
 import socket
 import stat
+import struct
 import sys
 import time
-from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, TextIO
 
-PROTOCOL = 1
+from .relay import MAX_LOG_BYTES, MAX_METRICS_BYTES, MAX_RESPONSE_BYTES, PROTOCOL, SATURATED
+
 MAX_HEADER_BYTES = 64 * 1024
 MAX_FDS = 4
 MAX_ENV = 64
 MAX_ENV_VALUE = 4096
+# How long a client may take to send its whole request, counted from the parent's accept, queued
+# or not. The hook sends it at once.
 HEADER_TIMEOUT = 2.0
+# A request that waited for a worker past its HEADER_TIMEOUT still gets this long to be read.
+HEADER_GRACE = 0.2
 STOP_GRACE = 10.0
 ACCEPT_POLL = 0.5
 BUSY_POLL = 0.01
 MAX_PENDING = 1024
 PING_FRAME_BODY = json.dumps({"v": PROTOCOL, "ping": True}).encode()
 PING_FRAME = len(PING_FRAME_BODY).to_bytes(4, "big") + PING_FRAME_BODY
-FD_NAMES = ("context", "response", "stderr", "metrics")
+FD_NAMES = ("context",)
 CONTRACT_VARIABLES = ("BINDING_CONTEXT_PATH", "VALIDATING_RESPONSE_PATH", "ADMISSION_RESPONSE_PATH", "METRICS_PATH")
+OUTPUTS = ("response", "metrics", "log")
+OUTPUT_LIMITS = {"response": MAX_RESPONSE_BYTES, "metrics": MAX_METRICS_BYTES, "log": MAX_LOG_BYTES}
 
 
 class RequestError(Exception):
@@ -65,10 +80,11 @@ class RequestError(Exception):
 
 @dataclass(frozen=True)
 class WorkRequest:
-    elapsed: float  # seconds since the hook process started
+    elapsed: float  # seconds since the request started (see fastpath.request_started)
     files: dict[str, int]  # descriptor by name (FD_NAMES)
     env: dict[str, str]  # the hook's SIGNGATE_* variables
     ping: bool = False
+    metrics: bool = False  # the hook has a metrics file: produce metrics
 
 
 # ---- the pure part: what a request must look like --------------------------------------------
@@ -92,35 +108,36 @@ def parse_request(body: bytes, fds: list[int]) -> WorkRequest:
     names = header.get("fds")
     if not isinstance(names, list) or len(names) != len(fds):
         raise RequestError(f"the header names {names!r} but {len(fds)} descriptors arrived")
-    if len(set(map(str, names))) != len(names):
-        raise RequestError(f"the header names a descriptor twice: {names!r}")
-    if any(name not in FD_NAMES for name in names) or not {"context", "response", "stderr"} <= set(names):
-        raise RequestError(f"descriptors must be context, response, stderr and optionally metrics, not {names!r}")
+    if names != list(FD_NAMES):
+        raise RequestError(f"the only descriptor is the binding context (fds: [\"context\"]), not {names!r}")
+    metrics = header.get("metrics", False)
+    if not isinstance(metrics, bool):
+        raise RequestError("metrics must be true or false")
     env = header.get("env")
     if not isinstance(env, dict) or len(env) > MAX_ENV:
         raise RequestError(f"env must be an object of at most {MAX_ENV} variables")
     for key, value in env.items():
         if not (isinstance(value, str) and key.startswith("SIGNGATE_") and len(value) <= MAX_ENV_VALUE and "\0" not in value):
             raise RequestError(f"env may carry only SIGNGATE_* string variables, not {key!r}")
-    return WorkRequest(elapsed=float(elapsed), files=dict(zip(names, fds)), env=dict(env))
+    return WorkRequest(elapsed=float(elapsed), files=dict(zip(names, fds)), env=dict(env), metrics=metrics)
 
 
-def worker_environ(own: Mapping[str, str], request: WorkRequest) -> dict[str, str]:
+def worker_environ(own: Mapping[str, str], request: WorkRequest, outputs: Mapping[str, int]) -> dict[str, str]:
     """The environment the hook would have had: this process's own (PATH, proxies, ...), the hook's
-    SIGNGATE_* variables instead of ours, and the contract paths pointing at the received files."""
+    SIGNGATE_* variables instead of ours, the binding context the hook sent, and the worker's own
+    in-memory files (`outputs`) for the response and, when the hook has a metrics file, metrics."""
     environ = {k: v for k, v in own.items() if not k.startswith("SIGNGATE_") and k not in CONTRACT_VARIABLES}
     environ.update(request.env)
-    files = request.files
-    environ["BINDING_CONTEXT_PATH"] = fd_path(files["context"])
-    environ["VALIDATING_RESPONSE_PATH"] = environ["ADMISSION_RESPONSE_PATH"] = fd_path(files["response"])
-    if "metrics" in files:
-        environ["METRICS_PATH"] = fd_path(files["metrics"])
+    environ["BINDING_CONTEXT_PATH"] = fd_path(request.files["context"])
+    environ["VALIDATING_RESPONSE_PATH"] = environ["ADMISSION_RESPONSE_PATH"] = fd_path(outputs["response"])
+    if request.metrics and "metrics" in outputs:
+        environ["METRICS_PATH"] = fd_path(outputs["metrics"])
     return environ
 
 
 def fd_path(fd: int) -> str:
-    # Opening /proc/self/fd/N reopens the very file the hook opened, even though this process may
-    # live in another container and not see the hook's /tmp.
+    # Opening /proc/self/fd/N reopens the very file, even though this process may live in another
+    # container and not see the hook's /tmp.
     return f"/proc/self/fd/{fd}"
 
 
@@ -131,10 +148,10 @@ def handle(conn: socket.socket, own_environ: Mapping[str, str], log: TextIO, acc
     """Serve one connection in a forked worker. Never returns normally: the caller exits.
 
     `accepted_at` is when the parent accepted the connection: time spent queued behind busy
-    workers counts against the hook's deadline.
+    workers counts against the hook's deadline, and against HEADER_TIMEOUT.
     """
     try:
-        request = receive(conn, time.monotonic() + HEADER_TIMEOUT)
+        request = receive(conn, max(accepted_at + HEADER_TIMEOUT, time.monotonic() + HEADER_GRACE))
     except (RequestError, OSError) as exc:
         _log(log, "warn", f"signgate serve: refused a request: {exc}")
         _reply(conn, f"error {exc}")
@@ -143,7 +160,7 @@ def handle(conn: socket.socket, own_environ: Mapping[str, str], log: TextIO, acc
         _reply(conn, "pong")
         return
     for name, fd in request.files.items():
-        if name != "stderr" and not stat.S_ISREG(os.fstat(fd).st_mode):
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
             _log(log, "warn", f"signgate serve: refused a request: the {name} descriptor is not a regular file")
             _reply(conn, f"error the {name} descriptor is not a regular file")
             return
@@ -152,27 +169,70 @@ def handle(conn: socket.socket, own_environ: Mapping[str, str], log: TextIO, acc
     if _peer_gone(conn) or not _reply(conn, "accepted"):
         _log(log, "info", "signgate serve: dropped a request whose hook stopped waiting")
         return
-    # The decision log goes where the hook's would: into shell-operator's log.
+    _exit_when_the_hook_leaves(conn)
+    # The response, metrics and decision log go into this worker's own in-memory files; the hook
+    # gets them with `done` and writes them itself (see the module's docstring).
+    outputs = {name: os.memfd_create(f"signgate-{name}", os.MFD_CLOEXEC) for name in OUTPUTS}
     sys.stderr.flush()
-    os.dup2(request.files["stderr"], 2)
-    environ = worker_environ(own_environ, request)
+    os.dup2(outputs["log"], 2)
+    environ = worker_environ(own_environ, request, outputs)
     os.environ.clear()
     os.environ.update(environ)  # for libraries that read it (proxies, CA bundles)
     started = accepted_at - request.elapsed
     from .hook import run_admission
 
     def finish(code: int) -> None:
-        sys.stderr.flush()
-        _reply(conn, f"done {code}")
+        try:
+            sys.stderr.flush()
+        except OSError:
+            pass
+        _send_done(conn, code, outputs)
 
     conn.settimeout(None)
     try:
         code = run_admission(environ, started, sys.stderr, on_unfinished=lambda: _exit_now(finish))
     except BaseException as exc:  # run_admission answers every error itself; this is a bug
-        _log(sys.stderr, "error", f"signgate serve: worker failed: {type(exc).__name__}: {exc}")
+        _log(log, "error", f"signgate serve: worker failed: {type(exc).__name__}: {exc}")
         _reply(conn, "error the worker failed")
         return
     finish(code)
+
+
+def _send_done(conn: socket.socket, code: int, outputs: Mapping[str, int]) -> None:
+    """`done <code> <response> <metrics> <log>` (sizes in bytes), then the three files' contents."""
+    contents = [_read_output(outputs[name], OUTPUT_LIMITS[name], name == "log") for name in OUTPUTS]
+    line = f"done {code} " + " ".join(str(len(data)) for data in contents) + "\n"
+    try:
+        conn.settimeout(5.0)
+        conn.sendall(line.encode() + b"".join(contents))
+    except OSError:
+        pass  # the hook has gone; it decided by itself
+
+
+def _read_output(fd: int, limit: int, cut: bool) -> bytes:
+    data = os.pread(fd, limit + 1, 0)
+    if len(data) > limit and cut:  # the log is cut at a line; anything else too big is the hook's to refuse
+        data = data[: data.rfind(b"\n", 0, limit) + 1]
+    return data
+
+
+def _exit_when_the_hook_leaves(conn: socket.socket) -> None:
+    """End this worker as soon as its hook hangs up: the hook has decided by itself, and the work
+    here would only take CPU from admissions that still wait (a cache file half written is a
+    temporary file that the cache sweeps)."""
+    import threading
+
+    poller = select.poll()
+    # After its request the hook only reads: POLLRDHUP means it closed, or shut its end.
+    poller.register(conn.fileno(), select.POLLRDHUP)
+
+    def watch() -> None:
+        while True:
+            for _, events in poller.poll():
+                if events & (select.POLLRDHUP | select.POLLHUP | select.POLLERR | select.POLLNVAL):
+                    os._exit(0)
+
+    threading.Thread(target=watch, name="hook-watch", daemon=True).start()
 
 
 def _exit_now(finish: Callable[[int], None]) -> None:
@@ -248,6 +308,14 @@ def _reply(conn: socket.socket, line: str) -> bool:
         return False
 
 
+def _tell(conn: socket.socket, line: str) -> None:
+    """Send one line without ever blocking (the parent's replies; a fresh socket has room)."""
+    try:
+        conn.send(line.encode("ascii", "replace")[:200] + b"\n", socket.MSG_DONTWAIT)
+    except OSError:
+        pass
+
+
 # ---- the parent ----------------------------------------------------------------------------------
 
 
@@ -307,6 +375,15 @@ def bind(path: str) -> socket.socket:
     return listener
 
 
+@dataclass
+class Waiting:
+    """A connection the parent accepted and no worker has yet."""
+
+    conn: socket.socket
+    accepted_at: float
+    ready: bool = False  # its first bytes have arrived (and it was told `queued`): a worker may take it
+
+
 def serve(path: str, max_workers: int, log: TextIO = sys.stderr) -> int:
     preload()
     try:
@@ -314,6 +391,7 @@ def serve(path: str, max_workers: int, log: TextIO = sys.stderr) -> int:
     except OSError as exc:
         _log(log, "error", f"signgate serve: cannot listen on {path}: {exc}")
         return 1
+    listener.setblocking(False)
     stopping: list[int] = []
 
     def stop(signum: int, _frame: Any) -> None:
@@ -321,47 +399,78 @@ def serve(path: str, max_workers: int, log: TextIO = sys.stderr) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    # A worker's exit (SIGCHLD) and SIGTERM wake the poll below through this pipe, so that a
+    # queued request gets a free worker at once.
+    wake = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
+    signal.set_wakeup_fd(wake[1], warn_on_full_buffer=False)
     # Workers are forks: objects frozen here are never touched by their garbage collector, so
     # the memory stays shared with the parent instead of being copied page by page.
     gc.freeze()
     workers: set[int] = set()
-    # Requests accepted while every worker is busy, oldest first. They wait here rather than in
-    # the kernel's backlog so that the parent keeps accepting, and so keeps answering pings:
-    # a busy service is alive, and its probes must say so.
-    pending: deque[tuple[socket.socket, float]] = deque()
+    # Connections without a worker, oldest first. They wait here rather than in the kernel's
+    # backlog so that the parent keeps accepting, and so keeps answering pings: a busy service
+    # is alive, and its probes must say so.
+    waiting: dict[int, Waiting] = {}
+    poller = select.poll()  # select() cannot watch descriptors past 1023
+    poller.register(listener.fileno(), select.POLLIN)
+    poller.register(wake[0], select.POLLIN)
     _log(log, "info", "signgate serve: listening", socket=path, max_workers=max_workers, max_pending=pending_limit(), pid=os.getpid())
     out_of_files_logged = 0.0
+
+    def drop(fd: int, reply: str | None = None) -> None:
+        entry = waiting.pop(fd)
+        poller.unregister(fd)
+        if reply is not None:
+            _tell(entry.conn, reply)
+        entry.conn.close()
+
     try:
         while not stopping:
             _reap(workers)
-            while pending and len(workers) < max_workers:
-                conn, accepted_at = pending.popleft()
-                workers.add(_spawn(conn, accepted_at, listener, pending, log))
-            listener.settimeout(BUSY_POLL if pending else ACCEPT_POLL)
-            try:
-                conn, _ = listener.accept()
-            except (TimeoutError, InterruptedError):
-                continue
-            except OSError as exc:  # out of descriptors: leave connections in the backlog for now
-                if time.monotonic() - out_of_files_logged > 10:
-                    _log(log, "error", f"signgate serve: cannot accept: {exc}", pending=len(pending), workers=len(workers))
-                    out_of_files_logged = time.monotonic()
-                time.sleep(BUSY_POLL)
-                continue
-            accepted_at = time.monotonic()
-            if _answer_ping(conn, wait=BUSY_POLL if len(workers) >= max_workers else 0.0):
-                conn.close()
-            elif len(workers) < max_workers and not pending:
-                workers.add(_spawn(conn, accepted_at, listener, pending, log))
-            elif len(pending) < pending_limit():  # read each time: the limit may be lowered at run time
-                pending.append((conn, accepted_at))
-            else:  # the hook decides by itself at once rather than waiting for a turn
-                _reply(conn, "error the verifier service is saturated")
-                conn.close()
+            for fd in [fd for fd, entry in waiting.items() if entry.ready][: max(0, max_workers - len(workers))]:
+                entry = waiting.pop(fd)
+                poller.unregister(fd)
+                workers.add(_spawn(entry.conn, entry.accepted_at, listener, waiting, wake, log))
+            now = time.monotonic()
+            timeout = ACCEPT_POLL
+            for entry in waiting.values():
+                if not entry.ready:
+                    timeout = min(timeout, entry.accepted_at + HEADER_TIMEOUT - now)
+            for fd, events in poller.poll(max(0.0, timeout) * 1000):
+                if fd == wake[0]:
+                    _drain(fd)
+                elif fd == listener.fileno():
+                    try:
+                        _accept_all(listener, waiting, poller, log)
+                    except OSError as exc:  # out of descriptors: leave connections in the backlog for now
+                        if time.monotonic() - out_of_files_logged > 10:
+                            _log(log, "error", f"signgate serve: cannot accept: {exc}", pending=len(waiting), workers=len(workers))
+                            out_of_files_logged = time.monotonic()
+                        time.sleep(BUSY_POLL)
+                elif fd in waiting:
+                    if events & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
+                        # Its client closed: a hook that stopped waiting decides by itself.
+                        _log(log, "info", "signgate serve: dropped a queued request whose client left")
+                        drop(fd)
+                    elif events & select.POLLIN and not waiting[fd].ready:
+                        if _answer_ping(waiting[fd].conn):
+                            drop(fd)
+                        else:
+                            # At once, before any fork: the hook then knows that the service has
+                            # its request and waits for a worker, which on a loaded machine may
+                            # take longer to start than the hook's handshake allows (relay.py).
+                            _tell(waiting[fd].conn, "queued")
+                            waiting[fd].ready = True
+                            poller.modify(fd, 0)  # from now on, only its hang-up matters
+            now = time.monotonic()
+            for fd in [fd for fd, entry in waiting.items() if not entry.ready and now - entry.accepted_at >= HEADER_TIMEOUT]:
+                _log(log, "warn", f"signgate serve: refused a request: no request header within {HEADER_TIMEOUT:g} s")
+                drop(fd, f"error no request header within {HEADER_TIMEOUT:g} s")
     finally:
         listener.close()
-        for conn, _ in pending:  # their hooks decide in-process
-            conn.close()
+        for fd in list(waiting):  # their hooks decide in-process
+            drop(fd, "error the verifier service is stopping")
         try:
             os.unlink(path)
         except OSError:
@@ -374,8 +483,53 @@ def serve(path: str, max_workers: int, log: TextIO = sys.stderr) -> int:
     return 0
 
 
+def _accept_all(listener: socket.socket, waiting: dict[int, Waiting], poller: Any, log: TextIO) -> None:
+    """Accept what the backlog holds: answer pings, refuse strangers, queue the rest."""
+    own_uid = os.geteuid()
+    for _ in range(64):
+        try:
+            conn, _ = listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        accepted_at = time.monotonic()
+        uid = _peer_uid(conn)
+        if uid not in (own_uid, 0):
+            _log(log, "warn", f"signgate serve: refused a connection from uid {uid}: this service serves uid {own_uid} and root only")
+            _tell(conn, "error this service serves only its own user")
+            conn.close()
+            continue
+        if _answer_ping(conn):
+            conn.close()
+            continue
+        if len(waiting) >= pending_limit():  # read each time: the limit may be lowered at run time
+            # The hook sheds at once rather than waiting for a turn (relay.py).
+            _tell(conn, f"error {SATURATED}")
+            conn.close()
+            continue
+        waiting[conn.fileno()] = Waiting(conn, accepted_at)
+        poller.register(conn.fileno(), select.POLLIN)
+
+
+def _peer_uid(conn: socket.socket) -> int:
+    raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", raw)[1]
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except OSError:
+        pass
+
+
 def _spawn(
-    conn: socket.socket, accepted_at: float, listener: socket.socket, pending: deque[tuple[socket.socket, float]], log: TextIO
+    conn: socket.socket,
+    accepted_at: float,
+    listener: socket.socket,
+    waiting: dict[int, Waiting],
+    wake: tuple[int, int],
+    log: TextIO,
 ) -> int:
     """Fork a worker for `conn`; the parent keeps only the worker's pid."""
     sys.stderr.flush()
@@ -383,21 +537,25 @@ def _spawn(
     if pid == 0:  # the worker
         code = 0
         try:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.set_wakeup_fd(-1)
+            for number in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+                signal.signal(number, signal.SIG_DFL)
+            os.close(wake[0])
+            os.close(wake[1])
             # Only its own connection: a queued client's socket held here would outlive the
-            # parent closing it (on SIGTERM) until this worker exits.
+            # parent closing it (on SIGTERM, or when its hook leaves) until this worker exits.
             listener.close()
-            for other, _ in pending:
-                other.close()
+            for other in waiting.values():
+                other.conn.close()
             handle(conn, os.environ.copy(), log, accepted_at)
         except BaseException:
             code = 1
         finally:
             try:
                 sys.stderr.flush()
-            finally:
-                os._exit(code)
+            except BaseException:
+                pass
+            os._exit(code)
     conn.close()
     return pid
 
@@ -410,22 +568,17 @@ def pending_limit() -> int:
     return max(1, min(MAX_PENDING, (soft - 64) // 2))
 
 
-def _answer_ping(conn: socket.socket, wait: float) -> bool:
-    """Answer `conn` here if it is a ping whose bytes have arrived (within `wait` seconds)."""
+def _answer_ping(conn: socket.socket) -> bool:
+    """Answer `conn` here if it is a ping whose bytes have all arrived."""
     try:
-        if wait > 0:
-            poller = select.poll()  # select() cannot watch descriptors past 1023
-            poller.register(conn, select.POLLIN)
-            poller.poll(wait * 1000)
         data = conn.recv(len(PING_FRAME) + 1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
     except OSError:
         return False
     if data != PING_FRAME:
-        return False
+        return False  # anything else, a ping still arriving included, goes to a worker
     try:
-        conn.recv(len(PING_FRAME))
-        conn.settimeout(1.0)
-        conn.sendall(b"pong\n")
+        conn.recv(len(PING_FRAME), socket.MSG_DONTWAIT)
+        _tell(conn, "pong")
     except OSError:
         pass
     return True
