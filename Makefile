@@ -45,8 +45,11 @@ test: system-packages venv tools
 e2e: system-packages venv tools
 	$(PY) -m pytest tests/e2e tests/interop
 
-bench: system-packages venv
+# bench/RESULTS.md, then real cosign v3 side by side with signgate on the same images
+# (bench/RESULTS-cosign.md; needs `make tools`).
+bench: system-packages venv tools
 	$(PY) bench/bench.py
+	$(PY) bench/cosign_side_by_side.py --output bench/RESULTS-cosign.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
