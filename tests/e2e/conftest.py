@@ -128,21 +128,23 @@ def other_key(e2e_dir: Path) -> TestKey:
     return generate_key("ecdsa-p256", e2e_dir / "keys", "other")
 
 
-def signgate_config(plain: str, stall: str) -> dict:
+def signgate_config(plain: str, stall: str, tls: str) -> dict:
     """What the chart renders into config.json (chart/values.yaml defaults, registry credentials and
-    CA from existing objects), with two extra rules: a warn-mode path and a pinDigest path on the
-    plain registry. test_e2e_harness.py renders the chart and compares."""
+    CA from existing objects), with extra rules: a warn-mode path and a pinDigest path on the
+    plain registry, and the TLS registry named by a rule (a loopback endpoint is contacted only when
+    the configuration names it). test_e2e_harness.py renders the chart and compares."""
     return {
         "webhook": {"name": BINDING, "namespaceSelector": {"matchLabels": dict([SELECTOR_LABEL])},
                     "timeoutSeconds": 10, "failurePolicy": "Fail", "excludeNamespaces": [],
                     "signgateNamespace": cluster.RELEASE_NAMESPACE},
-        "registries": {"insecure": [plain, stall], "auth": cluster.REGISTRY_AUTH_FILE,
+        "registries": {"insecure": [plain, stall], "allowNetworks": [], "auth": cluster.REGISTRY_AUTH_FILE,
                        "caBundle": cluster.REGISTRY_CA_FILE},
         "limits": {}, "cache": {}, "mode": "enforce", "denyLatest": False, "requireDigest": False,
         "unmatchedImages": "deny",
         "keys": {"default": f"{cluster.KEYS_DIR}/default.pub"},
         "policy": [
             {"images": "**", "keys": ["default"]},
+            {"images": f"{tls}/**", "keys": ["default"]},
             {"images": f"{plain}/warn/**", "keys": ["default"], "mode": "warn"},
             {"images": f"{plain}/pin/**", "keys": ["default"], "pinDigest": True},
         ],
@@ -161,7 +163,7 @@ def signgate(control_plane: ControlPlane, e2e_dir: Path, registry: Registry, tls
     assert tls_registry.ca_path is not None
     pod = cluster.SigngatePod(
         e2e_dir / "signgate", shell_operator=shell_operator, venv=venv, kubectl=control_plane.kubectl,
-        apiserver=control_plane.apiserver, config=signgate_config(registry.host, stalling_registry.host),
+        apiserver=control_plane.apiserver, config=signgate_config(registry.host, stalling_registry.host, tls_registry.host),
         keys={"default": signing_key.pub_path}, registry_auth=auth, registry_ca=tls_registry.ca_path)
     try:
         pod.create_service()

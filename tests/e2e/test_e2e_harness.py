@@ -83,7 +83,7 @@ def rendered_chart() -> list[dict]:
         unavailable("helm-python-sdk (requirements-chart.txt) is not installed: it renders the chart")
     import yaml
 
-    config = signgate_config("127.0.0.1:5000", "127.0.0.1:5001")
+    config = signgate_config("127.0.0.1:5000", "127.0.0.1:5001", "127.0.0.1:5002")
     config.pop("keys")  # the chart writes these from keys, registryAuth and registryCA
     config["webhook"].pop("signgateNamespace")
     for field in ("auth", "caBundle"):
@@ -143,4 +143,4 @@ def test_the_harness_config_is_what_the_chart_renders(rendered_chart: list[dict]
 
     configmap = _find(rendered_chart, "ConfigMap", f"{cluster.SERVICE_NAME}-config")
     rendered = json.loads(configmap["data"]["config.json"])
-    assert rendered == signgate_config("127.0.0.1:5000", "127.0.0.1:5001")
+    assert rendered == signgate_config("127.0.0.1:5000", "127.0.0.1:5001", "127.0.0.1:5002")
