@@ -99,6 +99,8 @@ FAILED_LOG=""     # where a failed build's whole log is kept, under $TOOLS_DIR
 LOG=""            # the current build's go output
 PEAK_FILE=""      # /usr/bin/time's max-RSS lines (KiB), one per go command
 
+# Every go command runs in a directory of the script's own (the wrapper, or /), never in the caller's
+# working directory, which may be replaced while a long build runs (a re-created worktree).
 # run_go DIR ARGS...: runs `go ARGS` in DIR; on failure, exits naming the program, the version,
 # the command and the tail of go's output (a proxy refusal, a compile error, a missing module).
 run_go() {
@@ -170,10 +172,10 @@ build_kubernetes() {
     wrapper_module kubernetes
     work=$WORK
     run_go "$work" mod download -json "k8s.io/kubernetes@$KUBERNETES"
-    gomod=$("$GO" mod download -json "k8s.io/kubernetes@$KUBERNETES" |
+    gomod=$(cd "$work" && "$GO" mod download -json "k8s.io/kubernetes@$KUBERNETES" |
         python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
     local -a edits=()
-    for m in $("$GO" mod edit -json "$gomod" |
+    for m in $(cd "$work" && "$GO" mod edit -json "$gomod" |
         python3 -c 'import json,sys; [print(r["Path"]) for r in json.load(sys.stdin)["Require"] if r["Version"] == "v0.0.0"]'); do
         edits+=("-replace=$m=$m@$staging")
     done
@@ -236,7 +238,7 @@ build() {
     TEMPS+=("$LOG" "$PEAK_FILE")
     : >"$LOG"
     : >"$PEAK_FILE"
-    echo "$program $version: building $(source_of "$program") with $("$GO" env GOVERSION) (-p $JOBS, CGO_ENABLED=0) ..."
+    echo "$program $version: building $(source_of "$program") with $(cd / && "$GO" env GOVERSION) (-p $JOBS, CGO_ENABLED=0) ..."
     start=$(date +%s)
     "build_$program" "$stage"
     elapsed=$(($(date +%s) - start))
