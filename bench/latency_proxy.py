@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable
+from urllib.parse import parse_qs, urlsplit
 
 CHUNK = 65536
 QUEUE_CHUNKS = 64  # per direction: at most 4 MiB in flight per connection side
@@ -136,16 +137,19 @@ class DelayProxy:
                 self.refused += 1
                 client_writer.close()
                 return
-            await asyncio.gather(
-                self._pipe(client_reader, server_writer, first_extra=self.handshake_rtt),
-                self._pipe(server_reader, client_writer, first_extra=False),
-                return_exceptions=True,
-            )
+            try:
+                await asyncio.gather(
+                    self._pipe(client_reader, server_writer, first_extra=self.handshake_rtt),
+                    self._pipe(server_reader, client_writer, first_extra=False),
+                    return_exceptions=True,
+                )
+            except asyncio.CancelledError:
+                pass  # the proxy is stopping: close both sides below and end quietly
             for writer in (client_writer, server_writer):
                 writer.close()
                 try:
                     await writer.wait_closed()
-                except OSError:
+                except (OSError, asyncio.CancelledError):
                     pass
         finally:
             with self._lock:
@@ -210,6 +214,7 @@ class Event:
     end: float
     round_trips: int  # what this event costs the client sequentially: 1, or 2 for a TLS 1.2 handshake
     what: str = ""  # "GET /v2/.../manifests/v1 200", "TLSv1.3"
+    repository: str = ""  # of a request: /v2/<repository>/..., or a token request's scope
 
 
 class EventLog:
@@ -235,23 +240,39 @@ class EventLog:
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
 
 
+Upstream = "tuple[str, int] | Callable[[], tuple[str, int]]"
+
+
 class TLSTerminator:
     """HTTPS on 127.0.0.1 with `cert`/`key`, relaying each request to the plain-HTTP `upstream`
-    (one upstream connection per client connection) and logging Events into `log`."""
+    (one upstream connection per client connection and upstream) and logging Events into `log`.
 
-    def __init__(self, upstream: tuple[str, int] | Callable[[], tuple[str, int]], cert: Path, key: Path,
-                 log: EventLog, service: str) -> None:
+    `routes` maps a path prefix to (service name, upstream): a token service served on the
+    registry's own host and port, as Harbor (/service/token) and ghcr.io (/token) do. Clients that
+    guard against token realms on other loopback or private addresses (go-containerregistry, hence
+    cosign) accept a realm on the registry's own host:port only.
+    """
+
+    def __init__(self, upstream: Upstream, cert: Path, key: Path, log: EventLog, service: str,
+                 routes: "dict[str, tuple[str, Upstream]] | None" = None) -> None:
         self._upstream = upstream
         self.log = log
         self.service = service
+        self.routes = dict(routes or {})
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(str(cert), str(key))
         self.context = context
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
-    def upstream(self) -> tuple[str, int]:
-        return self._upstream() if callable(self._upstream) else self._upstream
+    def route(self, path: str) -> tuple[str, tuple[str, int]]:
+        """(service, upstream address) for a request path."""
+        service, upstream = self.service, self._upstream
+        for prefix, (name, target) in self.routes.items():
+            if path.startswith(prefix):
+                service, upstream = name, target
+                break
+        return service, upstream() if callable(upstream) else upstream
 
     def start(self) -> "TLSTerminator":
         terminator = self
@@ -320,15 +341,15 @@ class _RelayHandler(BaseHTTPRequestHandler):
         self.relay.log.add(Event(self.relay.service, self.connection_id, "tls", hello, time.perf_counter(),
                                  2 if version in ("TLSv1.2", "TLSv1.1", "TLSv1") else 1, version))
         self.request = tls
-        self.upstream_connection: http.client.HTTPConnection | None = None
+        self.upstream_connections: dict[tuple[str, int], http.client.HTTPConnection] = {}
         super().setup()
 
     def finish(self) -> None:
         try:
             super().finish()
         finally:
-            if self.upstream_connection is not None:
-                self.upstream_connection.close()
+            for upstream in self.upstream_connections.values():
+                upstream.close()
             try:
                 self.connection.close()
             except OSError:
@@ -353,18 +374,20 @@ class _RelayHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else None
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+        service, address = self.relay.route(self.path)
         for attempt in (1, 2):
-            if self.upstream_connection is None:
-                self.upstream_connection = http.client.HTTPConnection(*self.relay.upstream(), timeout=30)
+            upstream = self.upstream_connections.get(address)
+            if upstream is None:
+                upstream = self.upstream_connections[address] = http.client.HTTPConnection(*address, timeout=30)
             try:
-                self.upstream_connection.request(self.command, self.path, body=body, headers=headers)
-                response = self.upstream_connection.getresponse()
+                upstream.request(self.command, self.path, body=body, headers=headers)
+                response = upstream.getresponse()
                 data = response.read()
                 break
             except (OSError, http.client.HTTPException):
                 # A kept-alive upstream connection the server closed: reconnect once.
-                self.upstream_connection.close()
-                self.upstream_connection = None
+                upstream.close()
+                del self.upstream_connections[address]
                 if attempt == 2:
                     self.send_error(502, "upstream unreachable")
                     return
@@ -382,10 +405,28 @@ class _RelayHandler(BaseHTTPRequestHandler):
         if self.command != "HEAD" and data:
             self.wfile.write(data)
         self.wfile.flush()
-        self.relay.log.add(Event(self.relay.service, self.connection_id, "request", self.request_started,
-                                 time.perf_counter(), 1, f"{self.command} {self.path.split('?')[0]} {response.status}"))
+        self.relay.log.add(Event(service, self.connection_id, "request", self.request_started,
+                                 time.perf_counter(), 1, f"{self.command} {self.path.split('?')[0]} {response.status}",
+                                 repository_of(self.path)))
 
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _relay
+
+
+def repository_of(target: str) -> str:
+    """The repository a registry request or token request is about ("" if none): the name in
+    /v2/<name>/(manifests|blobs|referrers|tags)/..., or in a token request's repository scope."""
+    url = urlsplit(target)
+    if url.path.startswith("/v2/"):
+        parts = url.path[4:].split("/")
+        for i in range(len(parts) - 1, 0, -1):
+            if parts[i] in ("manifests", "blobs", "referrers", "tags"):
+                return "/".join(parts[:i])
+        return ""
+    for scope in parse_qs(url.query).get("scope", []):
+        kind, _, rest = scope.partition(":")
+        if kind == "repository" and ":" in rest:
+            return rest.rpartition(":")[0]
+    return ""
 
 
 # -- arithmetic over the log -------------------------------------------------------------------------
@@ -408,7 +449,7 @@ def critical_path(events: list[Event]) -> tuple[int, list[Event]]:
         best, best_j = 0, -1
         for j in range(i):
             other = ordered[j]
-            same_connection = other.service == event.service and other.connection == event.connection
+            same_connection = other.connection == event.connection  # numbered per EventLog
             if (same_connection or other.end <= event.start) and depth[j] > best:
                 best, best_j = depth[j], j
         depth.append(best + event.round_trips)
@@ -421,6 +462,23 @@ def critical_path(events: list[Event]) -> tuple[int, list[Event]]:
         chain.append(ordered[i])
         i = previous[i]
     return total, chain[::-1]
+
+
+def per_repository_critical_path(events: list[Event]) -> int:
+    """The longest critical path of any one repository's events, ignoring dependencies between
+    repositories: a lower bound for several images verified at once, where `critical_path` over all
+    events is an upper bound (independent streams staggered in time chain into each other there).
+    A connection's set-up is counted for the repository of the first request made on it."""
+    first: dict[int, str] = {}
+    for event in sorted(events, key=lambda e: e.start):
+        if event.kind == "request" and event.connection not in first:
+            first[event.connection] = event.repository
+    groups: dict[str, list[Event]] = {}
+    for event in events:
+        owner = event.repository if event.kind == "request" else first.get(event.connection)
+        if owner is not None:
+            groups.setdefault(owner, []).append(event)
+    return max((critical_path(group)[0] for group in groups.values()), default=0)
 
 
 def loopback_echo_server() -> tuple[socket.socket, threading.Thread]:

@@ -149,3 +149,18 @@ def test_overlapping_requests_on_two_connections_count_once():
     after = conn(1, 0) + conn(2, 3.5)  # the second connection opened after the first's response
     assert critical_path(after)[0] == 6
     assert critical_path([])[0] == 0
+
+
+def test_requests_are_attributed_to_their_repository():
+    from latency_proxy import per_repository_critical_path, repository_of
+
+    assert repository_of("/v2/bench/many3/manifests/v1") == "bench/many3"
+    assert repository_of("/v2/a/b/blobs/sha256:00") == "a/b"
+    assert repository_of("/v2/a/referrers/sha256:00") == "a"
+    assert repository_of("/token?scope=repository%3Abench%2Fmany3%3Apull&service=x") == "bench/many3"
+    assert repository_of("/v2/") == ""
+    # Two repositories' chains staggered in time: all events chain into 4, each repository alone is 2.
+    events = [Event("registry", 1, "request", 0, 1, 1, repository="a"), Event("registry", 2, "request", 1.5, 2.5, 1, repository="b"),
+              Event("registry", 1, "request", 3, 4, 1, repository="a"), Event("registry", 2, "request", 4.5, 5.5, 1, repository="b")]
+    assert critical_path(events)[0] == 4
+    assert per_repository_critical_path(events) == 2
