@@ -66,6 +66,7 @@ class DelayProxy:
         self._server: asyncio.base_events.Server | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
+        self._tasks: set[asyncio.Task[None] | None] = set()
         self._error: BaseException | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -120,6 +121,14 @@ class DelayProxy:
     # -- one connection ----------------------------------------------------------------------------
 
     async def _handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        self._tasks.add(task)  # a strong reference: the loop holds tasks only weakly
+        try:
+            await self._serve(client_reader, client_writer)
+        finally:
+            self._tasks.discard(task)
+
+    async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         with self._lock:
             self.connections += 1
             over = self.active >= self.max_connections
@@ -161,17 +170,26 @@ class DelayProxy:
         queue: asyncio.Queue[tuple[float, float, bytes]] = asyncio.Queue(QUEUE_CHUNKS)
 
         async def deliver() -> None:
+            broken = False
             while True:
                 read_at, due, data = await queue.get()
+                if broken:  # keep draining so the reader is never stuck on a full queue
+                    if not data:
+                        return
+                    continue
                 wait = due - loop.time()
                 if wait > 0:
                     await asyncio.sleep(wait)
-                if not data:  # EOF: half-close, so the other direction can still finish
-                    if writer.can_write_eof():
-                        writer.write_eof()
-                    return
-                writer.write(data)
-                await writer.drain()
+                try:
+                    if not data:  # EOF: half-close, so the other direction can still finish
+                        if writer.can_write_eof():
+                            writer.write_eof()
+                        return
+                    writer.write(data)
+                    await writer.drain()
+                except (ConnectionError, OSError, RuntimeError):
+                    broken = True
+                    continue
                 self.measured.append(loop.time() - read_at)
 
         delivering = asyncio.ensure_future(deliver())
@@ -189,7 +207,7 @@ class DelayProxy:
                     now += 2 * self.delay
                     extra = False
                 await queue.put((now, due, data))
-                if not data or delivering.done():
+                if not data:
                     break
             await delivering
         except (ConnectionError, OSError):
@@ -319,6 +337,10 @@ class _RelayHandler(BaseHTTPRequestHandler):
     relay: TLSTerminator
     protocol_version = "HTTP/1.1"
     timeout = 30
+    # The response goes out as a header write and a body write; with Nagle's algorithm the body
+    # would wait for the ACK of the headers, which the peer delays by up to 40 ms: a stall per
+    # request that belongs to the instrument, not to the client measured.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         pass  # the Event log is the record
