@@ -45,11 +45,13 @@ test: system-packages venv tools
 e2e: system-packages venv tools
 	$(PY) -m pytest tests/e2e tests/interop
 
-# bench/RESULTS.md, then real cosign v3 side by side with signgate on the same images
-# (bench/RESULTS-cosign.md; needs `make tools`).
+# bench/RESULTS.md; real cosign v3 side by side with signgate on the same images
+# (bench/RESULTS-cosign.md); and every cold and warm case at RTT 0 and 50 ms through a TLS,
+# token-auth registry behind a latency proxy, with critical-path round trips (bench/RESULTS-latency.md).
 bench: system-packages venv tools
 	$(PY) bench/bench.py
 	$(PY) bench/cosign_side_by_side.py --output bench/RESULTS-cosign.md
+	$(PY) bench/realistic.py --output bench/RESULTS-latency.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
