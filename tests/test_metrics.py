@@ -1,10 +1,13 @@
-"""Specification of the hook's Prometheus metrics (signgate.metrics, and fastpath for the warm path).
+"""Specification of the hook's Prometheus metrics (signgate.metrics, fastpath for the warm path
+and the totals file).
 
 shell-operator gives each hook run a file in $METRICS_PATH; the hook appends one JSON object per
-line, `{"name", "action", "value", "labels"}` (+ `"buckets"` for a histogram's `observe`), and
-shell-operator serves them on :9115/metrics/hooks. Every test here runs the real hook executable
-against the real registry on 127.0.0.1, then reads the file back. Registry request counts are
-checked against the registry's own access log.
+line, `{"name", "action", "value", "labels"}`, and shell-operator serves them on
+:9115/metrics/hooks. Since shell-operator v1.10 it expires all of a hook's series before it
+applies a run's operations, so every run `set`s the totals kept in $SIGNGATE_CACHE_DIR/m: a run's
+own counts are the difference between its totals and the previous run's. Most tests here run the
+real hook executable against the real registry on 127.0.0.1, then read the file back; registry
+request counts are checked against the registry's own access log.
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -30,6 +35,7 @@ from contract import (
 from signgate import fastpath
 from support.oci import PushedImage, RegistryHTTP, push_image
 from support.registry import Registry
+from support.service import VerifierService
 from support.signer import TestKey, sign_legacy
 
 METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
@@ -420,6 +426,21 @@ def test_without_a_cache_directory_no_metrics_are_written(world: World) -> None:
     assert not world.metrics.exists()
 
 
+@pytest.mark.parametrize("path", ["fast", "full", "error"])
+def test_an_unusable_totals_directory_does_not_change_the_answer(world: World, path: str) -> None:
+    config = world.config() if path != "error" else world.tmp / "missing.yaml"
+    if path == "fast":
+        world.admit(config, pod(world.signed.reference))
+    shutil.rmtree(world.cache / "m", ignore_errors=True)
+    world.cache.mkdir(exist_ok=True)
+    (world.cache / "m").write_text("a file where the totals' directory goes")
+    world.fresh_metrics()
+    run = run_request(config, pod(world.signed.reference), env=world.env())
+    assert run.returncode == 0 and run.allowed is (path != "error")
+    assert (run.decision_log.get("cache", {}).get("fast") is True) is (path == "fast")
+    assert not world.metrics.exists()
+
+
 # ---- totals across runs, paths and processes ------------------------------------------------------
 
 
@@ -450,6 +471,32 @@ def test_totals_accumulate_across_runs_and_paths(world: World) -> None:
     histogram = histograms(last)
     assert histogram["allowed"]["count"] == 3 and histogram["denied"]["count"] == 1  # errors are not timed
     assert [histograms(ops)["allowed"]["count"] for ops in shown] == [1, 2, 2, 2, 3]
+
+
+def test_the_verifier_service_in_process_and_fast_path_add_to_the_same_totals(world: World) -> None:
+    directory = Path(tempfile.mkdtemp(prefix="sg-m-", dir="/tmp"))  # short enough for a socket address
+    config = world.config()
+    with VerifierService(directory) as service:
+        def served() -> dict[str, str]:
+            return {**world.env(), "SIGNGATE_VERIFIER_SOCKET": str(service.socket)}
+
+        world.fresh_metrics()
+        first = world.admit(config, pod(world.signed.reference))  # in-process: no socket
+        world.fresh_metrics()
+        second = run_request(config, pod(world.unsigned.reference), env=served())  # a service worker
+        second_ops = read_metrics(world.metrics)
+        world.fresh_metrics()
+        third = run_request(config, pod(world.signed.reference), env=served())  # the fast path
+    shutil.rmtree(directory)
+    assert not any("verifier service" in e.get("msg", "") for e in second.logs), "control: the service answered"
+    assert first.allowed and not second.allowed and third.decision_log["cache"].get("fast") is True
+    last = read_metrics(world.metrics)
+    added(totals(second_ops), totals(last))
+    assert {k: v for k, v in counters(last).items() if k[0] == "signgate_decisions_total"} == dict([
+        c("decisions_total", 2, result="allowed", reason="verified"),
+        c("decisions_total", 1, result="denied", reason="no-signature"),
+    ])
+    assert histograms(last)["allowed"]["count"] == 2 and histograms(last)["denied"]["count"] == 1
 
 
 def test_the_fast_path_records_without_importing_anything_new(world: World) -> None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Iterable, Mapping
 
-from .fastpath import DURATION_BUCKETS, append_metric_operations, record_metrics  # noqa: F401  (DURATION_BUCKETS re-exported)
+from .fastpath import append_metric_operations, record_metrics
 
 Count = tuple[str, dict[str, str], int]
 Observation = tuple[str, dict[str, str], float]
@@ -76,5 +76,8 @@ def write(environ: Mapping[str, str], added: tuple[list[Count], list[Observation
     if not path or not cache_dir:
         return False
     counts, observations = added
-    operations = record_metrics(cache_dir, counts, observations, give_up_at)
+    try:
+        operations = record_metrics(cache_dir, counts, observations, give_up_at)
+    except Exception:  # the error path calls this after answering: nothing may turn into a crash
+        return False
     return operations is not None and append_metric_operations(path, operations)
