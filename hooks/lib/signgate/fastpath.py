@@ -193,7 +193,8 @@ def try_answer(environ: dict[str, str] | os._Environ[str], started: float) -> bo
         return False  # the full path tries again and reports why it cannot answer
     try:
         _log(request, images, started)
-        _metrics(environ.get("METRICS_PATH"), cache_dir, images, started, started + deadline)
+        # Bounded like the wait for entries: the deadline is only a hint when the file is YAML.
+        _metrics(environ.get("METRICS_PATH"), cache_dir, images, started, started + WAIT_FRACTION * deadline)
     except Exception:
         pass
     return True
