@@ -322,25 +322,35 @@ def decision_lines(pod: cluster.SigngatePod) -> list[dict[str, Any]]:
     return found
 
 
-def decisions_total(pod: cluster.SigngatePod, result: str, reason: str) -> float:
-    for line in pod.metrics("/metrics/hooks").splitlines():
-        if line.startswith("signgate_decisions_total{") and f'result="{result}"' in line and f'reason="{reason}"' in line:
+def series_value(text: str, name: str, **labels: str) -> float:
+    """The value of the series `name` with at least these labels in an exposition, 0 if absent."""
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{key}="{value}"' in line for key, value in labels.items()):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "shell-operator (since flant/shell-operator#777, v1.10) gives every hook metric without a `group` "
-    "the hook's name as its group, and expires a group before applying a run's operations: each run "
-    "replaces all of signgate's series, so signgate_*_total never exceeds one run's count"))
 def test_decision_counters_accumulate_across_hook_runs(operator, namespace, kubectl, plain_http, signing_key) -> None:
+    # shell-operator (since flant/shell-operator#777, v1.10) expires all of a hook's series before
+    # it applies each run's operations: signgate keeps totals in its cache directory and sets them.
     image = signed(plain_http, "e2e/counted", signing_key)
     ns = namespace()
     assert_created(create(kubectl, manifest("Deployment", "first", ns, pod_spec(image.reference))), "Deployment", "first")
-    before = decisions_total(operator, "allowed", "verified")
+    text = operator.metrics("/metrics/hooks")
+    before = series_value(text, "signgate_decisions_total", result="allowed", reason="verified")
+    observed = series_value(text, "signgate_verification_seconds_count", result="allowed")
+    assert before >= 1 and observed >= 1, text[:3000]
+    # Whichever way they are answered (verifier service, fast path), every run adds to the totals.
     for name in ("second", "third"):
         assert_created(create(kubectl, manifest("Deployment", name, ns, pod_spec(image.reference))), "Deployment", name)
-    assert decisions_total(operator, "allowed", "verified") >= before + 2
+    text = operator.metrics("/metrics/hooks")
+    assert series_value(text, "signgate_decisions_total", result="allowed", reason="verified") >= before + 2, text[:3000]
+    assert series_value(text, "signgate_verification_seconds_count", result="allowed") >= observed + 2, text[:3000]
+    # A classic histogram's series, from one scrape: the +Inf bucket is the count.
+    assert series_value(text, "signgate_verification_seconds_bucket", result="allowed", le="+Inf") == series_value(
+        text, "signgate_verification_seconds_count", result="allowed"
+    ), text[:3000]
+    assert re.search(r'^signgate_decisions_total\{[^}]*hook="[^"]+"', text, re.M), text[:2000]
 
 
 # -- shell-operator down ----------------------------------------------------------------------------

@@ -171,8 +171,7 @@ def run_admission(
             config = parse_config(raw_config, config_path, environ)
         except ConfigError as exc:
             return _respond_error(
-                response_path, log, started, None, request, "invalid-config", f"invalid configuration: {exc}",
-                environ.get("METRICS_PATH"),
+                response_path, log, started, None, request, "invalid-config", f"invalid configuration: {exc}", environ
             )
         contexts = read_binding_context(environ, config.limits.max_binding_context_bytes)
         admission = [c for c in contexts if isinstance(c, dict) and c.get("type") in ADMISSION_TYPES]
@@ -218,11 +217,11 @@ def run_admission(
         # The answer is written: nothing below may replace it with an error response.
         try:
             log_decision(log, request, decision, started)
-            metrics.write(
-                environ.get("METRICS_PATH"),
-                metrics.operations(decision, time.monotonic() - started, decision.registry_requests),
-            )
             remember_passes(environ, config, raw_config, decision)
+            # Last: the totals a run shows are those at its update, and shell-operator applies
+            # runs' metrics in about the order they exit (fastpath.py, "cumulative metrics").
+            seconds = time.monotonic() - started
+            metrics.write(environ, metrics.increments(decision, seconds, decision.registry_requests), deadline.expires_at)
         except Exception as exc:  # bookkeeping only
             _log(log, "error", f"signgate: after answering: {type(exc).__name__}: {exc}")
         if decision.unfinished:
@@ -234,14 +233,10 @@ def run_admission(
             os._exit(0)
         return 0
     except SigngateError as exc:
-        return _respond_error(
-            response_path, log, started, config, request, exc.reason, str(exc), environ.get("METRICS_PATH")
-        )
+        return _respond_error(response_path, log, started, config, request, exc.reason, str(exc), environ)
     except Exception as exc:  # the last line of defence: never crash into "Hook failed"
         text = f"internal error: {type(exc).__name__}: {exc}"
-        return _respond_error(
-            response_path, log, started, config, request, "internal-error", text, environ.get("METRICS_PATH")
-        )
+        return _respond_error(response_path, log, started, config, request, "internal-error", text, environ)
 
 
 # CPU seconds a verification still costs a hook process once the library is imported: importing
@@ -363,7 +358,7 @@ def _respond_error(
     request: dict[str, Any],
     reason: str,
     text: str,
-    metrics_path: str | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> int:
     warn = config is not None and config.mode == "warn"
     if warn:
@@ -376,7 +371,10 @@ def _respond_error(
         _log(log, "error", f"signgate: cannot write the response: {exc}", reason=reason)
     from . import metrics
 
-    metrics.write(metrics_path, metrics.error_operations(reason, warn))
+    if environ is not None:
+        # Bounded by the deadline like the rest of the run; without a configuration, by a second.
+        seconds = config.webhook.deadline_seconds if config is not None else 1.0
+        metrics.write(environ, metrics.error_increments(reason, warn), started + seconds)
     _log(
         log,
         "error",

@@ -1,27 +1,37 @@
-"""Prometheus metrics in shell-operator's hook-metrics format.
+"""Prometheus metrics, kept as totals in the cache directory and handed to shell-operator.
 
-Each hook run appends JSON lines to `$METRICS_PATH`; shell-operator serves them on
-`:9115/metrics/hooks` and adds a `hook` label. Metrics written:
+shell-operator serves what hooks write to `$METRICS_PATH` on `:9115/metrics/hooks`, adding a
+`hook` label, but it expires all of a hook's series before applying each run's operations (see
+fastpath.py, "cumulative metrics"). So each run adds its counts to totals kept in
+`$SIGNGATE_CACHE_DIR/m/totals.json` (under a lock, shared by hook processes, the verifier
+service's workers and the fast path) and writes a `set` operation for every total. Without a
+cache directory there is nowhere to keep totals, and no metrics are written.
 
-| name | type | labels | meaning |
+| name | exposed as | labels | meaning |
 | --- | --- | --- | --- |
-| `signgate_decisions_total` | counter | `result` (allowed/denied), `reason` | admission decisions; reason is the first failure's reason, or `verified`, `static`, `not-checked`, `too-many-images`, or an error's reason (`invalid-config`, `invalid-input`, ...) |
-| `signgate_images_total` | counter | `result` (pass/fail), `reason`, `mode` | per-image outcomes |
-| `signgate_cache_total` | counter | `result` (hit/miss) | verdict-cache lookups |
-| `signgate_registry_requests_total` | counter | `registry`, `status` | HTTP requests to registries; `status` is the HTTP status or `error`; 429s show up here |
-| `signgate_verification_seconds` | histogram | `result` | wall time of the decision, from process start |
+| `signgate_decisions_total` | gauge, only grows | `result` (allowed/denied), `reason` | admission decisions; reason is the first failure's reason, or `verified`, `static`, `not-checked`, `too-many-images`, or an error's reason (`invalid-config`, `invalid-input`, ...) |
+| `signgate_images_total` | gauge, only grows | `result` (pass/fail), `reason`, `mode` | per-image outcomes |
+| `signgate_cache_total` | gauge, only grows | `result` (hit/miss) | verdict-cache lookups |
+| `signgate_registry_requests_total` | gauge, only grows | `registry`, `status` | HTTP requests to registries; `status` is the HTTP status or `error`; 429s show up here |
+| `signgate_verification_seconds_bucket`, `_sum`, `_count` | gauges, only grow | `result` (+ `le`) | wall time of the decision, from process start, as a classic histogram's series |
+
+shell-operator can only `set` a gauge, not a counter or a histogram, to a given value; the values
+behave as counters for `rate()` and `histogram_quantile()`.
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
-DURATION_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10]
+from .fastpath import append_metric_operations, record_metrics
+
+Count = tuple[str, dict[str, str], int]
+Observation = tuple[str, dict[str, str], float]
 
 
-def operations(decision: Any, seconds: float, requests: Iterable[tuple[str, int | None]]) -> list[dict[str, Any]]:
+def increments(decision: Any, seconds: float, requests: Iterable[tuple[str, int | None]]) -> tuple[list[Count], list[Observation]]:
+    """What one decision adds to the totals: counts, and the histogram's observation."""
     result = "allowed" if decision.allowed else "denied"
     failing = [r for r in decision.results if not r.verdict.passed]
     if not decision.allowed:
@@ -38,45 +48,36 @@ def operations(decision: Any, seconds: float, requests: Iterable[tuple[str, int 
         reason = "verified"
     else:
         reason = "static"
-    ops: list[dict[str, Any]] = [_add("signgate_decisions_total", {"result": result, "reason": reason})]
+    counts: list[Count] = [("signgate_decisions_total", {"result": result, "reason": reason}, 1)]
     per_image = Counter(
         ("pass" if r.verdict.passed else "fail", r.verdict.reason, r.mode) for r in decision.results
     )
     for (image_result, image_reason, mode), count in sorted(per_image.items()):
-        ops.append(_add("signgate_images_total", {"result": image_result, "reason": image_reason, "mode": mode}, count))
+        counts.append(("signgate_images_total", {"result": image_result, "reason": image_reason, "mode": mode}, count))
     if decision.cache_hits:
-        ops.append(_add("signgate_cache_total", {"result": "hit"}, decision.cache_hits))
+        counts.append(("signgate_cache_total", {"result": "hit"}, decision.cache_hits))
     if decision.cache_misses:
-        ops.append(_add("signgate_cache_total", {"result": "miss"}, decision.cache_misses))
+        counts.append(("signgate_cache_total", {"result": "miss"}, decision.cache_misses))
     for (registry, status), count in sorted(Counter((h, str(s) if s else "error") for h, s in requests).items()):
-        ops.append(_add("signgate_registry_requests_total", {"registry": registry, "status": status}, count))
-    ops.append(
-        {
-            "name": "signgate_verification_seconds",
-            "action": "observe",
-            "value": round(seconds, 6),
-            "buckets": DURATION_BUCKETS,
-            "labels": {"result": result},
-        }
-    )
-    return ops
+        counts.append(("signgate_registry_requests_total", {"registry": registry, "status": status}, count))
+    return counts, [("signgate_verification_seconds", {"result": result}, round(seconds, 6))]
 
 
-def error_operations(reason: str, allowed: bool) -> list[dict[str, Any]]:
-    return [_add("signgate_decisions_total", {"result": "allowed" if allowed else "denied", "reason": reason})]
+def error_increments(reason: str, allowed: bool) -> tuple[list[Count], list[Observation]]:
+    return [("signgate_decisions_total", {"result": "allowed" if allowed else "denied", "reason": reason}, 1)], []
 
 
-def write(path: str | None, ops: list[dict[str, Any]]) -> None:
-    """Append the operations; metrics are never worth failing a decision for."""
-    if not path:
-        return
+def write(environ: Mapping[str, str], added: tuple[list[Count], list[Observation]], give_up_at: float) -> bool:
+    """Add to the totals and write them all to $METRICS_PATH. Metrics are never worth failing a
+    decision for: False, and nothing written, when there is no $METRICS_PATH or cache directory,
+    or the totals could not be updated before `give_up_at` (time.monotonic())."""
+    path = environ.get("METRICS_PATH")
+    cache_dir = environ.get("SIGNGATE_CACHE_DIR")
+    if not path or not cache_dir:
+        return False
+    counts, observations = added
     try:
-        with open(path, "a", encoding="utf-8") as handle:
-            for op in ops:
-                handle.write(json.dumps(op, separators=(",", ":")) + "\n")
-    except OSError:
-        pass
-
-
-def _add(name: str, labels: dict[str, str], value: int = 1) -> dict[str, Any]:
-    return {"name": name, "action": "add", "value": value, "labels": labels}
+        operations = record_metrics(cache_dir, counts, observations, give_up_at)
+    except Exception:  # the error path calls this after answering: nothing may turn into a crash
+        return False
+    return operations is not None and append_metric_operations(path, operations)
