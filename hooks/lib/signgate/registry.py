@@ -633,19 +633,20 @@ def _shared_tls_context(ca_bundle: str | None) -> Any:
     urllib3 loads that file (about 150 certificates) into the SSL context of each new connection:
     20-30 ms of CPU per TCP+TLS set-up, measured (issue 18). Loaded once, the same certificates
     serve every connection. The trust is what it was: certifi's bundle (requests' default), plus
-    registries.caBundle when set. The bundle is reloaded when its file changes (a mounted Secret
-    or ConfigMap is replaced in place), since the verifier service outlives a rotation.
+    registries.caBundle when set. The bundle is reloaded when its content changes (a mounted Secret
+    or ConfigMap is replaced), since the verifier service outlives a rotation.
     """
-    import os
     import ssl
 
     import certifi
 
     version = None
     if ca_bundle is not None:
+        # Keyed by content, not by mtime: a rewrite within one clock tick keeps the mtime. The file
+        # is a few kilobytes; hashing it costs microseconds, parsing it was the expense.
         try:
-            st = os.stat(ca_bundle)
-            version = (st.st_ino, st.st_size, st.st_mtime_ns)
+            with open(ca_bundle, "rb") as handle:
+                version = hashlib.sha256(handle.read()).digest()
         except OSError as exc:
             raise RegistryError(f"cannot load registries.caBundle {ca_bundle}: {exc.strerror or exc}") from None
     with _TLS_CONTEXTS_LOCK:
