@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 import time
 import urllib.parse
@@ -234,7 +235,7 @@ class RegistryClient:
                 session.headers["User-Agent"] = USER_AGENT
                 session.headers["Accept-Encoding"] = "identity"
                 session.verify = True
-                session.mount("https://", _adapter_with_shared_context(self._requests, self.settings.ca_bundle))
+                session.mount("https://", _adapter_with_shared_context(self._requests, self.settings.ca_bundle or None))
                 self._sessions[host] = session
             return session
 
@@ -624,6 +625,17 @@ def _challenge_params(text: str) -> Iterator[tuple[str, str]]:
 
 _TLS_CONTEXTS: dict[str | None, tuple[Any, Any]] = {}
 _TLS_CONTEXTS_LOCK = threading.Lock()
+
+
+def _reset_tls_lock_in_child() -> None:
+    # The verifier service forks workers; a fork taken while another thread held this lock would
+    # leave the worker's copy locked forever. The contexts themselves are safe to inherit.
+    global _TLS_CONTEXTS_LOCK
+    _TLS_CONTEXTS_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_tls_lock_in_child)
 
 
 def _shared_tls_context(ca_bundle: str | None) -> Any:
