@@ -101,8 +101,12 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     tls_context: ssl.SSLContext | None = None
+    connections = 0  # accepted TCP connections, so tests can see whether clients reuse them
+    _count_lock = threading.Lock()
 
     def finish_request(self, request: Any, client_address: Any) -> None:
+        with self._count_lock:
+            self.connections += 1
         # The TLS handshake runs in the request's own thread, so a client that aborts it (an
         # unknown CA) or never starts it cannot block the accept loop.
         if self.tls_context is not None:
@@ -150,6 +154,11 @@ class StubServer:
     @property
     def url(self) -> str:
         return f"{'https' if self.tls else 'http'}://{self.host}"
+
+    @property
+    def connections(self) -> int:
+        """TCP connections accepted so far."""
+        return self._server.connections
 
     # -- lifecycle ----------------------------------------------------------------------------
 
