@@ -191,7 +191,7 @@ def test_one_tls_context_per_bundle_and_reloaded_when_the_bundle_changes(keys, t
                 clients[0].get_manifest(hostile.host, hostile.repo, hostile.tag)
             with pytest.raises(RegistryUnreachable, match="unknown authority"):
                 clients[1].get_manifest(hostile.host, hostile.repo, hostile.tag)
-            assert registry_module._shared_tls_context(str(bundle)) is registry_module._shared_tls_context(str(bundle))
+            assert registry_module.shared_tls_context(str(bundle)) is registry_module.shared_tls_context(str(bundle))
             bundle.write_bytes(second.cert_path.read_bytes())
             fresh = client_for(ca_bundle=str(bundle))
             clients.append(fresh)
@@ -211,3 +211,43 @@ def test_without_a_bundle_the_test_ca_is_not_trusted(keys, tls) -> None:
         finally:
             client.close()
         assert hostile.seen == []
+
+
+def test_the_verifier_service_builds_the_tls_contexts_before_it_forks(tmp_path: Path, monkeypatch) -> None:
+    """`signgate serve` warms the default context and the configured caBundle's in its parent, so
+    that each forked worker inherits them instead of loading certifi's bundle again."""
+    import multiprocessing
+
+    from signgate import service
+    from support.signer import generate_key
+
+    ca = certs.make_ca(tmp_path / "ca", "registry CA")
+    key = generate_key("ecdsa-p256", tmp_path, "cosign")
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"keys": {"default": str(key.pub_path)},
+                                  "registries": {"caBundle": str(ca.cert_path)},
+                                  "policy": [{"images": "**"}]}))
+    monkeypatch.setenv("SIGNGATE_CONFIG", str(config))
+    monkeypatch.setattr(registry_module, "_TLS_CONTEXTS", {})
+    service.preload()
+    assert set(registry_module._TLS_CONTEXTS) == {None, str(ca.cert_path)}
+    warmed = registry_module._TLS_CONTEXTS[str(ca.cert_path)][1]
+
+    def child(result: Any) -> None:  # a worker is a fork of the parent, as in the service
+        result.put(registry_module.shared_tls_context(str(ca.cert_path)) is warmed)
+
+    queue = multiprocessing.get_context("fork").SimpleQueue()
+    worker = multiprocessing.get_context("fork").Process(target=child, args=(queue,))
+    worker.start()
+    worker.join(30)
+    assert queue.get() is True
+
+
+def test_a_broken_configuration_does_not_stop_the_service_warming_up(tmp_path: Path, monkeypatch) -> None:
+    from signgate import service
+
+    (tmp_path / "config.yaml").write_text("policy: [")
+    monkeypatch.setenv("SIGNGATE_CONFIG", str(tmp_path / "config.yaml"))
+    monkeypatch.setattr(registry_module, "_TLS_CONTEXTS", {})
+    service.preload()
+    assert set(registry_module._TLS_CONTEXTS) == {None}

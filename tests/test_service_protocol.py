@@ -591,12 +591,18 @@ def test_a_well_formed_request_runs_the_admission_on_the_hooks_own_files(service
 
 def test_metrics_come_back_when_the_hook_has_a_metrics_file(service: VerifierService, short_dir: Path) -> None:
     with hook_files(short_dir) as files, Client(service.socket) as client:
-        env = {"SIGNGATE_CONFIG": str(short_dir / "missing.yaml")}
+        # Metrics are totals kept in the cache directory (shell-operator replaces a hook's series
+        # on every run), so the worker needs one to report any.
+        cache = short_dir / "cache"
+        cache.mkdir()
+        env = {"SIGNGATE_CONFIG": str(short_dir / "missing.yaml"), "SIGNGATE_CACHE_DIR": str(cache)}
         client.send(frame(work_header(["context"], env=env, metrics=True)), [files["context"]])
         assert [client.line(), client.line()] == [b"queued", b"accepted"]
         done = client.done()
     operations = [json.loads(line) for line in done.metrics.splitlines()]
-    assert operations == [{"name": "signgate_decisions_total", "action": "add", "value": 1, "labels": {"result": "denied", "reason": "invalid-config"}}]
+    assert {"name": "signgate_decisions_total", "action": "set", "value": 1,
+            "labels": {"result": "denied", "reason": "invalid-config"}} in operations
+    assert {op["action"] for op in operations} == {"set"}
 
 
 def test_relay_frames_a_request_the_service_runs(service: VerifierService, short_dir: Path, capfd: pytest.CaptureFixture[str]) -> None:

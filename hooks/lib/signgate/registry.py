@@ -638,7 +638,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_tls_lock_in_child)
 
 
-def _shared_tls_context(ca_bundle: str | None) -> Any:
+def shared_tls_context(ca_bundle: str | None) -> Any:
     """The client TLS context for `ca_bundle` (None: none configured), built once per process.
 
     Left to itself, requests hands urllib3 the path of certifi's bundle for every connection, and
@@ -685,7 +685,7 @@ def _shared_tls_context(ca_bundle: str | None) -> Any:
 
 def _adapter_with_shared_context(requests: Any, ca_bundle: str | None) -> Any:
     """An HTTPS adapter whose connections all use the process's TLS context for `ca_bundle`."""
-    context = _shared_tls_context(ca_bundle)
+    context = shared_tls_context(ca_bundle)
 
     class SharedContextAdapter(requests.adapters.HTTPAdapter):
         def init_poolmanager(self, *args: Any, **kwargs: Any) -> Any:

@@ -340,6 +340,18 @@ def preload() -> None:
         bundle, cache, cosign, credentials, decision, fastpath, hook, keys, metrics, network, notary, pinning,
         podspec, policy, registry, rekor, verify,
     )
+    from .config import ConfigError, config_path_from_env, load_config
+
+    # The TLS trust, built once here: every worker forked from this parent inherits the contexts
+    # instead of loading certifi's ~150 certificates itself (about 20 ms of CPU per worker,
+    # measured by bench/realistic.py). A worker still rebuilds one whose CA bundle has changed.
+    registry.shared_tls_context(None)
+    try:
+        ca_bundle = load_config(config_path_from_env(os.environ), os.environ).registries.ca_bundle
+        if ca_bundle is not None:
+            registry.shared_tls_context(ca_bundle)
+    except (ConfigError, registry.RegistryError, OSError):
+        pass  # each request reports its own configuration problem; this was only a warm-up
 
 
 def bind(path: str) -> socket.socket:
