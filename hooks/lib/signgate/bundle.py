@@ -24,21 +24,15 @@ import json
 from typing import Any, Sequence
 
 from .cosign import Requirements, SignatureCheck, check_annotations
+from .dsse import INTOTO_PAYLOAD_TYPE, pae  # noqa: F401  (re-exported)
 from .keys import PublicKey
 from .rekor import RekorKeys, check_bundle_tlog
 
 BUNDLE_MEDIA_TYPE_PREFIX = "application/vnd.dev.sigstore.bundle"
-INTOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
 COSIGN_SIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"
 STATEMENT_TYPES = ("https://in-toto.io/Statement/v1", "https://in-toto.io/Statement/v0.1")
 MAX_DSSE_SIGNATURES = 16
 _URLSAFE_TO_STANDARD = str.maketrans("-_", "+/")
-
-
-def pae(payload_type: str, payload: bytes) -> bytes:
-    """DSSE pre-authentication encoding: what the signature actually covers."""
-    kind = payload_type.encode("utf-8")
-    return b"DSSEv1 %d %s %d %s" % (len(kind), kind, len(payload), payload)
 
 
 def is_bundle_media_type(media_type: Any) -> bool:

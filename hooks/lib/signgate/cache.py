@@ -30,7 +30,7 @@ import time
 from dataclasses import asdict, replace
 from typing import Any, Callable, Iterator
 
-from .config import CacheSettings, Config, KeySpec, Rule
+from .settings import CacheSettings, Config, KeySpec, Rule
 from .files import read_regular
 from .reference import ImageReference
 

@@ -29,6 +29,9 @@ from .config import Config, config_path_from_env, load_config
 from .deadline import Deadline
 from .errors import SigngateError
 
+# Deferred imports: each subcommand loads only what it runs (`ping`, `notary root-key` and
+# `sigstore` need no decision code, `config` no verifier).
+
 EXIT_OK, EXIT_DENIED, EXIT_ERROR = 0, 1, 2
 
 

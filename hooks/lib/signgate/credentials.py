@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import AbstractSet, Any, Mapping
 
 from .errors import ConfigError, InvalidReference
+from .files import read_regular
 from .reference import DOCKER_HUB, DOCKER_HUB_API_HOST, canonical_registry
 
 MAX_AUTH_FILE_BYTES = 1024 * 1024
@@ -41,8 +42,6 @@ class CredentialStore:
 def load_credentials(path: str | None, insecure: AbstractSet[str] = frozenset()) -> CredentialStore:
     if path is None:
         return CredentialStore()
-    from .files import read_regular
-
     try:
         raw = read_regular(path, MAX_AUTH_FILE_BYTES)  # a FIFO is refused, not waited on
     except OSError as exc:

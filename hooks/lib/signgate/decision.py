@@ -20,13 +20,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from .admission import ContainerImage, container_images, pod_spec_kind
-from .config import Config, Rule
+from .settings import Config, Rule
 from .deadline import Deadline
 from .errors import AmbiguousRegistry, InputError, InvalidReference, SigngateError
 from .policy import match_rule, static_decision
 from .reference import ImageReference, parse_reference
 from .verify import ImageVerdict, KeyRing, verify_image
 
+# Deferred imports: the registry client (requests, TLS), credentials and the network guard load
+# only when an image must be fetched; requests settled by allow/deny rules never pay for them.
 if TYPE_CHECKING:
     from .cache import VerdictCache
 

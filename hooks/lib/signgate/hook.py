@@ -23,6 +23,9 @@ from .config import Config, config_path_from_env, load_config, parse_config, rea
 from .deadline import Deadline
 from .errors import ConfigError, InputError, SigngateError
 
+# Deferred imports: the hook is a new process per call; the decision code, cache, metrics and
+# pinning load only on the paths that use them (a config check or a synchronization needs none).
+
 WORKLOAD_RULES = [
     {
         "apiGroups": [""],

@@ -41,7 +41,7 @@ import threading
 import urllib.parse
 from dataclasses import dataclass, field
 
-from .config import Config
+from .settings import Config
 from .errors import InvalidReference
 from .reference import (
     DOCKER_HUB,

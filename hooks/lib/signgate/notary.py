@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence, TextIO
 
-from .config import Limits, RegistrySettings
+from .settings import Limits, RegistrySettings
 from .deadline import Deadline
 from .errors import (
     DeadlineExceeded,
@@ -71,12 +71,13 @@ from .errors import (
 )
 from .reference import canonical_endpoint, endpoint_netloc
 from .registry import RegistryClient
+from .verdict import ImageVerdict
 
 if TYPE_CHECKING:
-    from .config import Config, Rule
+    from .settings import Config, Rule
     from .keys import PublicKey
     from .reference import ImageReference
-    from .verify import ImageVerdict, KeyRing
+    from .keyring import KeyRing
 
 TUF_TYPES = {"root": "Root", "timestamp": "Timestamp", "snapshot": "Snapshot", "targets": "Targets"}
 BASE_ROLES = ("root", "targets", "snapshot", "timestamp")
@@ -1058,11 +1059,9 @@ def verify_notary(
     client: RegistryClient,
     keyring: "KeyRing",
     now: datetime | None = None,
-) -> "ImageVerdict":
+) -> ImageVerdict:
     """Verify one image under a notaryv1 rule. Failures raise SigngateError (verify_image turns
     them into verdicts); a passed check returns a verdict naming the pinned keys and signers."""
-    from .verify import ImageVerdict
-
     settings = rule.notary
     if settings is None:
         raise NotaryError(f"{rule.label} has type notaryv1 but no notary settings")

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import AbstractSet
 
-from .config import Config, Rule
+from .settings import Config, Rule
 from .errors import InvalidReference
 from .reference import ImageReference, canonical_registry
 

@@ -27,7 +27,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from .config import Limits, RegistrySettings
+from .settings import Limits, RegistrySettings
 from .credentials import CredentialStore, Credentials
 from .deadline import Deadline
 from .errors import (

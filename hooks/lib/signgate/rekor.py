@@ -25,6 +25,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from .dsse import INTOTO_PAYLOAD_TYPE, pae
 from .keys import PublicKey
 
 MAX_TLOG_ENTRIES = 8
@@ -60,8 +61,6 @@ def check_legacy_tlog(annotation: str | None, payload: bytes, signature: bytes, 
 
 def check_bundle_tlog(bundle: Mapping[str, Any], payload: bytes, signature: bytes, key: PublicKey, rekor: RekorKeys) -> str | None:
     """Problem with a sigstore bundle's tlog entries, or None when one proves this signature."""
-    from .bundle import INTOTO_PAYLOAD_TYPE, pae
-
     material = bundle.get("verificationMaterial")
     entries = material.get("tlogEntries") if isinstance(material, dict) else None
     if not isinstance(entries, list) or not entries:

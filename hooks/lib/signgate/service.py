@@ -43,6 +43,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, TextIO
 
+# Deferred imports: `signgate ping` imports this module and stays light; `serve` loads the whole
+# library once in preload(), before it forks its workers.
+
 PROTOCOL = 1
 MAX_HEADER_BYTES = 64 * 1024
 MAX_FDS = 4

@@ -36,9 +36,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Sequence, TextIO
 
-from .keys import PublicKey
+from .dsse import INTOTO_PAYLOAD_TYPE, pae
+from .errors import SigngateError
+from .keys import PublicKey, public_key_from_pem
+from .rekor import _key_der
 from .transparency import ProofError, verify_inclusion_proof, verify_signed_entry_timestamp
-from .trust_root import Authority, TrustRoot
+from .trust_root import Authority, TrustRoot, TrustRootError, load_trust_root, parse_time
 
 BUNDLE_MEDIA_TYPES = {
     "application/vnd.dev.sigstore.bundle+json;version=0.1": (0, 1),
@@ -46,7 +49,6 @@ BUNDLE_MEDIA_TYPES = {
     "application/vnd.dev.sigstore.bundle+json;version=0.3": (0, 3),
     "application/vnd.dev.sigstore.bundle.v0.3+json": (0, 3),
 }
-INTOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
 MAX_BUNDLE_BYTES = 4 * 1024 * 1024
 MAX_TLOG_ENTRIES = 8
 MAX_TIMESTAMPS = 32  # sigstore-go's and sigstore-python's cap
@@ -258,8 +260,6 @@ def _verify_prehashed(key: PublicKey, signature: bytes, digest: bytes) -> bool:
 
 
 def _verify_dsse(envelope: Any, key: PublicKey) -> tuple[str, bytes, bytes]:
-    from .bundle import pae
-
     if not isinstance(envelope, dict):
         raise _fail(Reason.MALFORMED, "the bundle's DSSE envelope is malformed")
     payload_type, payload, signatures = envelope.get("payloadType"), _b64(envelope.get("payload")), envelope.get("signatures")
@@ -352,8 +352,6 @@ def _check_entry_body(
     body: bytes, kind_version: dict[str, Any], signature: bytes, key: PublicKey, artifact: Artifact, signed_dsse: tuple[str, bytes] | None
 ) -> None:
     """The logged entry must be about this signature, made with this key, over this artifact."""
-    from .bundle import pae
-
     try:
         document = json.loads(body)
         kind, version, spec = document["kind"], document["apiVersion"], document["spec"]
@@ -486,8 +484,6 @@ def _library_trusted_root(trust: TrustRoot) -> Any:
     for authority in document.get("timestampAuthorities", []) or []:
         valid_for = authority.get("validFor") if isinstance(authority, dict) else None
         if isinstance(valid_for, dict) and isinstance(valid_for.get("end"), str):
-            from .trust_root import parse_time
-
             end = parse_time(valid_for["end"])
             if end is not None:
                 valid_for["end"] = (end + timedelta(microseconds=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -578,10 +574,6 @@ def main(argv: list[str], out: TextIO | None = None, err: TextIO | None = None) 
     Exit 0 exactly when the bundle verifies for the artifact; 1 with a one-line reason on stderr
     when it does not; 2 for usage errors and unreadable files. `argv` starts after `sigstore`.
     """
-    from .errors import SigngateError
-    from .keys import public_key_from_pem
-    from .trust_root import TrustRootError, load_trust_root
-
     out = out or sys.stdout
     err = err or sys.stderr
     parser = argparse.ArgumentParser(prog="signgate sigstore", description="Verify sigstore bundles offline.")
@@ -675,8 +667,6 @@ def _b64_text(value: Any) -> str | None:
 
 def _pem_key_der(value: Any) -> bytes | None:
     """DER SubjectPublicKeyInfo of a base64-encoded PEM public key or certificate."""
-    from .rekor import _key_der
-
     return _key_der(value)
 
 

@@ -23,12 +23,11 @@ names counts once) and every `required` key is among them.
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from .bundle import check_bundle, is_bundle_media_type
-from .config import Config, KeySpec, Rule
+from .settings import Config, KeySpec, Rule
 from .cosign import (
     REKOR_BUNDLE_ANNOTATION,
     SIG_MANIFEST_TYPES,
@@ -40,9 +39,13 @@ from .cosign import (
     signature_tag,
 )
 from .errors import DeadlineExceeded, KeyLoadError, NotFound, RegistryError, SigngateError
-from .keys import PublicKey, load_public_key
+from .keyring import KeyRing
+from .keys import PublicKey
 from .reference import ImageReference, parse_reference
 from .rekor import RekorKeys
+from .verdict import ImageVerdict
+
+# Deferred imports: notary (TUF metadata and its checks) loads only when a notaryv1 rule applies.
 
 if TYPE_CHECKING:  # the client (and requests) load only when a signature must be fetched
     from .registry import Manifest, RegistryClient
@@ -50,46 +53,6 @@ if TYPE_CHECKING:  # the client (and requests) load only when a signature must b
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 UNKNOWN_PLATFORM = ("unknown", "unknown")
-
-
-@dataclass(frozen=True)
-class ImageVerdict:
-    passed: bool
-    reason: str  # stable token for logs and metrics
-    message: str  # for kubectl output; empty when passed with nothing to say
-    digest: str | None = None
-    verified_keys: tuple[str, ...] = ()
-    details: tuple[str, ...] = field(default=())  # what was searched and found, for logs
-    expires_at: float | None = None  # wall-clock expiry, when the verdict came from the cache
-    log_detail: str | None = None  # the cause kept out of the message, for the decision log only
-
-
-class KeyRing:
-    """Public keys loaded on first use and shared by the threads of one request."""
-
-    def __init__(self, specs: Mapping[str, KeySpec], rekor_specs: Mapping[str, KeySpec] | None = None) -> None:
-        self._specs = specs
-        self._rekor_specs = rekor_specs or {}
-        self._loaded: dict[str, PublicKey] = {}
-        self._rekor: RekorKeys | None = None
-        self._lock = threading.Lock()
-
-    def get(self, names: Sequence[str]) -> list[PublicKey]:
-        with self._lock:
-            for name in names:
-                if name not in self._loaded:
-                    self._loaded[name] = load_public_key(self._specs[name])
-            return [self._loaded[name] for name in names]
-
-    def rekor(self) -> RekorKeys:
-        with self._lock:
-            if self._rekor is None:
-                try:
-                    keys = [load_public_key(spec) for spec in self._rekor_specs.values()]
-                except KeyLoadError as exc:
-                    raise KeyLoadError(f"Rekor {exc}") from None
-                self._rekor = RekorKeys.of(keys)
-            return self._rekor
 
 
 @dataclass(frozen=True)
