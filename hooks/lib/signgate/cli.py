@@ -25,7 +25,7 @@ import os
 import sys
 from typing import Any, Iterable, Iterator, TextIO
 
-from .config import Config, config_path_from_env, load_config
+from .config import DEFAULT_CONFIG_PATH, Config, config_path_from_env, load_config
 from .deadline import Deadline
 from .errors import SigngateError
 
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="signgate", description="Verify container image signatures as the signgate webhook does.")
-    parser.add_argument("--config", help="configuration file (default: $SIGNGATE_CONFIG or /etc/signgate/config.yaml)")
+    parser.add_argument("--config", help=f"configuration file (default: $SIGNGATE_CONFIG or {DEFAULT_CONFIG_PATH})")
     commands = parser.add_subparsers(dest="command")
 
     verify = commands.add_parser("verify", help="resolve and verify images")

@@ -12,8 +12,10 @@ import os
 import urllib.parse
 from typing import Any, Callable, Mapping, NoReturn
 
+from .encoding import unique_keys
 from .errors import ConfigError, InvalidReference
 from .files import read_regular
+from .podspec import config_path
 from .policy import canonical_pattern, validate_pattern
 from .reference import canonical_endpoint, canonical_insecure, parse_reference
 # Deferred imports: the network guard (socket, threading) loads only for a configuration that
@@ -44,7 +46,7 @@ from .settings import (  # noqa: F401  (re-exported: the configuration's types)
 
 
 def config_path_from_env(environ: Mapping[str, str] = os.environ) -> str:
-    return environ.get("SIGNGATE_CONFIG") or DEFAULT_CONFIG_PATH
+    return config_path(environ)
 
 
 def load_config(path: str, environ: Mapping[str, str] = os.environ) -> Config:
@@ -125,13 +127,7 @@ class _LongInteger:
         return f"<an integer of {self.digits} digits>"
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise _DuplicateKey(f"duplicate field {_short(key)}")
-        result[key] = value
-    return result
+_no_duplicates = unique_keys(lambda key: _DuplicateKey(f"duplicate field {_short(key)}"))
 
 
 def _strict_loader() -> Any:

@@ -15,14 +15,14 @@ and checked against their digests. What one signature layer must satisfy to coun
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
+from .encoding import b64_strict
 from .errors import InvalidReference
 from .keys import PublicKey
+from .media_types import DOCKER_MANIFEST, OCI_MANIFEST
 from .reference import parse_reference
 from .rekor import RekorKeys, check_legacy_tlog
 
@@ -30,10 +30,7 @@ SIMPLE_SIGNING_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
 REKOR_BUNDLE_ANNOTATION = "dev.sigstore.cosign/bundle"
 COSIGN_SIGNATURE_TYPE = "cosign container image signature"
-SIG_MANIFEST_TYPES = (
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-)
+SIG_MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 
 
 def signature_tag(digest: str, suffix: str = "sig") -> str:
@@ -119,10 +116,7 @@ def decode_signature(text: str | None) -> bytes | None:
     # (as in the pki-rsa interop fixture) verify there, so they must here. Other stray
     # characters are still refused.
     compact = text.strip().replace("\r", "").replace("\n", "")
-    try:
-        return base64.b64decode(compact, validate=True)
-    except (binascii.Error, ValueError):
-        return None
+    return b64_strict(compact, allow_empty=True)
 
 
 def check_legacy_signature(

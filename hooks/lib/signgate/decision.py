@@ -23,6 +23,7 @@ from .admission import ContainerImage, container_images, pod_spec_kind
 from .settings import Config, Rule
 from .deadline import Deadline
 from .errors import AmbiguousRegistry, InputError, InvalidReference, SigngateError
+from .podspec import CHECKED_OPERATIONS
 from .policy import match_rule, static_decision
 from .reference import ImageReference, parse_reference
 from .verify import ImageVerdict, KeyRing, verify_image
@@ -32,7 +33,6 @@ from .verify import ImageVerdict, KeyRing, verify_image
 if TYPE_CHECKING:
     from .cache import VerdictCache
 
-CHECKED_OPERATIONS = ("CREATE", "UPDATE")
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ class Decision:
         return body
 
 
-# A verifier takes (rule, reference) and returns a verdict; the default one talks to registries.
+# A verifier takes (rule, reference) and returns a verdict: RegistryVerifier, or the cache over it.
 Verifier = Callable[[Rule, ImageReference], ImageVerdict]
 
 
@@ -77,7 +77,6 @@ def decide(
     request: Any,
     config: Config,
     deadline: Deadline,
-    verifier: Verifier | None = None,
     cache: "VerdictCache | None" = None,
 ) -> Decision:
     if not isinstance(request, dict):
@@ -125,7 +124,7 @@ def decide(
     hits = misses = 0
     network = None
     if pending:
-        network = verifier or RegistryVerifier(config, deadline)
+        network = RegistryVerifier(config, deadline)
         cached = _CachedVerifier(cache, network, deadline) if cache is not None and cache.enabled else None
         verdicts: dict[tuple[str, int], ImageVerdict] = {}
         if cached is not None:
@@ -151,7 +150,7 @@ def decide(
     ordered = [results[i] for i in range(len(containers))]
     decision = _combine(ordered, unfinished)
     decision.cache_hits, decision.cache_misses = hits, misses
-    if isinstance(network, RegistryVerifier):
+    if network is not None:
         decision.registry_requests = network.requests()
     return decision
 

@@ -42,7 +42,7 @@ except ImportError:  # Python 3.11
     except ImportError:  # an interpreter built without it
         from hashlib import sha256 as _sha256
 
-from .podspec import pod_spec_kind, walk_containers
+from .podspec import CHECKED_OPERATIONS, config_path, pod_spec_kind, walk_containers
 
 FORMAT = 1
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -280,8 +280,7 @@ def _read_file(path: str) -> bytes | None:
 
 
 def _cached_answer(environ: object, cache_dir: str, context_path: str, started: float = 0.0) -> tuple[dict, list[tuple]] | None:
-    config_path = environ.get("SIGNGATE_CONFIG") or "/etc/signgate/config.yaml"  # type: ignore[attr-defined]
-    raw_config = read_regular(config_path, MAX_CONFIG_BYTES)
+    raw_config = read_regular(config_path(environ), MAX_CONFIG_BYTES)
     if len(raw_config) > MAX_CONFIG_BYTES:
         return None
     raw_context = read_regular(context_path, MAX_CONTEXT_BYTES)
@@ -295,7 +294,7 @@ def _cached_answer(environ: object, cache_dir: str, context_path: str, started: 
         return None
     review = validating[0].get("review")
     request = review.get("request") if isinstance(review, dict) else None
-    if not isinstance(request, dict) or request.get("operation") not in ("CREATE", "UPDATE"):
+    if not isinstance(request, dict) or request.get("operation") not in CHECKED_OPERATIONS:
         return None
     kind = pod_spec_kind(request)
     if kind is None or request.get("object") is None:

@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping, TextIO
 from .config import Config, config_path_from_env, load_config, parse_config, read_config_bytes
 from .deadline import Deadline
 from .errors import ConfigError, InputError, SigngateError
+from .podspec import CHECKED_OPERATIONS
 
 # Deferred imports: the hook is a new process per call; the decision code, cache, metrics and
 # pinning load only on the paths that use them (a config check or a synchronization needs none).
@@ -31,21 +32,21 @@ WORKLOAD_RULES = [
         "apiGroups": [""],
         "apiVersions": ["v1"],
         "resources": ["pods", "pods/ephemeralcontainers", "replicationcontrollers"],
-        "operations": ["CREATE", "UPDATE"],
+        "operations": list(CHECKED_OPERATIONS),
         "scope": "Namespaced",
     },
     {
         "apiGroups": ["apps"],
         "apiVersions": ["v1"],
         "resources": ["deployments", "replicasets", "statefulsets", "daemonsets"],
-        "operations": ["CREATE", "UPDATE"],
+        "operations": list(CHECKED_OPERATIONS),
         "scope": "Namespaced",
     },
     {
         "apiGroups": ["batch"],
         "apiVersions": ["v1"],
         "resources": ["jobs", "cronjobs"],
-        "operations": ["CREATE", "UPDATE"],
+        "operations": list(CHECKED_OPERATIONS),
         "scope": "Namespaced",
     },
 ]
@@ -56,7 +57,7 @@ POD_RULES = [
         "apiGroups": [""],
         "apiVersions": ["v1"],
         "resources": ["pods"],
-        "operations": ["CREATE", "UPDATE"],
+        "operations": list(CHECKED_OPERATIONS),
         "scope": "Namespaced",
     }
 ]

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import binascii
 import hashlib
 import json
 import re
@@ -58,6 +57,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence, Te
 
 from .settings import Limits, RegistrySettings
 from .deadline import Deadline
+from .encoding import b64_strict, unique_keys
 from .errors import (
     DeadlineExceeded,
     InvalidReference,
@@ -223,13 +223,7 @@ def parse_json(raw: bytes, what: str) -> Any:
         raise InvalidMetadata(f"{what} is not valid JSON") from None
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise CanonicalJSONError(f"duplicate key {key!r}")
-        result[key] = value
-    return result
+_no_duplicates = unique_keys(lambda key: CanonicalJSONError(f"duplicate key {key!r}"))
 
 
 def _no_float(text: str) -> Any:
@@ -372,10 +366,10 @@ def verify_signature(key: TufKey, method: str, signature: bytes, message: bytes)
 
 
 def _b64decode(text: str, what: str) -> bytes:
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidMetadata(f"{what}: invalid base64") from None
+    decoded = b64_strict(text, allow_empty=True)
+    if decoded is None:
+        raise InvalidMetadata(f"{what}: invalid base64")
+    return decoded
 
 
 def _short_id(key_id: str) -> str:

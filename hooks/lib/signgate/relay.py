@@ -23,6 +23,8 @@ import os
 import sys
 import time
 
+from .podspec import config_path  # already loaded: the hook tries fastpath.py first
+
 PROTOCOL = 1
 # Kubernetes caps a webhook's timeoutSeconds at 30: past that the API server has given up.
 MAX_WEBHOOK_TIMEOUT = 30.0
@@ -147,7 +149,7 @@ def _webhook_timeout(environ: dict[str, str] | os._Environ[str]) -> float:
     here (that would import yaml), so it gets Kubernetes' maximum.
     """
     try:
-        with open(environ.get("SIGNGATE_CONFIG") or "/etc/signgate/config.yaml", "rb") as handle:
+        with open(config_path(environ), "rb") as handle:
             raw = handle.read(MAX_CONFIG_BYTES + 1)
         webhook = json.loads(raw).get("webhook") or {}
         return min(MAX_WEBHOOK_TIMEOUT, float(webhook.get("timeoutSeconds", 10)))

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-DEFAULT_CONFIG_PATH = "/etc/signgate/config.yaml"
+from .podspec import DEFAULT_CONFIG_PATH  # noqa: F401  (re-exported)
+
 DEFAULT_BINDING_NAME = "image-signatures.signgate.dev"
 DEFAULT_MUTATING_NAME = "image-digests.signgate.dev"
 PIN_SCOPES = ("pods", "workloads")

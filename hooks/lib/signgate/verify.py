@@ -41,6 +41,7 @@ from .cosign import (
 from .errors import DeadlineExceeded, KeyLoadError, NotFound, RegistryError, SigngateError
 from .keyring import KeyRing
 from .keys import PublicKey
+from .media_types import OCI_INDEX, OCI_MANIFEST
 from .reference import ImageReference, parse_reference
 from .rekor import RekorKeys
 from .verdict import ImageVerdict
@@ -50,8 +51,6 @@ from .verdict import ImageVerdict
 if TYPE_CHECKING:  # the client (and requests) load only when a signature must be fetched
     from .registry import Manifest, RegistryClient
 
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 UNKNOWN_PLATFORM = ("unknown", "unknown")
 
 
