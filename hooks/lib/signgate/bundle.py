@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from typing import Any, Sequence
 
-from .cosign import Requirements, SignatureCheck, check_annotations
+from .cosign import DigestMismatch, Requirements, SignatureCheck, check_annotations
 from .dsse import INTOTO_PAYLOAD_TYPE, pae  # noqa: F401  (re-exported)
 from .encoding import b64_protobuf
 from .keys import PublicKey
@@ -132,7 +132,7 @@ def check_statement(payload: bytes, image_digest: str, requirements: Requirement
             if isinstance(s, dict) and isinstance(s.get("digest"), dict) and isinstance(s["digest"].get(algorithm), str)
         ]
         if named:
-            return f"the signature is for digest {named[0]}, but the image resolves to {image_digest}"
+            return DigestMismatch(f"the signature is for digest {named[0]}, but the image resolves to {image_digest}")
         return f"its statement has no subject with the image digest {image_digest}"
     problem = check_annotations(subject.get("annotations") or {}, requirements.annotations)
     if problem:

@@ -272,7 +272,14 @@ def cmd_config(args: argparse.Namespace, config: Config, out: TextIO, err: TextI
 
 def _describe(config: Config, rule: Any) -> str:
     parts = [rule.action]
-    if rule.action == "verify":
+    if rule.action == "verify" and rule.notary is not None:
+        # A notaryv1 rule reads no cosign fields: say where its trust comes from instead.
+        parts.append(f"type={rule.type} server={rule.notary.server} rootKeys={','.join(rule.notary.root_keys)}")
+        if rule.notary.delegations:
+            parts.append(f"delegations={','.join(rule.notary.delegations)}")
+        if rule.notary.ca_bundle:
+            parts.append(f"caBundle={rule.notary.ca_bundle}")
+    elif rule.action == "verify":
         parts.append(f"keys={','.join(rule.keys)}")
         parts.append(f"threshold={rule.threshold}")
         if rule.required:

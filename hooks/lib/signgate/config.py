@@ -32,6 +32,7 @@ from .settings import (  # noqa: F401  (re-exported: the configuration's types)
     HASH_ALGORITHMS,
     MULTI_ARCH_CHOICES,
     TLOG_CHOICES,
+    VERIFIER_TYPES,
     MIB,
     RANGES,
     KeySpec,
@@ -424,7 +425,7 @@ def _policy(
         tlog = section.choice("tlog", TLOG_CHOICES, "ignore")
         multi_arch = section.choice("multiArch", MULTI_ARCH_CHOICES, "exact")
         pin_digest = section.boolean("pinDigest", False)
-        rule_type = section.choice("type", ("cosign", "notaryv1"), "cosign")
+        rule_type = section.choice("type", VERIFIER_TYPES, "cosign")
         notary = _notary(section, keys) if rule_type == "notaryv1" else None
         if rule_type != "notaryv1" and "notary" in section.data:
             section.fail("notary", "is only used by rules with type notaryv1")

@@ -56,6 +56,13 @@ class LayerDescriptor:
     annotations: dict[str, str]
 
 
+class DigestMismatch(str):
+    """A claims problem that means the signature is for another digest than the image's.
+
+    A str, so it reads as any other problem; its type is what verify.py classifies by.
+    """
+
+
 @dataclass(frozen=True)
 class SignatureCheck:
     """The outcome for one signature (a legacy layer or a bundle)."""
@@ -157,7 +164,7 @@ def check_simple_signing_claims(payload: bytes, image_digest: str, requirements:
         return str(exc)
     claimed = document["critical"]["image"]["docker-manifest-digest"]
     if claimed != image_digest:
-        return f"the signature is for digest {claimed}, but the image resolves to {image_digest}"
+        return DigestMismatch(f"the signature is for digest {claimed}, but the image resolves to {image_digest}")
     if document["critical"].get("type") != COSIGN_SIGNATURE_TYPE:
         return f"its payload type is {_short(document['critical'].get('type'))}, not {COSIGN_SIGNATURE_TYPE!r}"
     problem = check_annotations(document.get("optional") or {}, requirements.annotations)

@@ -616,8 +616,7 @@ def verify_root(raw: bytes, gun: str, pinned: Sequence["PublicKey"], now: dateti
         )
     usable = [key for key in signers if _certificate_problem(key, gun, now) is None]
     if not usable:
-        problem = _certificate_problem(signers[0], gun, now) or ""
-        error = MetadataExpired if "expired" in problem else RootNotTrusted
+        error, problem = _certificate_problem(signers[0], gun, now) or (RootNotTrusted, "")
         raise error(f"root.json of {gun} is not signed by a pinned key with a usable certificate: {problem}")
     check_signatures(meta, roles["root"])
     check_expiry(meta, now)
@@ -636,19 +635,20 @@ def _common_names(certificate: Any) -> list[str]:
         return [str(attr.value) for attr in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
 
 
-def _certificate_problem(key: TufKey, gun: str, now: datetime) -> str | None:
+def _certificate_problem(key: TufKey, gun: str, now: datetime) -> tuple[type[NotaryError], str] | None:
+    """Why a root key's certificate is unusable, with the error that says so; None when usable."""
     certificate = key.certificate
     names = _common_names(certificate)
     if names != [gun]:
         shown = names[0] if names else "no common name"
-        return f"the certificate of root key {_short_id(key.canonical_id)} is for {shown!r}, not {gun!r}"
+        return RootNotTrusted, f"the certificate of root key {_short_id(key.canonical_id)} is for {shown!r}, not {gun!r}"
     if certificate.not_valid_after_utc < now:
-        return (
+        return MetadataExpired, (
             f"the certificate of root key {_short_id(key.canonical_id)} expired at "
             f"{_format_time(certificate.not_valid_after_utc)}"
         )
     if certificate.not_valid_before_utc > now + CLOCK_SKEW:  # `notary init` starts validity at "now"
-        return f"the certificate of root key {_short_id(key.canonical_id)} is not valid yet"
+        return RootNotTrusted, f"the certificate of root key {_short_id(key.canonical_id)} is not valid yet"
     return None
 
 
@@ -1165,9 +1165,9 @@ def _describe_root_key(key: TufKey, meta: Metadata, gun: str, now: datetime) -> 
             f"# certificate for {names[0] if names else '(no common name)'}, valid until "
             f"{_format_time(key.certificate.not_valid_after_utc)}"
         )
-        problem = _certificate_problem(key, gun, now)
-        if problem:
-            lines.append(f"# WARNING: {problem}; signgate will not accept this root")
+        unusable = _certificate_problem(key, gun, now)
+        if unusable:
+            lines.append(f"# WARNING: {unusable[1]}; signgate will not accept this root")
     else:
         lines.append("# WARNING: not a certificate key; signgate accepts only certificate-wrapped root keys")
     return "\n".join(lines) + "\n"

@@ -8,7 +8,7 @@ types, so it imports this module and the layers stay one-way (docs/architecture.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping, get_args
 
 from .podspec import DEFAULT_CONFIG_PATH  # noqa: F401  (re-exported)
 
@@ -17,11 +17,19 @@ DEFAULT_MUTATING_NAME = "image-digests.signgate.dev"
 PIN_SCOPES = ("pods", "workloads")
 DEFAULT_SELECTOR: Mapping[str, Any] = {"matchLabels": {"signed": "required"}}
 ALWAYS_EXCLUDED_NAMESPACES = ("kube-system",)
-MODES = ("enforce", "warn")
-ACTIONS = ("verify", "allow", "deny")
+# The closed sets of values the configuration may name: a Literal each for the type checker,
+# and its tuple of values for the parser and messages.
+Mode = Literal["enforce", "warn"]
+Action = Literal["verify", "allow", "deny"]
+Tlog = Literal["ignore", "required"]
+MultiArch = Literal["exact", "index-or-platforms"]
+VerifierType = Literal["cosign", "notaryv1"]
+MODES: tuple[str, ...] = get_args(Mode)
+ACTIONS: tuple[str, ...] = get_args(Action)
+VERIFIER_TYPES: tuple[str, ...] = get_args(VerifierType)
 HASH_ALGORITHMS = ("sha256", "sha384", "sha512")
-MULTI_ARCH_CHOICES = ("exact", "index-or-platforms")
-TLOG_CHOICES = ("ignore", "required")
+MULTI_ARCH_CHOICES: tuple[str, ...] = get_args(MultiArch)
+TLOG_CHOICES: tuple[str, ...] = get_args(Tlog)
 MIB = 1024 * 1024
 # (minimum, maximum) of every number in the configuration; the README's reference lists them.
 # Every number must lie in its range, which also keeps out NaN and infinity (YAML .nan, .inf)
@@ -112,7 +120,7 @@ class Rule:
 
     index: int
     images: str
-    action: str = "verify"
+    action: Action = "verify"
     message: str | None = None
     keys: tuple[str, ...] = ()
     threshold: int = 1
@@ -120,12 +128,12 @@ class Rule:
     annotations: tuple[tuple[str, str], ...] = ()
     check_identity: bool = False
     signature_repository: str | None = None
-    mode: str | None = None
+    mode: Mode | None = None
     deny_latest: bool | None = None
     require_digest: bool | None = None
-    tlog: str = "ignore"
-    multi_arch: str = "exact"
-    type: str = "cosign"  # cosign | notaryv1
+    tlog: Tlog = "ignore"
+    multi_arch: MultiArch = "exact"
+    type: VerifierType = "cosign"
     notary: "NotarySettings | None" = None
     pin_digest: bool = False  # the mutating call rewrites name:tag to name:tag@sha256:<verified digest>
 
@@ -144,7 +152,7 @@ class Config:
     policy: tuple[Rule, ...]
     rekor_keys: Mapping[str, KeySpec] = field(default_factory=dict)
     cache: CacheSettings = field(default_factory=CacheSettings)
-    mode: str = "enforce"
+    mode: Mode = "enforce"
     deny_latest: bool = False
     require_digest: bool = False
     unmatched_images: str = "deny"

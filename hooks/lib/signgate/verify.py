@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from .bundle import check_bundle, is_bundle_media_type
 from .settings import Config, KeySpec, Rule
 from .cosign import (
+    DigestMismatch,
     REKOR_BUNDLE_ANNOTATION,
     SIG_MANIFEST_TYPES,
     SIGNATURE_ANNOTATION,
@@ -362,7 +363,7 @@ def evaluate(rule: Rule, keys: list[PublicKey], digest: str, found: Found) -> Im
         informative = [c for c in checks if c.signed_by and c.problem]
         if informative:
             check = informative[0]
-            reason = "digest-mismatch" if "resolves to" in (check.problem or "") else "claims-rejected"
+            reason = "digest-mismatch" if isinstance(check.problem, DigestMismatch) else "claims-rejected"
             text = f"{summary}; none is valid: signature by key {check.signed_by[0]}: {check.problem}"
             return ImageVerdict(False, reason, text, digest, (), details)
         return ImageVerdict(False, "no-valid-signature", f"{summary}; none verifies with key(s) {key_list}", digest, (), details)
