@@ -271,25 +271,11 @@ def cmd_config(args: argparse.Namespace, config: Config, out: TextIO, err: TextI
 
 
 def _describe(config: Config, rule: Any) -> str:
+    from .verifiers import verifier_for
+
     parts = [rule.action]
-    if rule.action == "verify" and rule.notary is not None:
-        # A notaryv1 rule reads no cosign fields: say where its trust comes from instead.
-        parts.append(f"type={rule.type} server={rule.notary.server} rootKeys={','.join(rule.notary.root_keys)}")
-        if rule.notary.delegations:
-            parts.append(f"delegations={','.join(rule.notary.delegations)}")
-        if rule.notary.ca_bundle:
-            parts.append(f"caBundle={rule.notary.ca_bundle}")
-    elif rule.action == "verify":
-        parts.append(f"keys={','.join(rule.keys)}")
-        parts.append(f"threshold={rule.threshold}")
-        if rule.required:
-            parts.append(f"required={','.join(rule.required)}")
-        if rule.annotations:
-            parts.append("annotations=" + ",".join(f"{k}={v}" for k, v in rule.annotations))
-        if rule.check_identity:
-            parts.append("checkIdentity")
-        if rule.signature_repository:
-            parts.append(f"signatureRepository={rule.signature_repository}")
+    if rule.action == "verify":
+        parts.extend(verifier_for(rule).describe(rule))
     if rule.action == "deny" and rule.message:
         parts.append(f"message={rule.message!r}")
     parts.append(f"mode={config.rule_mode(rule)}")

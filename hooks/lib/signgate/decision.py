@@ -26,7 +26,8 @@ from .errors import AmbiguousRegistry, InputError, InvalidReference, SigngateErr
 from .podspec import CHECKED_OPERATIONS
 from .policy import match_rule, static_decision
 from .reference import ImageReference, parse_reference
-from .verify import ImageVerdict, KeyRing, verify_image
+from .verifiers import verifier_endpoints, verify_image
+from .verify import ImageVerdict, KeyRing
 
 # Deferred imports: the registry client (requests, TLS), credentials and the network guard load
 # only when an image must be fetched; requests settled by allow/deny rules never pay for them.
@@ -205,7 +206,7 @@ class RegistryVerifier:
                 from .network import HostPolicy
                 from .registry import RegistryClient
 
-                hosts = HostPolicy.from_config(self.config)
+                hosts = HostPolicy.from_config(self.config, verifier_endpoints(self.config))
                 self._client = RegistryClient(
                     self.config.registries,
                     self.config.limits,

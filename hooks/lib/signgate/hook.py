@@ -261,6 +261,7 @@ def remember_passes(environ: Mapping[str, str], config: Config, raw_config: byte
     if not cache_dir or not decision.results:
         return
     from . import fastpath
+    from .verifiers import verifier_for
 
     digest = fastpath.config_digest(raw_config)
     now = time.time()
@@ -280,10 +281,7 @@ def remember_passes(environ: Mapping[str, str], config: Config, raw_config: byte
                 if settings.tag_ttl_seconds <= 0:
                     continue  # tags are re-resolved on every request
                 expires = min(expires, now + settings.tag_ttl_seconds)
-            names = rule.keys + (rule.notary.root_keys if rule.notary else ())
-            dependencies = [config.keys[name].path for name in names]
-            if rule.tlog == "required":
-                dependencies += [spec.path for spec in config.rekor_keys.values()]
+            dependencies = verifier_for(rule).trust_files(config, rule)
         fastpath.remember(
             cache_dir, digest, result.container.image, dependencies, expires,
             config.limits.max_images_per_request, verdict.reason, result.mode,

@@ -47,8 +47,6 @@ from .reference import ImageReference, parse_reference
 from .rekor import RekorKeys
 from .verdict import ImageVerdict
 
-# Deferred imports: notary (TUF metadata and its checks) loads only when a notaryv1 rule applies.
-
 if TYPE_CHECKING:  # the client (and requests) load only when a signature must be fetched
     from .registry import Manifest, RegistryClient
 
@@ -88,15 +86,8 @@ def signature_location(rule: Rule, ref: ImageReference, insecure: frozenset[str]
     return ref.api_host, ref.repository
 
 
-def verify_image(config: Config, rule: Rule, ref: ImageReference, client: "RegistryClient", keyring: KeyRing) -> ImageVerdict:
-    """Resolve and verify one image. Raises nothing: every failure becomes a verdict."""
-    if rule.type == "notaryv1":
-        from .notary import verify_notary
-
-        try:
-            return verify_notary(config, rule, ref, client, keyring)
-        except SigngateError as exc:
-            return ImageVerdict(False, exc.reason, str(exc), log_detail=exc.log_detail)
+def verify_cosign(config: Config, rule: Rule, ref: ImageReference, client: "RegistryClient", keyring: KeyRing) -> ImageVerdict:
+    """Resolve and verify one image under a cosign rule. Raises nothing: every failure becomes a verdict."""
     try:
         keys = keyring.get(rule.keys)
         rekor = keyring.rekor() if rule.tlog == "required" else None
