@@ -23,3 +23,14 @@ def test_each_verifier_names_its_type_and_implements_every_method_of_the_contrac
             ours = inspect.signature(getattr(verifier, method))
             theirs = inspect.signature(getattr(Verifier, method))
             assert list(ours.parameters) == [p for p in theirs.parameters if p != "self"], (name, method)
+
+
+def test_the_chart_schema_lists_exactly_the_registered_types() -> None:
+    # helm validates values against the schema before the hook sees them: a type missing there
+    # could not be configured through the chart, one left over would pass helm and fail the hook.
+    import json
+    from pathlib import Path
+
+    schema = json.loads((Path(__file__).resolve().parents[2] / "chart" / "values.schema.json").read_text())
+    rule = schema["properties"]["config"]["properties"]["policy"]["items"]["properties"]
+    assert sorted(rule["type"]["enum"]) == sorted(VERIFIERS)
