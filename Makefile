@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: all demo test e2e bench tools system-packages venv clean
+.PHONY: all demo test unit e2e bench tools system-packages venv clean
 
 all: test
 
@@ -40,6 +40,11 @@ demo: $(VENV)/.runtime
 # Everything: unit, integration, the real control plane (e2e) and the cosign interop matrix.
 test: system-packages venv tools
 	$(PY) -m pytest
+
+# The unit tests alone: no registry, no subprocess, and none of tests/conftest.py's fixtures
+# (--confcutdir keeps it from loading), so they run in seconds with requirements.txt only.
+unit: venv
+	$(PY) -m pytest tests/unit --confcutdir=tests/unit
 
 # Only the real-peers tests: a control plane, shell-operator and real cosign.
 e2e: system-packages venv tools

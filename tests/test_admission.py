@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from signgate.admission import CONTAINER_LISTS, POD_SPEC_PATHS, container_images, pod_spec_kind
@@ -268,12 +268,16 @@ _host = st.from_regex(r"[a-z0-9]{1,6}(\.[a-z0-9]{1,6}){0,1}\.[a-z][a-z0-9]{0,5}(
 
 
 @given(configured=st.lists(_host, min_size=1, max_size=4, unique=True), asked=_host)
+@example(configured=["r.io:5000", "r.io"], asked="r.io:5000")
 def test_credentials_are_only_returned_for_a_configured_host(configured, asked):
-    auths = {host: {"auth": b64(f"user-{host}:pw")} for host in configured}
+    # `auth` is base64 of username:password, split at the first colon: a username must hold none,
+    # so it is not built from the host, whose port would end up in it.
+    users = {host: f"user{number}" for number, host in enumerate(configured)}
+    auths = {host: {"auth": b64(f"{users[host]}:pw")} for host in configured}
     store = parse_docker_config({"auths": auths}, "auth.json")
     found = store.for_host(asked)
     if asked in configured:
-        assert found == Credentials(f"user-{asked}", "pw")
+        assert found == Credentials(users[asked], "pw")
     else:
         assert found is None
 

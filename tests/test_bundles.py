@@ -39,7 +39,8 @@ from signgate.keys import PublicKey, load_public_key
 from signgate.config import KeySpec
 from signgate.reference import parse_reference
 from signgate.registry import RegistryClient
-from signgate.verify import ImageVerdict, KeyRing, verify_image
+from signgate.verifiers import verify_image
+from signgate.verify import ImageVerdict, KeyRing
 from support.oci import OCI_INDEX, OCI_MANIFEST, PushedImage, RegistryHTTP, canonical_json, push_image, sha256_digest
 from support.signer import (
     BUNDLE_MEDIA_TYPE,

@@ -436,6 +436,27 @@ def test_config_describes_each_rule(setup: Setup) -> None:
     assert lines[-1] == "-. anything else: deny"
 
 
+def test_config_describes_a_notaryv1_rule_by_its_server_root_keys_and_delegations(setup: Setup) -> None:
+    # It used to print "verify keys= threshold=1": cosign fields a notaryv1 rule does not read.
+    data = setup.base_config()
+    data["policy"] = [
+        {"images": "registry.example.com/dct/**", "type": "notaryv1",
+         "notary": {"server": "https://notary.example.com:4443", "rootKeys": ["a", "b"],
+                    "delegations": ["targets/releases", "targets/qa"]}},
+        {"images": "registry.example.com/plain/**", "type": "notaryv1",
+         "notary": {"server": "https://notary.example.com", "rootKeys": ["b"]}},
+    ]
+    completed = run_cli(setup.write_config("notary.yaml", data), "config")
+    assert completed.returncode == 0, completed.stderr
+    lines = [line.strip() for line in completed.stdout.splitlines()]
+    assert any("registry.example.com/dct/** " in line and line.endswith(
+        "verify type=notaryv1 server=https://notary.example.com:4443 rootKeys=a,b "
+        "delegations=targets/releases,targets/qa mode=enforce") for line in lines), lines
+    assert any("registry.example.com/plain/** " in line and line.endswith(
+        "verify type=notaryv1 server=https://notary.example.com rootKeys=b mode=enforce") for line in lines), lines
+    assert not any("keys=" in line or "threshold=" in line for line in lines), lines
+
+
 CONFIG_ERRORS = [
     pytest.param({"policy": [{"images": "**", "keys": ["a", "b"], "threshold": 3}]},
                  "policy[0].threshold: is 3, but the rule lists only 2 key(s)", id="threshold-above-the-key-count"),

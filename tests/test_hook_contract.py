@@ -423,3 +423,15 @@ def test_the_binding_still_routes_the_subresource_that_carries_the_legacy_kind(w
     [binding] = yaml.safe_load(completed.stdout)["kubernetesValidating"]
     core = [rule for rule in binding["rules"] if rule["apiGroups"] == [""]]
     assert any("pods/ephemeralcontainers" in rule["resources"] and rule["apiVersions"] == ["v1"] for rule in core)
+
+
+def test_a_configuration_file_that_is_a_fifo_denies_at_once_on_every_path(tmp_path) -> None:
+    """The fast path, the relay to the verifier service (which reads the webhook timeout) and the
+    early shed each read the configuration before the library does: none may block on a FIFO."""
+    fifo = tmp_path / "config.json"
+    os.mkfifo(fifo)
+    env = {"SIGNGATE_CACHE_DIR": str(tmp_path / "cache"),
+           "SIGNGATE_VERIFIER_SOCKET": str(tmp_path / "no-service.sock")}
+    run = run_request(str(fifo), request_for("Pod", ["registry.example.com/app:v1"]), env=env, timeout=20)
+    assert run.allowed is False
+    assert "not a regular file (a named pipe)" in run.message

@@ -32,7 +32,7 @@ import yaml
 from contract import (
     BINDING, HOOK, HookRun, admission_request, hook_env, pod_spec, request_for, run_contexts, run_request, workload, write_config,
 )
-from signgate import fastpath
+from signgate import totals as totals_store
 from support.oci import PushedImage, RegistryHTTP, push_image
 from support.registry import Registry
 from support.service import VerifierService
@@ -64,7 +64,7 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
         assert isinstance(op["name"], str) and METRIC_NAME.fullmatch(op["name"]), op
         assert op["name"] in ALL_METRICS, f"undocumented metric {op['name']}"
         # shell-operator expires all of a hook's series before each run's operations: only a
-        # `set` of the whole total survives that (signgate.fastpath, "cumulative metrics").
+        # `set` of the whole total survives that (signgate.totals).
         assert op["action"] == "set", op
         value = op["value"]
         assert isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0, op
@@ -566,13 +566,13 @@ def test_200_concurrent_hook_processes_lose_no_increment(world: World) -> None:
 RECORDER = """
 import os, sys, time
 sys.path.insert(0, sys.argv[1])
-from signgate import fastpath
+from signgate import totals
 os.read(0, 1)  # every process is started and waits here: they all record at once
-ops = fastpath.record_metrics(sys.argv[2], [
+ops = totals.record_metrics(sys.argv[2], [
     ("signgate_decisions_total", {"result": "allowed", "reason": "verified"}, 1),
     ("signgate_images_total", {"result": "pass", "reason": "verified", "mode": "enforce"}, 3),
 ], [("signgate_verification_seconds", {"result": "allowed"}, 0.03)], time.monotonic() + 600)
-sys.exit(0 if ops is not None and fastpath.append_metric_operations(sys.argv[3], ops) else 1)
+sys.exit(0 if ops is not None and totals.append_metric_operations(sys.argv[3], ops) else 1)
 """
 
 
@@ -592,7 +592,7 @@ def test_200_processes_released_at_once_lose_no_increment(tmp_path: Path) -> Non
     shown = [read_metrics(tmp_path / f"metrics-{n}.jsonl") for n in range(200)]
     key = c("decisions_total", 0, result="allowed", reason="verified")[0]
     assert sorted(counters(ops)[key] for ops in shown) == list(range(1, 201))
-    final = fastpath._load_totals(str(cache / "m" / "totals.json"))
+    final = totals_store._load_totals(str(cache / "m" / "totals.json"))
     assert final["counters"]["signgate_images_total"][(("mode", "enforce"), ("reason", "verified"), ("result", "pass"))][1] == 600
     _, buckets, total, count = final["histograms"][HISTOGRAM][(("result", "allowed"),)]
     assert count == 200 and buckets[2] == 200 and total == pytest.approx(6.0)  # 0.03 s: the 0.05 bucket
@@ -634,7 +634,7 @@ ONE_DECISION = [("signgate_decisions_total", {"result": "denied", "reason": "no-
 
 
 def record(cache: Path, counts: list[Any] = ONE_DECISION, observations: list[Any] = ()) -> list[dict[str, Any]] | None:
-    return fastpath.record_metrics(str(cache), list(counts), list(observations), time.monotonic() + 60)
+    return totals_store.record_metrics(str(cache), list(counts), list(observations), time.monotonic() + 60)
 
 
 def decision_totals(ops: list[dict[str, Any]] | None) -> dict[Series, float]:
@@ -728,11 +728,11 @@ def test_the_histogram_is_a_classic_prometheus_one(tmp_path: Path) -> None:
 
 def test_label_combinations_past_the_limit_are_counted_as_other(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    hosts = [f"registry-{n}.example" for n in range(fastpath.MAX_SERIES_PER_METRIC + 50)]
+    hosts = [f"registry-{n}.example" for n in range(totals_store.MAX_SERIES_PER_METRIC + 50)]
     for host in hosts:
         ops = record(cache, [("signgate_registry_requests_total", {"registry": host, "status": "200"}, 2)])
     by_registry = _sum_registry(ops)
-    assert len(by_registry) == fastpath.MAX_SERIES_PER_METRIC + 1
+    assert len(by_registry) == totals_store.MAX_SERIES_PER_METRIC + 1
     assert by_registry[("other", "other")] == 100
     assert sum(by_registry.values()) == 2 * len(hosts)
     assert by_registry[(hosts[0], "200")] == 2, "series seen before the limit keep counting"

@@ -61,7 +61,8 @@ from signgate.notary import (
 )
 from signgate.reference import parse_reference
 from signgate.registry import RegistryClient
-from signgate.verify import KeyRing, verify_image
+from signgate.verifiers import verify_image
+from signgate.verify import KeyRing
 
 pytestmark = pytest.mark.skipif(not notary_binaries(), reason="notary and notary-server (Debian package notary) are needed")
 

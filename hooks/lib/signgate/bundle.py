@@ -18,27 +18,19 @@ therefore accepts only legacy signatures, and says so.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from typing import Any, Sequence
 
-from .cosign import Requirements, SignatureCheck, check_annotations
+from .cosign import DigestMismatch, Requirements, SignatureCheck, check_annotations
+from .dsse import INTOTO_PAYLOAD_TYPE, pae  # noqa: F401  (re-exported)
+from .encoding import b64_protobuf
 from .keys import PublicKey
 from .rekor import RekorKeys, check_bundle_tlog
 
 BUNDLE_MEDIA_TYPE_PREFIX = "application/vnd.dev.sigstore.bundle"
-INTOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
 COSIGN_SIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"
 STATEMENT_TYPES = ("https://in-toto.io/Statement/v1", "https://in-toto.io/Statement/v0.1")
 MAX_DSSE_SIGNATURES = 16
-_URLSAFE_TO_STANDARD = str.maketrans("-_", "+/")
-
-
-def pae(payload_type: str, payload: bytes) -> bytes:
-    """DSSE pre-authentication encoding: what the signature actually covers."""
-    kind = payload_type.encode("utf-8")
-    return b"DSSEv1 %d %s %d %s" % (len(kind), kind, len(payload), payload)
 
 
 def is_bundle_media_type(media_type: Any) -> bool:
@@ -65,7 +57,7 @@ def check_bundle(
     payload_type = envelope.get("payloadType")
     if not isinstance(payload_type, str):
         return _fail(source, f"its DSSE payloadType is {_short(payload_type)}, not {INTOTO_PAYLOAD_TYPE}")
-    payload = _b64(envelope.get("payload"))
+    payload = b64_protobuf(envelope.get("payload"))
     if payload is None:
         return _fail(source, "its DSSE payload is missing or not base64")
     signatures = envelope.get("signatures")
@@ -75,7 +67,7 @@ def check_bundle(
     signed = pae(payload_type, payload)
     matches: list[tuple[PublicKey, bytes]] = []
     for entry in signatures[:MAX_DSSE_SIGNATURES]:
-        signature = _b64(entry.get("sig")) if isinstance(entry, dict) else None
+        signature = b64_protobuf(entry.get("sig")) if isinstance(entry, dict) else None
         if signature is None:
             continue
         for key in keys:
@@ -140,7 +132,7 @@ def check_statement(payload: bytes, image_digest: str, requirements: Requirement
             if isinstance(s, dict) and isinstance(s.get("digest"), dict) and isinstance(s["digest"].get(algorithm), str)
         ]
         if named:
-            return f"the signature is for digest {named[0]}, but the image resolves to {image_digest}"
+            return DigestMismatch(f"the signature is for digest {named[0]}, but the image resolves to {image_digest}")
         return f"its statement has no subject with the image digest {image_digest}"
     problem = check_annotations(subject.get("annotations") or {}, requirements.annotations)
     if problem:
@@ -152,21 +144,6 @@ def check_statement(payload: bytes, image_digest: str, requirements: Requirement
 
 def _fail(source: str, problem: str) -> SignatureCheck:
     return SignatureCheck("bundle", source, (), problem)
-
-
-def _b64(value: Any) -> bytes | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        # protobuf JSON may use the URL-safe alphabet, unpadded. urlsafe_b64decode would silently
-        # drop any other character, so translate and decode strictly instead.
-        standard = value.translate(_URLSAFE_TO_STANDARD) + "=" * (-len(value) % 4)
-        try:
-            return base64.b64decode(standard, validate=True)
-        except (binascii.Error, ValueError):
-            return None
 
 
 def _short(value: Any) -> str:

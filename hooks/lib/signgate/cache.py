@@ -30,7 +30,8 @@ import time
 from dataclasses import asdict, replace
 from typing import Any, Callable, Iterator
 
-from .config import CacheSettings, Config, KeySpec, Rule
+from .settings import CacheSettings, Config, KeySpec, Rule
+from .verifiers import verifier_for
 from .files import read_regular
 from .reference import ImageReference
 
@@ -286,7 +287,7 @@ def _is_time(value: Any) -> bool:
 
 
 def _key_names(rule: Rule) -> tuple[str, ...]:
-    return rule.keys + (rule.notary.root_keys if rule.notary is not None else ())
+    return verifier_for(rule).key_names(rule)
 
 
 def _hash(material: Any) -> str:

@@ -25,9 +25,12 @@ import os
 import sys
 from typing import Any, Iterable, Iterator, TextIO
 
-from .config import Config, config_path_from_env, load_config
+from .config import DEFAULT_CONFIG_PATH, Config, config_path_from_env, load_config
 from .deadline import Deadline
 from .errors import SigngateError
+
+# Deferred imports: each subcommand loads only what it runs (`ping`, `notary root-key` and
+# `sigstore` need no decision code, `config` no verifier).
 
 EXIT_OK, EXIT_DENIED, EXIT_ERROR = 0, 1, 2
 
@@ -71,7 +74,7 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="signgate", description="Verify container image signatures as the signgate webhook does.")
-    parser.add_argument("--config", help="configuration file (default: $SIGNGATE_CONFIG or /etc/signgate/config.yaml)")
+    parser.add_argument("--config", help=f"configuration file (default: $SIGNGATE_CONFIG or {DEFAULT_CONFIG_PATH})")
     commands = parser.add_subparsers(dest="command")
 
     verify = commands.add_parser("verify", help="resolve and verify images")
@@ -268,18 +271,11 @@ def cmd_config(args: argparse.Namespace, config: Config, out: TextIO, err: TextI
 
 
 def _describe(config: Config, rule: Any) -> str:
+    from .verifiers import verifier_for
+
     parts = [rule.action]
     if rule.action == "verify":
-        parts.append(f"keys={','.join(rule.keys)}")
-        parts.append(f"threshold={rule.threshold}")
-        if rule.required:
-            parts.append(f"required={','.join(rule.required)}")
-        if rule.annotations:
-            parts.append("annotations=" + ",".join(f"{k}={v}" for k, v in rule.annotations))
-        if rule.check_identity:
-            parts.append("checkIdentity")
-        if rule.signature_repository:
-            parts.append(f"signatureRepository={rule.signature_repository}")
+        parts.extend(verifier_for(rule).describe(rule))
     if rule.action == "deny" and rule.message:
         parts.append(f"message={rule.message!r}")
     parts.append(f"mode={config.rule_mode(rule)}")

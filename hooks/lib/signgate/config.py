@@ -10,174 +10,44 @@ from __future__ import annotations
 import json
 import os
 import urllib.parse
-from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, NoReturn
 
-from .errors import ConfigError
-
-DEFAULT_CONFIG_PATH = "/etc/signgate/config.yaml"
-DEFAULT_BINDING_NAME = "image-signatures.signgate.dev"
-DEFAULT_MUTATING_NAME = "image-digests.signgate.dev"
-PIN_SCOPES = ("pods", "workloads")
-DEFAULT_SELECTOR: Mapping[str, Any] = {"matchLabels": {"signed": "required"}}
-ALWAYS_EXCLUDED_NAMESPACES = ("kube-system",)
-MODES = ("enforce", "warn")
-ACTIONS = ("verify", "allow", "deny")
-HASH_ALGORITHMS = ("sha256", "sha384", "sha512")
-MULTI_ARCH_CHOICES = ("exact", "index-or-platforms")
-TLOG_CHOICES = ("ignore", "required")
-MIB = 1024 * 1024
-# (minimum, maximum) of every number in the configuration; the README's reference lists them.
-# Every number must lie in its range, which also keeps out NaN and infinity (YAML .nan, .inf)
-# and integers too large to convert: a NaN lifetime would never expire, a NaN timeout fails
-# every request.
-RANGES: Mapping[str, tuple[Any, Any]] = {
-    "webhook.timeoutSeconds": (1, 30),  # the API server's own limits
-    "webhook.deadlineSeconds": (0.1, 30),  # and below timeoutSeconds
-    "limits.maxManifestBytes": (1024, 64 * MIB),
-    "limits.maxBlobBytes": (1024, 64 * MIB),
-    "limits.maxSignatureLayers": (1, 1000),
-    "limits.maxReferrers": (1, 1000),
-    "limits.maxImagesPerRequest": (1, 10000),
-    "limits.maxBindingContextBytes": (1024, 64 * MIB),
-    "limits.connectTimeoutSeconds": (0.1, 60),
-    "limits.readTimeoutSeconds": (0.1, 60),
-    "cache.ttlSeconds": (0, 86400),
-    "cache.negativeTtlSeconds": (0, 86400),  # and not above ttlSeconds
-    "cache.tagTtlSeconds": (0, 86400),
-    "cache.maxEntries": (10, 1000000),
-    "policy[].threshold": (1, 1000),  # and not above the number of keys the rule lists
-}
-
-
-@dataclass(frozen=True)
-class KeySpec:
-    name: str
-    path: str
-    hash_algorithm: str | None = None  # None: the key type's default (see keys.py)
-
-
-@dataclass(frozen=True)
-class WebhookSettings:
-    name: str = DEFAULT_BINDING_NAME
-    mutating_name: str = DEFAULT_MUTATING_NAME
-    namespace_selector: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULT_SELECTOR))
-    timeout_seconds: int = 10
-    deadline_seconds: float = 8.0
-    failure_policy: str = "Fail"
-    exclude_namespaces: tuple[str, ...] = ()
-    signgate_namespace: str | None = None
-
-
-@dataclass(frozen=True)
-class RegistrySettings:
-    ca_bundle: str | None = None
-    auth: str | None = None
-    insecure: frozenset[str] = frozenset()  # canonical (reference.canonical_insecure)
-    allow_networks: tuple[str, ...] = ()  # CIDRs of internal networks that may be contacted (network.py)
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_manifest_bytes: int = 4 * 1024 * 1024
-    max_blob_bytes: int = 1024 * 1024
-    max_signature_layers: int = 100
-    max_referrers: int = 50
-    max_images_per_request: int = 100
-    max_binding_context_bytes: int = 8 * 1024 * 1024
-    connect_timeout_seconds: float = 3.0
-    read_timeout_seconds: float = 5.0
-
-
-@dataclass(frozen=True)
-class CacheSettings:
-    """See cache.py for what is cached and why."""
-
-    directory: str | None = None  # from $SIGNGATE_CACHE_DIR only (see cache.py); None: no cache
-    ttl_seconds: float = 600.0
-    negative_ttl_seconds: float = 60.0
-    tag_ttl_seconds: float = 30.0
-    max_entries: int = 10000
-
-
-@dataclass(frozen=True)
-class NotarySettings:
-    """A notaryv1 rule: Docker Content Trust data for the image's GUN on a Notary server."""
-
-    server: str  # https://notary.example.com[:port]
-    root_keys: tuple[str, ...]  # names in `keys`: pinned root public keys (PEM)
-    ca_bundle: str | None = None  # CA for the Notary server's TLS; default: the system CAs
-    delegations: tuple[str, ...] = ()  # roles that must have signed the target, e.g. targets/releases
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One policy rule. `index` is its position in the file, used in messages and as a tiebreak."""
-
-    index: int
-    images: str
-    action: str = "verify"
-    message: str | None = None
-    keys: tuple[str, ...] = ()
-    threshold: int = 1
-    required: tuple[str, ...] = ()
-    annotations: tuple[tuple[str, str], ...] = ()
-    check_identity: bool = False
-    signature_repository: str | None = None
-    mode: str | None = None
-    deny_latest: bool | None = None
-    require_digest: bool | None = None
-    tlog: str = "ignore"
-    multi_arch: str = "exact"
-    type: str = "cosign"  # cosign | notaryv1
-    notary: "NotarySettings | None" = None
-    pin_digest: bool = False  # the mutating call rewrites name:tag to name:tag@sha256:<verified digest>
-
-    @property
-    def label(self) -> str:
-        return f"policy[{self.index}] ({self.images})"
-
-
-@dataclass(frozen=True)
-class Config:
-    source: str
-    webhook: WebhookSettings
-    keys: Mapping[str, KeySpec]
-    registries: RegistrySettings
-    limits: Limits
-    policy: tuple[Rule, ...]
-    rekor_keys: Mapping[str, KeySpec] = field(default_factory=dict)
-    cache: CacheSettings = field(default_factory=CacheSettings)
-    mode: str = "enforce"
-    deny_latest: bool = False
-    require_digest: bool = False
-    unmatched_images: str = "deny"
-    pin_scope: str = "pods"  # which objects the mutating binding pins: pods, or workloads too
-
-    @property
-    def pinning(self) -> bool:
-        return any(rule.pin_digest for rule in self.policy)
-
-    def rule_mode(self, rule: Rule | None) -> str:
-        return rule.mode if rule is not None and rule.mode else self.mode
-
-    def rule_deny_latest(self, rule: Rule | None) -> bool:
-        return self.deny_latest if rule is None or rule.deny_latest is None else rule.deny_latest
-
-    def rule_require_digest(self, rule: Rule | None) -> bool:
-        return self.require_digest if rule is None or rule.require_digest is None else rule.require_digest
-
-    def excluded_namespaces(self) -> tuple[str, ...]:
-        """Namespaces the webhook never sees, whatever the selector says: no deadlock on itself."""
-        names = list(ALWAYS_EXCLUDED_NAMESPACES)
-        if self.webhook.signgate_namespace:
-            names.append(self.webhook.signgate_namespace)
-        names.extend(self.webhook.exclude_namespaces)
-        return tuple(dict.fromkeys(names))
+from .encoding import unique_keys
+from .errors import ConfigError, InvalidReference
+from .files import read_regular
+from .podspec import config_path
+from .policy import canonical_pattern, validate_pattern
+from .reference import canonical_endpoint, canonical_insecure, parse_reference
+# Deferred imports: the network guard (socket, threading) loads only for a configuration that
+# lists registries.allowNetworks; the hook's other paths never need it.
+from .settings import (  # noqa: F401  (re-exported: the configuration's types)
+    DEFAULT_CONFIG_PATH,
+    DEFAULT_BINDING_NAME,
+    DEFAULT_MUTATING_NAME,
+    PIN_SCOPES,
+    DEFAULT_SELECTOR,
+    ALWAYS_EXCLUDED_NAMESPACES,
+    MODES,
+    ACTIONS,
+    HASH_ALGORITHMS,
+    MULTI_ARCH_CHOICES,
+    TLOG_CHOICES,
+    VERIFIER_TYPES,
+    MIB,
+    RANGES,
+    KeySpec,
+    WebhookSettings,
+    RegistrySettings,
+    Limits,
+    CacheSettings,
+    NotarySettings,
+    Rule,
+    Config,
+)
 
 
 def config_path_from_env(environ: Mapping[str, str] = os.environ) -> str:
-    return environ.get("SIGNGATE_CONFIG") or DEFAULT_CONFIG_PATH
+    return config_path(environ)
 
 
 def load_config(path: str, environ: Mapping[str, str] = os.environ) -> Config:
@@ -186,8 +56,6 @@ def load_config(path: str, environ: Mapping[str, str] = os.environ) -> Config:
 
 
 def read_config_bytes(path: str) -> bytes:
-    from .files import read_regular
-
     try:
         raw = read_regular(path, 1024 * 1024)  # a FIFO or device is refused, never waited on
     except FileNotFoundError:
@@ -260,13 +128,7 @@ class _LongInteger:
         return f"<an integer of {self.digits} digits>"
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise _DuplicateKey(f"duplicate field {_short(key)}")
-        result[key] = value
-    return result
+_no_duplicates = unique_keys(lambda key: _DuplicateKey(f"duplicate field {_short(key)}"))
 
 
 def _strict_loader() -> Any:
@@ -436,10 +298,6 @@ def _keys(section: "_Section") -> dict[str, KeySpec]:
 
 
 def _registries(section: "_Section") -> RegistrySettings:
-    from .errors import InvalidReference
-    from .network import parse_allowed_network
-    from .reference import canonical_insecure
-
     ca_bundle = section.string("caBundle", None)
     auth = section.string("auth", None)
     insecure = section.string_list("insecure", ())
@@ -455,6 +313,8 @@ def _registries(section: "_Section") -> RegistrySettings:
             section.fail(f"insecure[{number}]", str(exc))
     allow_networks = []
     for number, entry in enumerate(networks):
+        from .network import parse_allowed_network
+
         try:
             allow_networks.append(str(parse_allowed_network(entry)))
         except ValueError as exc:
@@ -486,8 +346,6 @@ def ca_bundle_problem(path: str) -> str | None:
 
 
 def _head(path: str, size: int = 1024 * 1024) -> bytes:
-    from .files import read_regular
-
     try:
         return read_regular(path, size)[:size]
     except OSError:
@@ -537,9 +395,6 @@ def _cache(section: "_Section") -> CacheSettings:
 def _policy(
     top: "_Section", keys: Mapping[str, KeySpec], rekor_keys: Mapping[str, KeySpec], insecure: frozenset[str]
 ) -> tuple[Rule, ...]:
-    from .errors import InvalidReference
-    from .policy import canonical_pattern, validate_pattern  # policy imports config; keep the cycle at call time
-
     items = top.raw("policy", None)
     if items is None:
         top.fail("policy", "is required: a list of rules (see the README)")
@@ -570,7 +425,7 @@ def _policy(
         tlog = section.choice("tlog", TLOG_CHOICES, "ignore")
         multi_arch = section.choice("multiArch", MULTI_ARCH_CHOICES, "exact")
         pin_digest = section.boolean("pinDigest", False)
-        rule_type = section.choice("type", ("cosign", "notaryv1"), "cosign")
+        rule_type = section.choice("type", VERIFIER_TYPES, "cosign")
         notary = _notary(section, keys) if rule_type == "notaryv1" else None
         if rule_type != "notaryv1" and "notary" in section.data:
             section.fail("notary", "is only used by rules with type notaryv1")
@@ -638,9 +493,6 @@ def _policy(
 
 
 def _notary(rule: "_Section", keys: Mapping[str, KeySpec]) -> NotarySettings:
-    from .errors import InvalidReference
-    from .reference import canonical_endpoint
-
     section = rule.section("notary")
     server = section.string("server", None, required=True)
     if not server.startswith(("https://", "http://")) or server.rstrip("/").count("/") > 2:
@@ -673,9 +525,6 @@ def _notary(rule: "_Section", keys: Mapping[str, KeySpec]) -> NotarySettings:
 
 def _signature_repository(section: "_Section", value: str, insecure: frozenset[str]) -> str:
     """The repository in canonical form (registry/repository), as image names are."""
-    from .reference import parse_reference
-    from .errors import InvalidReference
-
     try:
         ref = parse_reference(value, insecure)
     except InvalidReference as exc:

@@ -9,13 +9,13 @@ A key that has no canonical form is a configuration error, not a guess.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from dataclasses import dataclass, field
 from typing import AbstractSet, Any, Mapping
 
+from .encoding import b64_strict
 from .errors import ConfigError, InvalidReference
+from .files import read_regular
 from .reference import DOCKER_HUB, DOCKER_HUB_API_HOST, canonical_registry
 
 MAX_AUTH_FILE_BYTES = 1024 * 1024
@@ -41,8 +41,6 @@ class CredentialStore:
 def load_credentials(path: str | None, insecure: AbstractSet[str] = frozenset()) -> CredentialStore:
     if path is None:
         return CredentialStore()
-    from .files import read_regular
-
     try:
         raw = read_regular(path, MAX_AUTH_FILE_BYTES)  # a FIFO is refused, not waited on
     except OSError as exc:
@@ -79,10 +77,13 @@ def _entry_credentials(entry: Mapping[str, Any], where: str) -> Credentials:
     if isinstance(auth, str) and auth:
         # Say which part is wrong: "neither auth nor username/password" would send the reader
         # looking for a field that is there.
+        raw = b64_strict(auth)
         try:
-            decoded = base64.b64decode(auth, validate=True).decode("utf-8")
-        except (binascii.Error, ValueError, UnicodeDecodeError):
-            raise ConfigError(f"{where}.auth is not valid base64 of username:password") from None
+            decoded = raw.decode("utf-8") if raw is not None else None
+        except UnicodeDecodeError:
+            decoded = None
+        if decoded is None:
+            raise ConfigError(f"{where}.auth is not valid base64 of username:password")
         username, sep, password = decoded.partition(":")
         if not sep:
             raise ConfigError(f"{where}.auth does not decode to username:password")

@@ -20,17 +20,20 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from .admission import ContainerImage, container_images, pod_spec_kind
-from .config import Config, Rule
+from .settings import Config, Rule
 from .deadline import Deadline
 from .errors import AmbiguousRegistry, InputError, InvalidReference, SigngateError
+from .podspec import CHECKED_OPERATIONS
 from .policy import match_rule, static_decision
 from .reference import ImageReference, parse_reference
-from .verify import ImageVerdict, KeyRing, verify_image
+from .verifiers import verifier_endpoints, verify_image
+from .verify import ImageVerdict, KeyRing
 
+# Deferred imports: the registry client (requests, TLS), credentials and the network guard load
+# only when an image must be fetched; requests settled by allow/deny rules never pay for them.
 if TYPE_CHECKING:
     from .cache import VerdictCache
 
-CHECKED_OPERATIONS = ("CREATE", "UPDATE")
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,7 @@ class Decision:
         return body
 
 
-# A verifier takes (rule, reference) and returns a verdict; the default one talks to registries.
+# A verifier takes (rule, reference) and returns a verdict: RegistryVerifier, or the cache over it.
 Verifier = Callable[[Rule, ImageReference], ImageVerdict]
 
 
@@ -75,9 +78,11 @@ def decide(
     request: Any,
     config: Config,
     deadline: Deadline,
-    verifier: Verifier | None = None,
     cache: "VerdictCache | None" = None,
+    verifier: Verifier | None = None,
 ) -> Decision:
+    """The answer to one admission request. `verifier` replaces the registries (the hook's shedding
+    path passes one that answers "overloaded" for every image that would need a signature)."""
     if not isinstance(request, dict):
         raise InputError("the admission review has no request object")
     operation = request.get("operation")
@@ -123,8 +128,9 @@ def decide(
     hits = misses = 0
     network = None
     if pending:
-        network = verifier or RegistryVerifier(config, deadline)
-        cached = _CachedVerifier(cache, network, deadline) if cache is not None and cache.enabled else None
+        network = RegistryVerifier(config, deadline) if verifier is None else None
+        verify: Verifier = verifier or network  # type: ignore[assignment]
+        cached = _CachedVerifier(cache, verify, deadline) if cache is not None and cache.enabled else None
         verdicts: dict[tuple[str, int], ImageVerdict] = {}
         if cached is not None:
             # Lookups in this thread first: when the cache decides everything, no thread starts,
@@ -135,7 +141,7 @@ def decide(
                     verdicts[key] = hit
         remaining = {key: entries for key, entries in pending.items() if key not in verdicts}
         if remaining:
-            found, unfinished = _run_concurrently(remaining, cached or network, deadline)
+            found, unfinished = _run_concurrently(remaining, cached or verify, deadline)
             verdicts.update(found)
         if cache is not None:
             hits, misses = cache.hits, cache.misses
@@ -149,7 +155,7 @@ def decide(
     ordered = [results[i] for i in range(len(containers))]
     decision = _combine(ordered, unfinished)
     decision.cache_hits, decision.cache_misses = hits, misses
-    if isinstance(network, RegistryVerifier):
+    if network is not None:
         decision.registry_requests = network.requests()
     return decision
 
@@ -204,7 +210,7 @@ class RegistryVerifier:
                 from .network import HostPolicy
                 from .registry import RegistryClient
 
-                hosts = HostPolicy.from_config(self.config)
+                hosts = HostPolicy.from_config(self.config, verifier_endpoints(self.config))
                 self._client = RegistryClient(
                     self.config.registries,
                     self.config.limits,

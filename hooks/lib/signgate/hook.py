@@ -22,27 +22,31 @@ from typing import Any, Callable, Mapping, TextIO
 from .config import Config, config_path_from_env, load_config, parse_config, read_config_bytes
 from .deadline import Deadline
 from .errors import ConfigError, InputError, SigngateError
+from .podspec import CHECKED_OPERATIONS
+
+# Deferred imports: the hook is a new process per call; the decision code, cache, metrics and
+# pinning load only on the paths that use them (a config check or a synchronization needs none).
 
 WORKLOAD_RULES = [
     {
         "apiGroups": [""],
         "apiVersions": ["v1"],
         "resources": ["pods", "pods/ephemeralcontainers", "replicationcontrollers"],
-        "operations": ["CREATE", "UPDATE"],
+        "operations": list(CHECKED_OPERATIONS),
         "scope": "Namespaced",
     },
     {
         "apiGroups": ["apps"],
         "apiVersions": ["v1"],
         "resources": ["deployments", "replicasets", "statefulsets", "daemonsets"],
-        "operations": ["CREATE", "UPDATE"],
+        "operations": list(CHECKED_OPERATIONS),
         "scope": "Namespaced",
     },
     {
         "apiGroups": ["batch"],
         "apiVersions": ["v1"],
         "resources": ["jobs", "cronjobs"],
-        "operations": ["CREATE", "UPDATE"],
+        "operations": list(CHECKED_OPERATIONS),
         "scope": "Namespaced",
     },
 ]
@@ -53,7 +57,7 @@ POD_RULES = [
         "apiGroups": [""],
         "apiVersions": ["v1"],
         "resources": ["pods"],
-        "operations": ["CREATE", "UPDATE"],
+        "operations": list(CHECKED_OPERATIONS),
         "scope": "Namespaced",
     }
 ]
@@ -292,6 +296,7 @@ def remember_passes(environ: Mapping[str, str], config: Config, raw_config: byte
     if not cache_dir or not decision.results:
         return
     from . import fastpath
+    from .verifiers import verifier_for
 
     digest = fastpath.config_digest(raw_config)
     now = time.time()
@@ -311,10 +316,7 @@ def remember_passes(environ: Mapping[str, str], config: Config, raw_config: byte
                 if settings.tag_ttl_seconds <= 0:
                     continue  # tags are re-resolved on every request
                 expires = min(expires, now + settings.tag_ttl_seconds)
-            names = rule.keys + (rule.notary.root_keys if rule.notary else ())
-            dependencies = [config.keys[name].path for name in names]
-            if rule.tlog == "required":
-                dependencies += [spec.path for spec in config.rekor_keys.values()]
+            dependencies = verifier_for(rule).trust_files(config, rule)
         fastpath.remember(
             cache_dir, digest, result.container.image, dependencies, expires,
             config.limits.max_images_per_request, verdict.reason, result.mode,

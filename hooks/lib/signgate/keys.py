@@ -20,8 +20,9 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import KeySpec
+from .settings import KeySpec
 from .errors import KeyLoadError
+from .files import read_regular
 
 MAX_KEY_FILE_BYTES = 64 * 1024
 _CURVE_DEFAULT_HASH = {"secp256r1": "sha256", "secp384r1": "sha384", "secp521r1": "sha512"}
@@ -85,8 +86,6 @@ def _ecdsa_encodings(key: Any, signature: bytes, utils: Any) -> list[bytes]:
 
 
 def load_public_key(spec: KeySpec) -> PublicKey:
-    from .files import read_regular
-
     try:
         pem = read_regular(spec.path, MAX_KEY_FILE_BYTES)  # a FIFO is refused, not waited on
     except FileNotFoundError:

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Iterable, Mapping
 
-from .fastpath import append_metric_operations, record_metrics
+from .totals import append_metric_operations, record_metrics
 
 Count = tuple[str, dict[str, str], int]
 Observation = tuple[str, dict[str, str], float]

@@ -38,10 +38,10 @@ from __future__ import annotations
 import ipaddress
 import socket
 import threading
-import urllib.parse
 from dataclasses import dataclass, field
+from typing import AbstractSet
 
-from .config import Config
+from .settings import Config
 from .errors import InvalidReference
 from .reference import (
     DOCKER_HUB,
@@ -49,7 +49,7 @@ from .reference import (
     canonical_endpoint,
     canonical_registry,
     embedded_ipv4,
-    parse_reference,
+    registry_endpoint,
 )
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -134,26 +134,15 @@ class HostPolicy:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
-    def from_config(cls, config: Config) -> "HostPolicy":
+    def from_config(cls, config: Config, verifier_endpoints: AbstractSet[tuple[str, int]] = frozenset()) -> "HostPolicy":
+        """The policy for a configuration; `verifier_endpoints`: the hosts its rules' verifiers
+        name beyond the image registries (verifiers.verifier_endpoints)."""
         insecure = config.registries.insecure
-
-        def registry_endpoint(registry: str) -> tuple[str, int]:
-            host = DOCKER_HUB_API_HOST if registry == DOCKER_HUB else registry
-            return canonical_endpoint(host, "http" if host in insecure else "https")
-
-        named = {canonical_endpoint(entry, "http") for entry in insecure}
+        named = {canonical_endpoint(entry, "http") for entry in insecure} | set(verifier_endpoints)
         for rule in config.policy:
             registry = rule.images.split("/", 1)[0]
             if "*" not in registry and ("." in registry or ":" in registry or registry.startswith("[")):
-                named.add(registry_endpoint(canonical_registry(registry, insecure)))
-            if rule.signature_repository:
-                named.add(registry_endpoint(parse_reference(rule.signature_repository, insecure).registry))
-            if rule.notary is not None:
-                parts = urllib.parse.urlsplit(rule.notary.server)
-                try:
-                    named.add(canonical_endpoint(parts.netloc, parts.scheme))
-                except InvalidReference:
-                    pass  # never named, so refused when contacted, saying why
+                named.add(registry_endpoint(canonical_registry(registry, insecure), insecure))
         networks = tuple(ipaddress.ip_network(text) for text in config.registries.allow_networks)
         return cls(frozenset(named), networks)
 

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import binascii
 import hashlib
 import json
 import re
@@ -56,8 +55,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence, TextIO
 
-from .config import Limits, RegistrySettings
+from .settings import Limits, RegistrySettings
 from .deadline import Deadline
+from .encoding import b64_strict, unique_keys
 from .errors import (
     DeadlineExceeded,
     InvalidReference,
@@ -71,12 +71,13 @@ from .errors import (
 )
 from .reference import canonical_endpoint, endpoint_netloc
 from .registry import RegistryClient
+from .verdict import ImageVerdict
 
 if TYPE_CHECKING:
-    from .config import Config, Rule
+    from .settings import Config, Rule
     from .keys import PublicKey
     from .reference import ImageReference
-    from .verify import ImageVerdict, KeyRing
+    from .keyring import KeyRing
 
 TUF_TYPES = {"root": "Root", "timestamp": "Timestamp", "snapshot": "Snapshot", "targets": "Targets"}
 BASE_ROLES = ("root", "targets", "snapshot", "timestamp")
@@ -222,13 +223,7 @@ def parse_json(raw: bytes, what: str) -> Any:
         raise InvalidMetadata(f"{what} is not valid JSON") from None
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise CanonicalJSONError(f"duplicate key {key!r}")
-        result[key] = value
-    return result
+_no_duplicates = unique_keys(lambda key: CanonicalJSONError(f"duplicate key {key!r}"))
 
 
 def _no_float(text: str) -> Any:
@@ -371,10 +366,10 @@ def verify_signature(key: TufKey, method: str, signature: bytes, message: bytes)
 
 
 def _b64decode(text: str, what: str) -> bytes:
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidMetadata(f"{what}: invalid base64") from None
+    decoded = b64_strict(text, allow_empty=True)
+    if decoded is None:
+        raise InvalidMetadata(f"{what}: invalid base64")
+    return decoded
 
 
 def _short_id(key_id: str) -> str:
@@ -621,8 +616,7 @@ def verify_root(raw: bytes, gun: str, pinned: Sequence["PublicKey"], now: dateti
         )
     usable = [key for key in signers if _certificate_problem(key, gun, now) is None]
     if not usable:
-        problem = _certificate_problem(signers[0], gun, now) or ""
-        error = MetadataExpired if "expired" in problem else RootNotTrusted
+        error, problem = _certificate_problem(signers[0], gun, now) or (RootNotTrusted, "")
         raise error(f"root.json of {gun} is not signed by a pinned key with a usable certificate: {problem}")
     check_signatures(meta, roles["root"])
     check_expiry(meta, now)
@@ -641,19 +635,20 @@ def _common_names(certificate: Any) -> list[str]:
         return [str(attr.value) for attr in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
 
 
-def _certificate_problem(key: TufKey, gun: str, now: datetime) -> str | None:
+def _certificate_problem(key: TufKey, gun: str, now: datetime) -> tuple[type[NotaryError], str] | None:
+    """Why a root key's certificate is unusable, with the error that says so; None when usable."""
     certificate = key.certificate
     names = _common_names(certificate)
     if names != [gun]:
         shown = names[0] if names else "no common name"
-        return f"the certificate of root key {_short_id(key.canonical_id)} is for {shown!r}, not {gun!r}"
+        return RootNotTrusted, f"the certificate of root key {_short_id(key.canonical_id)} is for {shown!r}, not {gun!r}"
     if certificate.not_valid_after_utc < now:
-        return (
+        return MetadataExpired, (
             f"the certificate of root key {_short_id(key.canonical_id)} expired at "
             f"{_format_time(certificate.not_valid_after_utc)}"
         )
     if certificate.not_valid_before_utc > now + CLOCK_SKEW:  # `notary init` starts validity at "now"
-        return f"the certificate of root key {_short_id(key.canonical_id)} is not valid yet"
+        return RootNotTrusted, f"the certificate of root key {_short_id(key.canonical_id)} is not valid yet"
     return None
 
 
@@ -1058,11 +1053,9 @@ def verify_notary(
     client: RegistryClient,
     keyring: "KeyRing",
     now: datetime | None = None,
-) -> "ImageVerdict":
+) -> ImageVerdict:
     """Verify one image under a notaryv1 rule. Failures raise SigngateError (verify_image turns
     them into verdicts); a passed check returns a verdict naming the pinned keys and signers."""
-    from .verify import ImageVerdict
-
     settings = rule.notary
     if settings is None:
         raise NotaryError(f"{rule.label} has type notaryv1 but no notary settings")
@@ -1172,9 +1165,9 @@ def _describe_root_key(key: TufKey, meta: Metadata, gun: str, now: datetime) -> 
             f"# certificate for {names[0] if names else '(no common name)'}, valid until "
             f"{_format_time(key.certificate.not_valid_after_utc)}"
         )
-        problem = _certificate_problem(key, gun, now)
-        if problem:
-            lines.append(f"# WARNING: {problem}; signgate will not accept this root")
+        unusable = _certificate_problem(key, gun, now)
+        if unusable:
+            lines.append(f"# WARNING: {unusable[1]}; signgate will not accept this root")
     else:
         lines.append("# WARNING: not a certificate key; signgate accepts only certificate-wrapped root keys")
     return "\n".join(lines) + "\n"

@@ -12,7 +12,20 @@ tests check the walk against jsonpath-ng on every kind.
 
 from __future__ import annotations
 
+import os  # no typing: the fast path must not import it
+
 from .errors import InputError
+
+# Facts the fast path and the relay share with the rest of the hook. They live here because this
+# is the one library module those paths import: the standard library and errors.py only.
+# The operations whose objects are checked; the bindings subscribe to exactly these.
+CHECKED_OPERATIONS = ("CREATE", "UPDATE")
+DEFAULT_CONFIG_PATH = "/etc/signgate/config.yaml"
+
+
+def config_path(environ: dict[str, str] | os._Environ[str]) -> str:
+    """The configuration file: $SIGNGATE_CONFIG, else the default."""
+    return environ.get("SIGNGATE_CONFIG") or DEFAULT_CONFIG_PATH
 
 # kind -> dotted path of the pod spec within the object ("" for the object itself)
 POD_SPEC_PATHS: dict[str, str] = {

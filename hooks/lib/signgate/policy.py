@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import AbstractSet
 
-from .config import Config, Rule
+from .settings import Config, Rule
 from .errors import InvalidReference
 from .reference import ImageReference, canonical_registry
 
@@ -163,7 +163,7 @@ def static_decision(config: Config, ref: ImageReference, rule: Rule | None) -> S
             "digest-required",
             f"the image must be pinned by digest (name@sha256:...), not by tag {ref.tag!r} ({where} require a digest)",
         )
-    if config.rule_deny_latest(rule) and ref.digest is None and ref.tag == "latest":
+    if config.rule_deny_latest(rule) and ref.is_latest:
         written = "has no tag, which means :latest" if ref.tag_defaulted else "uses the tag :latest"
         return StaticDecision(
             False, "latest-denied", f"the image {written}; use a fixed version tag or a digest ({where})"

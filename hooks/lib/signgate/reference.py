@@ -343,3 +343,9 @@ def endpoint_netloc(host: str, port: int, scheme: str) -> str:
 
 def _shorten(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+def registry_endpoint(registry: str, insecure: AbstractSet[str]) -> tuple[str, int]:
+    """The (host, port) a canonical registry name is contacted at."""
+    host = DOCKER_HUB_API_HOST if registry == DOCKER_HUB else registry
+    return canonical_endpoint(host, "http" if host in insecure else "https")

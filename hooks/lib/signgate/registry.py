@@ -28,7 +28,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from .config import Limits, RegistrySettings
+from .settings import Limits, RegistrySettings
 from .credentials import CredentialStore, Credentials
 from .deadline import Deadline
 from .errors import (
@@ -44,12 +44,9 @@ from .errors import (
     RegistryUnreachable,
     TooLarge,
 )
+from .media_types import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
 from .reference import canonical_endpoint, endpoint_netloc
 
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 MANIFEST_ACCEPT = ", ".join((OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
 INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})

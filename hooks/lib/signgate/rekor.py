@@ -18,13 +18,13 @@ logID = hex sha256 of its DER SubjectPublicKeyInfo.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from .dsse import INTOTO_PAYLOAD_TYPE, pae
+from .encoding import b64_strict
 from .keys import PublicKey
 
 MAX_TLOG_ENTRIES = 8
@@ -45,7 +45,7 @@ def check_legacy_tlog(annotation: str | None, payload: bytes, signature: bytes, 
         return "it carries no Rekor bundle (dev.sigstore.cosign/bundle), but the rule requires a transparency-log proof"
     try:
         document = json.loads(annotation)
-        set_bytes = _b64(document["SignedEntryTimestamp"])
+        set_bytes = b64_strict(document["SignedEntryTimestamp"])
         entry = document["Payload"]
         body_b64, integrated, index, log_id = entry["body"], entry["integratedTime"], entry["logIndex"], entry["logID"]
     except (ValueError, KeyError, TypeError, RecursionError):
@@ -55,13 +55,11 @@ def check_legacy_tlog(annotation: str | None, payload: bytes, signature: bytes, 
     problem = _check_set(rekor, log_id, body_b64, integrated, index, set_bytes)
     if problem:
         return problem
-    return _check_body(_b64(body_b64), payload, signature, key, pae_payload=None)
+    return _check_body(b64_strict(body_b64), payload, signature, key, pae_payload=None)
 
 
 def check_bundle_tlog(bundle: Mapping[str, Any], payload: bytes, signature: bytes, key: PublicKey, rekor: RekorKeys) -> str | None:
     """Problem with a sigstore bundle's tlog entries, or None when one proves this signature."""
-    from .bundle import INTOTO_PAYLOAD_TYPE, pae
-
     material = bundle.get("verificationMaterial")
     entries = material.get("tlogEntries") if isinstance(material, dict) else None
     if not isinstance(entries, list) or not entries:
@@ -76,13 +74,13 @@ def check_bundle_tlog(bundle: Mapping[str, Any], payload: bytes, signature: byte
         integrated, index = entry.get("integratedTime"), entry.get("logIndex")
         if not isinstance(promise, dict) or not isinstance(body_b64, str) or not isinstance(log_id, str):
             continue
-        log_id_bytes = _b64(log_id)
+        log_id_bytes = b64_strict(log_id)
         if log_id_bytes is None or not _is_int(integrated) or not _is_int(index):
             problem = "its transparency-log entry is malformed"
             continue
         problem = _check_set(
-            rekor, log_id_bytes.hex(), body_b64, int(integrated), int(index), _b64(promise.get("signedEntryTimestamp"))
-        ) or _check_body(_b64(body_b64), payload, signature, key, pae_payload=pae(INTOTO_PAYLOAD_TYPE, payload))
+            rekor, log_id_bytes.hex(), body_b64, int(integrated), int(index), b64_strict(promise.get("signedEntryTimestamp"))
+        ) or _check_body(b64_strict(body_b64), payload, signature, key, pae_payload=pae(INTOTO_PAYLOAD_TYPE, payload))
         if problem is None:
             return None
     return problem
@@ -134,14 +132,14 @@ def _check_body(body: bytes | None, payload: bytes, signature: bytes, key: Publi
     except (KeyError, TypeError, AttributeError):
         return "its transparency-log entry body is malformed"
     for logged_signature, logged_key in pairs:
-        if _b64(logged_signature) == signature and _key_der(logged_key) == key.spki_der:
+        if b64_strict(logged_signature) == signature and _key_der(logged_key) == key.spki_der:
             return None
     return "the transparency-log entry is for another signature or key"
 
 
 def _key_der(pem_b64: Any) -> bytes | None:
     """DER of the public key (or certificate's key) in a base64-encoded PEM, ignoring PEM headers."""
-    pem = _b64(pem_b64)
+    pem = b64_strict(pem_b64)
     if pem is None:
         return None
     from cryptography import x509
@@ -154,15 +152,6 @@ def _key_der(pem_b64: Any) -> bytes | None:
             public = serialization.load_pem_public_key(pem)
         return public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     except (ValueError, TypeError):
-        return None
-
-
-def _b64(value: Any) -> bytes | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
         return None
 
 

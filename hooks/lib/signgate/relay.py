@@ -45,10 +45,12 @@ import os
 import sys
 import time
 
+from .shed import shed_margin, webhook_times  # light: the standard library and fastpath, loaded first
+
+# Deferred imports: `_socket` only when a request is relayed; `signgate serve` imports this module
+# for the protocol's constants and has its own sockets.
+
 PROTOCOL = 2
-# Kubernetes caps a webhook's timeoutSeconds at 30; 10 is its default and shell-operator's.
-MAX_WEBHOOK_TIMEOUT = 30.0
-DEFAULT_WEBHOOK_TIMEOUT = 10.0
 # Connecting, and the service's first line (`queued`), in total. The parent answers at once
 # whatever its load, so a silent peer is a broken one.
 HANDSHAKE_TIMEOUT = 1.0
@@ -58,7 +60,6 @@ DONE_GRACE = 0.5
 # Time kept before timeoutSeconds for deciding in this process when the service fails late.
 FALLBACK_RESERVE = 1.5
 MAX_LINE_BYTES = 256
-MAX_CONFIG_BYTES = 1024 * 1024
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 MAX_METRICS_BYTES = 1024 * 1024
 MAX_LOG_BYTES = 1024 * 1024
@@ -101,8 +102,6 @@ def relay(environ: dict[str, str] | os._Environ[str], started: float) -> int | F
 
 def _relay(environ: dict[str, str] | os._Environ[str], path: str, started: float) -> int | Fallback | None:
     import _socket
-
-    from .shed import shed_margin
 
     response_path = environ.get("VALIDATING_RESPONSE_PATH") or environ.get("ADMISSION_RESPONSE_PATH")
     context_path = environ.get("BINDING_CONTEXT_PATH")
@@ -313,29 +312,6 @@ class _Lines:
                 raise ServiceFailed("the service closed the connection in the middle of its answer")
         data, self.buffer = self.buffer[:size], self.buffer[size:]
         return data
-
-
-def webhook_times(environ: dict[str, str] | os._Environ[str]) -> tuple[float, float]:
-    """The webhook's timeoutSeconds and signgate's deadlineSeconds, when the configuration is JSON
-    (as the chart renders it).
-
-    A YAML configuration is not parsed here (that would import yaml): it gets Kubernetes' default
-    timeout of 10 s and the default deadline. With a longer timeout, the hook may give up on a
-    slow worker early and decide again itself; with a shorter one, it may wait too long.
-    """
-    default = (DEFAULT_WEBHOOK_TIMEOUT, max(DEFAULT_WEBHOOK_TIMEOUT * 0.5, DEFAULT_WEBHOOK_TIMEOUT - 2.0))
-    try:
-        with open(environ.get("SIGNGATE_CONFIG") or "/etc/signgate/config.yaml", "rb") as handle:
-            raw = handle.read(MAX_CONFIG_BYTES + 1)
-        webhook = json.loads(raw).get("webhook") or {}
-        timeout = float(webhook.get("timeoutSeconds", DEFAULT_WEBHOOK_TIMEOUT))
-        deadline = float(webhook.get("deadlineSeconds", max(timeout * 0.5, timeout - 2.0)))
-    except (OSError, ValueError, TypeError, AttributeError, RecursionError, OverflowError):
-        return default
-    # Comparisons are False for NaN, so a NaN falls back to the defaults as well.
-    if not (0 < timeout <= MAX_WEBHOOK_TIMEOUT and 0 < deadline < timeout):
-        return default
-    return timeout, deadline
 
 
 def _describe(exc: BaseException) -> str:

@@ -53,6 +53,9 @@ from typing import Any, Callable, Mapping, TextIO
 
 from .relay import MAX_LOG_BYTES, MAX_METRICS_BYTES, MAX_RESPONSE_BYTES, PROTOCOL, SATURATED
 
+# Deferred imports: `signgate ping` imports this module and stays light; `serve` loads the whole
+# library once in preload(), before it forks its workers.
+
 MAX_HEADER_BYTES = 64 * 1024
 MAX_FDS = 4
 MAX_ENV = 64

@@ -26,9 +26,13 @@ import os
 import sys
 import time
 
-from .podspec import pod_spec_kind, walk_containers
+from .fastpath import read_regular  # already loaded: the hook tries fastpath.py first
+from .podspec import config_path, pod_spec_kind, walk_containers
 
 MAX_CONFIG_BYTES = 1024 * 1024
+# Kubernetes caps a webhook's timeoutSeconds at 30; 10 is its default and shell-operator's.
+MAX_WEBHOOK_TIMEOUT = 30.0
+DEFAULT_WEBHOOK_TIMEOUT = 10.0
 MAX_CONTEXT_BYTES = 8 * 1024 * 1024
 MAX_IMAGES = 100  # the default limits.maxImagesPerRequest; past it the full path says so itself
 # CPU seconds a cold verification costs a hook process by itself: importing the library,
@@ -119,8 +123,8 @@ def answer(environ: dict[str, str] | os._Environ[str], started: float, fallback:
 def _sheddable(environ: dict[str, str] | os._Environ[str]) -> tuple[float, dict, list[tuple[str, str, str, str]]] | None:
     """(deadline, request, containers) when every image of this request needs a signature under a
     JSON enforce-mode configuration of verify rules only; None otherwise."""
-    with open(environ.get("SIGNGATE_CONFIG") or "/etc/signgate/config.yaml", "rb") as handle:
-        raw = handle.read(MAX_CONFIG_BYTES + 1)
+    # A regular file only: a FIFO in its place must not block the hook (issue 13, finding 7).
+    raw = read_regular(config_path(environ), MAX_CONFIG_BYTES)
     config = json.loads(raw)
     if len(raw) > MAX_CONFIG_BYTES or not isinstance(config, dict):
         return None
@@ -132,8 +136,6 @@ def _sheddable(environ: dict[str, str] | os._Environ[str]) -> tuple[float, dict,
         or not all(isinstance(r, dict) and r.get("action", "verify") == "verify" and r.get("mode") in (None, "enforce") for r in rules)
     ):
         return None
-    from .relay import webhook_times
-
     _, deadline = webhook_times(environ)
     with open(environ["BINDING_CONTEXT_PATH"], "rb") as handle:
         raw_context = handle.read(MAX_CONTEXT_BYTES + 1)
@@ -237,3 +239,25 @@ def _metrics(path: str | None, images: int, reason: str, started: float) -> None
     with open(path, "a", encoding="utf-8") as handle:
         for line in lines:
             handle.write(json.dumps(line, separators=(",", ":")) + "\n")
+
+
+def webhook_times(environ: dict[str, str] | os._Environ[str]) -> tuple[float, float]:
+    """The webhook's timeoutSeconds and signgate's deadlineSeconds, when the configuration is JSON
+    (as the chart renders it).
+
+    A YAML configuration is not parsed here (that would import yaml): it gets Kubernetes' default
+    timeout of 10 s and the default deadline. With a longer timeout, the hook may give up on a
+    slow worker early and decide again itself; with a shorter one, it may wait too long.
+    """
+    default = (DEFAULT_WEBHOOK_TIMEOUT, max(DEFAULT_WEBHOOK_TIMEOUT * 0.5, DEFAULT_WEBHOOK_TIMEOUT - 2.0))
+    try:
+        raw = read_regular(config_path(environ), MAX_CONFIG_BYTES)  # a FIFO must not block the hook
+        webhook = json.loads(raw).get("webhook") or {}
+        timeout = float(webhook.get("timeoutSeconds", DEFAULT_WEBHOOK_TIMEOUT))
+        deadline = float(webhook.get("deadlineSeconds", max(timeout * 0.5, timeout - 2.0)))
+    except (OSError, ValueError, TypeError, AttributeError, RecursionError, OverflowError):
+        return default
+    # Comparisons are False for NaN, so a NaN falls back to the defaults as well.
+    if not (0 < timeout <= MAX_WEBHOOK_TIMEOUT and 0 < deadline < timeout):
+        return default
+    return timeout, deadline

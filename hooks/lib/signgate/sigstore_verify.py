@@ -26,8 +26,6 @@ sigstore's clients do: an unknown version may carry material this code would sil
 from __future__ import annotations
 
 import argparse
-import base64
-import binascii
 import enum
 import hashlib
 import json
@@ -36,9 +34,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Sequence, TextIO
 
-from .keys import PublicKey
+from .dsse import INTOTO_PAYLOAD_TYPE, pae
+from .encoding import b64_strict
+from .errors import SigngateError
+from .keys import PublicKey, public_key_from_pem
+from .rekor import _key_der
 from .transparency import ProofError, verify_inclusion_proof, verify_signed_entry_timestamp
-from .trust_root import Authority, TrustRoot
+from .trust_root import Authority, TrustRoot, TrustRootError, load_trust_root, parse_time
 
 BUNDLE_MEDIA_TYPES = {
     "application/vnd.dev.sigstore.bundle+json;version=0.1": (0, 1),
@@ -46,7 +48,6 @@ BUNDLE_MEDIA_TYPES = {
     "application/vnd.dev.sigstore.bundle+json;version=0.3": (0, 3),
     "application/vnd.dev.sigstore.bundle.v0.3+json": (0, 3),
 }
-INTOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
 MAX_BUNDLE_BYTES = 4 * 1024 * 1024
 MAX_TLOG_ENTRIES = 8
 MAX_TIMESTAMPS = 32  # sigstore-go's and sigstore-python's cap
@@ -216,15 +217,15 @@ def _verify_key_bundle(bundle: Bundle, artifact: Artifact, trust: TrustRoot, key
 def _verify_message_signature(message: Any, artifact: Artifact, key: PublicKey) -> bytes:
     if not isinstance(message, dict):
         raise _fail(Reason.MALFORMED, "the bundle's messageSignature is malformed")
-    signature = _b64(message.get("signature"))
+    signature = b64_strict(message.get("signature"))
     if signature is None:
         raise _fail(Reason.MALFORMED, "the bundle's signature is missing or not base64")
     digest = message.get("messageDigest")
     if digest is not None:
-        if not isinstance(digest, dict) or digest.get("algorithm") != "SHA2_256" or _b64(digest.get("digest")) is None:
+        if not isinstance(digest, dict) or digest.get("algorithm") != "SHA2_256" or b64_strict(digest.get("digest")) is None:
             raise _fail(Reason.MALFORMED, "the bundle's messageDigest is not a SHA2_256 digest")
-        if _b64(digest["digest"]) != artifact.sha256:
-            raise _fail(Reason.ARTIFACT, f"the bundle is for digest sha256:{_b64(digest['digest']).hex()}, not the artifact's {artifact.describe()}")  # type: ignore[union-attr]
+        if b64_strict(digest["digest"]) != artifact.sha256:
+            raise _fail(Reason.ARTIFACT, f"the bundle is for digest sha256:{b64_strict(digest['digest']).hex()}, not the artifact's {artifact.describe()}")  # type: ignore[union-attr]
     if artifact.sha256 is None:
         raise _fail(Reason.ARTIFACT, "a message signature is over the artifact's SHA-256, which was not given")
     if artifact.data is not None:
@@ -258,18 +259,16 @@ def _verify_prehashed(key: PublicKey, signature: bytes, digest: bytes) -> bool:
 
 
 def _verify_dsse(envelope: Any, key: PublicKey) -> tuple[str, bytes, bytes]:
-    from .bundle import pae
-
     if not isinstance(envelope, dict):
         raise _fail(Reason.MALFORMED, "the bundle's DSSE envelope is malformed")
-    payload_type, payload, signatures = envelope.get("payloadType"), _b64(envelope.get("payload")), envelope.get("signatures")
+    payload_type, payload, signatures = envelope.get("payloadType"), b64_strict(envelope.get("payload")), envelope.get("signatures")
     if not isinstance(payload_type, str) or payload is None:
         raise _fail(Reason.MALFORMED, "the bundle's DSSE envelope lacks a payloadType or a base64 payload")
     if not isinstance(signatures, list) or not signatures or len(signatures) > MAX_DSSE_SIGNATURES:
         raise _fail(Reason.MALFORMED, "the bundle's DSSE envelope has no signatures, or too many")
     signed = pae(payload_type, payload)
     for entry in signatures:
-        signature = _b64(entry.get("sig")) if isinstance(entry, dict) else None
+        signature = b64_strict(entry.get("sig")) if isinstance(entry, dict) else None
         if signature is not None and key.verify(signature, signed):
             return payload_type, payload, signature
     raise _fail(Reason.SIGNATURE, f"the DSSE signature does not verify with key {key.name}")
@@ -309,8 +308,8 @@ def _verify_tlog_entry(
     """Verify one log entry fully; returns the integrated time its promise proves, if any."""
     if not isinstance(entry, dict):
         raise _fail(Reason.MALFORMED, "a transparency-log entry is malformed")
-    log_id = _b64(entry["logId"].get("keyId")) if isinstance(entry.get("logId"), dict) else None
-    body = _b64(entry.get("canonicalizedBody"))
+    log_id = b64_strict(entry["logId"].get("keyId")) if isinstance(entry.get("logId"), dict) else None
+    body = b64_strict(entry.get("canonicalizedBody"))
     kind_version = entry.get("kindVersion")
     if log_id is None or body is None or not isinstance(kind_version, dict):
         raise _fail(Reason.MALFORMED, "a transparency-log entry lacks its logId, canonicalizedBody or kindVersion")
@@ -352,8 +351,6 @@ def _check_entry_body(
     body: bytes, kind_version: dict[str, Any], signature: bytes, key: PublicKey, artifact: Artifact, signed_dsse: tuple[str, bytes] | None
 ) -> None:
     """The logged entry must be about this signature, made with this key, over this artifact."""
-    from .bundle import pae
-
     try:
         document = json.loads(body)
         kind, version, spec = document["kind"], document["apiVersion"], document["spec"]
@@ -372,19 +369,19 @@ def _check_entry_body(
             logged = spec["data"]["hash"]
             if logged["algorithm"] != "sha256" or logged["value"] != expected_digest.hex():
                 raise mismatch
-            pairs = [(_b64(spec["signature"]["content"]), _pem_key_der(spec["signature"]["publicKey"]["content"]))]
+            pairs = [(b64_strict(spec["signature"]["content"]), _pem_key_der(spec["signature"]["publicKey"]["content"]))]
         elif (kind, version) == ("hashedrekord", "0.0.2"):
             v2 = spec["hashedRekordV002"]
-            if v2["data"]["algorithm"] != "SHA2_256" or _b64(v2["data"]["digest"]) != expected_digest:
+            if v2["data"]["algorithm"] != "SHA2_256" or b64_strict(v2["data"]["digest"]) != expected_digest:
                 raise mismatch
             verifier = v2["signature"]["verifier"]
             if "publicKey" not in verifier:
                 raise mismatch  # a certificate's entry cannot be about a key-signed bundle
-            pairs = [(_b64(v2["signature"]["content"]), _b64(verifier["publicKey"]["rawBytes"]))]
+            pairs = [(b64_strict(v2["signature"]["content"]), b64_strict(verifier["publicKey"]["rawBytes"]))]
         elif (kind, version) == ("dsse", "0.0.1") and signed_dsse is not None:
             if spec["payloadHash"]["algorithm"] != "sha256" or spec["payloadHash"]["value"] != hashlib.sha256(signed_dsse[1]).hexdigest():
                 raise mismatch
-            pairs = [(_b64(s["signature"]), _pem_key_der(s["verifier"])) for s in spec["signatures"][:MAX_DSSE_SIGNATURES]]
+            pairs = [(b64_strict(s["signature"]), _pem_key_der(s["verifier"])) for s in spec["signatures"][:MAX_DSSE_SIGNATURES]]
         elif (kind, version) == ("intoto", "0.0.2") and signed_dsse is not None:
             envelope = spec["content"]["envelope"]
             if spec["content"]["payloadHash"]["algorithm"] != "sha256" or spec["content"]["payloadHash"]["value"] != hashlib.sha256(signed_dsse[1]).hexdigest():
@@ -392,7 +389,7 @@ def _check_entry_body(
             if envelope["payloadType"] != signed_dsse[0]:
                 raise mismatch
             # intoto 0.0.2 stores each signature base64-encoded a second time.
-            pairs = [(_b64(_b64_text(s["sig"])), _pem_key_der(s["publicKey"])) for s in envelope["signatures"][:MAX_DSSE_SIGNATURES]]
+            pairs = [(b64_strict(_b64_text(s["sig"])), _pem_key_der(s["publicKey"])) for s in envelope["signatures"][:MAX_DSSE_SIGNATURES]]
         else:
             raise _fail(Reason.TLOG_MISMATCH, f"the transparency-log entry's kind {str(kind)[:30]} {str(version)[:10]} does not fit this bundle")
     except (KeyError, TypeError, AttributeError):
@@ -418,7 +415,7 @@ def _verify_timestamps(material: dict[str, Any], signature: bytes, trust: TrustR
         raise _fail(Reason.MALFORMED, "the bundle's timestampVerificationData is malformed")
     if len(stamps) > MAX_TIMESTAMPS:
         raise _fail(Reason.MALFORMED, f"the bundle carries more than {MAX_TIMESTAMPS} timestamps")
-    raws = [_b64(s.get("signedTimestamp")) if isinstance(s, dict) else None for s in stamps]
+    raws = [b64_strict(s.get("signedTimestamp")) if isinstance(s, dict) else None for s in stamps]
     if any(raw is None for raw in raws):
         raise _fail(Reason.MALFORMED, "a timestamp in the bundle is not base64")
     if len(set(raws)) != len(raws):
@@ -486,8 +483,6 @@ def _library_trusted_root(trust: TrustRoot) -> Any:
     for authority in document.get("timestampAuthorities", []) or []:
         valid_for = authority.get("validFor") if isinstance(authority, dict) else None
         if isinstance(valid_for, dict) and isinstance(valid_for.get("end"), str):
-            from .trust_root import parse_time
-
             end = parse_time(valid_for["end"])
             if end is not None:
                 valid_for["end"] = (end + timedelta(microseconds=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -578,10 +573,6 @@ def main(argv: list[str], out: TextIO | None = None, err: TextIO | None = None) 
     Exit 0 exactly when the bundle verifies for the artifact; 1 with a one-line reason on stderr
     when it does not; 2 for usage errors and unreadable files. `argv` starts after `sigstore`.
     """
-    from .errors import SigngateError
-    from .keys import public_key_from_pem
-    from .trust_root import TrustRootError, load_trust_root
-
     out = out or sys.stdout
     err = err or sys.stderr
     parser = argparse.ArgumentParser(prog="signgate sigstore", description="Verify sigstore bundles offline.")
@@ -656,17 +647,8 @@ def _read(path: str, limit: int | None = MAX_BUNDLE_BYTES) -> bytes:
 # ---- helpers ------------------------------------------------------------------------------------
 
 
-def _b64(value: Any) -> bytes | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-
-
 def _b64_text(value: Any) -> str | None:
-    raw = _b64(value)
+    raw = b64_strict(value)
     try:
         return raw.decode("ascii") if raw is not None else None
     except UnicodeDecodeError:
@@ -675,8 +657,6 @@ def _b64_text(value: Any) -> str | None:
 
 def _pem_key_der(value: Any) -> bytes | None:
     """DER SubjectPublicKeyInfo of a base64-encoded PEM public key or certificate."""
-    from .rekor import _key_der
-
     return _key_der(value)
 
 

@@ -20,8 +20,6 @@ Every failure is a `ProofError` whose message says which check failed, for the k
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import re
@@ -29,6 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
+from .encoding import b64_strict
 from .trust_root import LogKey
 
 MAX_PROOF_HASHES = 64  # a tree of 2**64 leaves needs no more
@@ -99,7 +98,7 @@ def parse_checkpoint(envelope: Any) -> Checkpoint:
     origin, size_text, root_text = lines[0], lines[1], lines[2]
     if not size_text.isdigit() or (len(size_text) > 1 and size_text[0] == "0") or len(size_text) > 20:
         raise ProofError("its checkpoint's tree size is not a decimal number")
-    root = _b64(root_text)
+    root = b64_strict(root_text)
     if root is None or len(root) != 32:
         raise ProofError("its checkpoint's root hash is not a base64 SHA-256 hash")
     signatures: list[tuple[str, bytes, bytes]] = []
@@ -108,7 +107,7 @@ def parse_checkpoint(envelope: Any) -> Checkpoint:
         match = _NOTE_SIGNATURE.match(block, position)
         if match is None:
             raise ProofError("its checkpoint has a malformed signature line")
-        raw = _b64(match.group(2))
+        raw = b64_strict(match.group(2))
         if raw is None or len(raw) < 5:
             raise ProofError("its checkpoint has a malformed signature")
         signatures.append((match.group(1), raw[:4], raw[4:]))
@@ -139,11 +138,11 @@ def verify_inclusion_proof(proof: Any, body: bytes, log: LogKey, require_checkpo
     if not isinstance(proof, dict):
         raise ProofError("its inclusion proof is malformed")
     index, size = _uint(proof.get("logIndex")), _uint(proof.get("treeSize"))
-    root = _b64(proof.get("rootHash"))
+    root = b64_strict(proof.get("rootHash"))
     hashes = proof.get("hashes", [])
     if index is None or size is None or root is None or not isinstance(hashes, list):
         raise ProofError("its inclusion proof is malformed")
-    path = [_b64(h) if isinstance(h, str) else None for h in hashes[: MAX_PROOF_HASHES + 1]]
+    path = [b64_strict(h) if isinstance(h, str) else None for h in hashes[: MAX_PROOF_HASHES + 1]]
     if any(h is None for h in path):
         raise ProofError("its inclusion proof holds a hash that is not base64")
     computed = root_from_inclusion_proof(index, size, leaf_hash(body), path)  # type: ignore[arg-type]
@@ -162,7 +161,7 @@ def verify_inclusion_proof(proof: Any, body: bytes, log: LogKey, require_checkpo
 def verify_signed_entry_timestamp(entry: dict[str, Any], log: LogKey) -> datetime:
     """Verify a Rekor v1 inclusion promise; returns the integrated time it makes trustworthy."""
     promise = entry.get("inclusionPromise")
-    signature = _b64(promise.get("signedEntryTimestamp")) if isinstance(promise, dict) else None
+    signature = b64_strict(promise.get("signedEntryTimestamp")) if isinstance(promise, dict) else None
     integrated, index, body = _uint(entry.get("integratedTime")), _uint(entry.get("logIndex")), entry.get("canonicalizedBody")
     if signature is None or integrated is None or index is None or not isinstance(body, str):
         raise ProofError("its inclusion promise is malformed")
@@ -188,12 +187,3 @@ def _uint(value: Any) -> int | None:
     if isinstance(value, str) and value.isdigit() and len(value) <= 20:
         return int(value)
     return None
-
-
-def _b64(value: Any) -> bytes | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        return None

@@ -17,12 +17,12 @@ configuration error, found when the root is loaded, not a denial of one image.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping, Sequence
 
+from .encoding import b64_strict
 from .errors import SigngateError
 from .keys import PublicKey, public_key_from_pem
 
@@ -188,12 +188,10 @@ def _validity(where: str, value: Any) -> Validity:
 
 
 def _b64(where: str, value: Any) -> bytes:
-    if isinstance(value, str) and value:
-        try:
-            return base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
-            pass
-    raise TrustRootError(f"{where} is missing or not base64")
+    decoded = b64_strict(value)
+    if decoded is None:
+        raise TrustRootError(f"{where} is missing or not base64")
+    return decoded
 
 
 def _log(source: str, group: str, index: int, entry: Any) -> LogKey:

@@ -23,13 +23,13 @@ names counts once) and every `required` key is among them.
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from .bundle import check_bundle, is_bundle_media_type
-from .config import Config, KeySpec, Rule
+from .settings import Config, KeySpec, Rule
 from .cosign import (
+    DigestMismatch,
     REKOR_BUNDLE_ANNOTATION,
     SIG_MANIFEST_TYPES,
     SIGNATURE_ANNOTATION,
@@ -40,56 +40,17 @@ from .cosign import (
     signature_tag,
 )
 from .errors import DeadlineExceeded, KeyLoadError, NotFound, RegistryError, SigngateError
-from .keys import PublicKey, load_public_key
+from .keyring import KeyRing
+from .keys import PublicKey
+from .media_types import OCI_INDEX, OCI_MANIFEST
 from .reference import ImageReference, parse_reference
 from .rekor import RekorKeys
+from .verdict import ImageVerdict
 
 if TYPE_CHECKING:  # the client (and requests) load only when a signature must be fetched
     from .registry import Manifest, RegistryClient
 
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 UNKNOWN_PLATFORM = ("unknown", "unknown")
-
-
-@dataclass(frozen=True)
-class ImageVerdict:
-    passed: bool
-    reason: str  # stable token for logs and metrics
-    message: str  # for kubectl output; empty when passed with nothing to say
-    digest: str | None = None
-    verified_keys: tuple[str, ...] = ()
-    details: tuple[str, ...] = field(default=())  # what was searched and found, for logs
-    expires_at: float | None = None  # wall-clock expiry, when the verdict came from the cache
-    log_detail: str | None = None  # the cause kept out of the message, for the decision log only
-
-
-class KeyRing:
-    """Public keys loaded on first use and shared by the threads of one request."""
-
-    def __init__(self, specs: Mapping[str, KeySpec], rekor_specs: Mapping[str, KeySpec] | None = None) -> None:
-        self._specs = specs
-        self._rekor_specs = rekor_specs or {}
-        self._loaded: dict[str, PublicKey] = {}
-        self._rekor: RekorKeys | None = None
-        self._lock = threading.Lock()
-
-    def get(self, names: Sequence[str]) -> list[PublicKey]:
-        with self._lock:
-            for name in names:
-                if name not in self._loaded:
-                    self._loaded[name] = load_public_key(self._specs[name])
-            return [self._loaded[name] for name in names]
-
-    def rekor(self) -> RekorKeys:
-        with self._lock:
-            if self._rekor is None:
-                try:
-                    keys = [load_public_key(spec) for spec in self._rekor_specs.values()]
-                except KeyLoadError as exc:
-                    raise KeyLoadError(f"Rekor {exc}") from None
-                self._rekor = RekorKeys.of(keys)
-            return self._rekor
 
 
 @dataclass(frozen=True)
@@ -125,15 +86,8 @@ def signature_location(rule: Rule, ref: ImageReference, insecure: frozenset[str]
     return ref.api_host, ref.repository
 
 
-def verify_image(config: Config, rule: Rule, ref: ImageReference, client: "RegistryClient", keyring: KeyRing) -> ImageVerdict:
-    """Resolve and verify one image. Raises nothing: every failure becomes a verdict."""
-    if rule.type == "notaryv1":
-        from .notary import verify_notary
-
-        try:
-            return verify_notary(config, rule, ref, client, keyring)
-        except SigngateError as exc:
-            return ImageVerdict(False, exc.reason, str(exc), log_detail=exc.log_detail)
+def verify_cosign(config: Config, rule: Rule, ref: ImageReference, client: "RegistryClient", keyring: KeyRing) -> ImageVerdict:
+    """Resolve and verify one image under a cosign rule. Raises nothing: every failure becomes a verdict."""
     try:
         keys = keyring.get(rule.keys)
         rekor = keyring.rekor() if rule.tlog == "required" else None
@@ -400,7 +354,7 @@ def evaluate(rule: Rule, keys: list[PublicKey], digest: str, found: Found) -> Im
         informative = [c for c in checks if c.signed_by and c.problem]
         if informative:
             check = informative[0]
-            reason = "digest-mismatch" if "resolves to" in (check.problem or "") else "claims-rejected"
+            reason = "digest-mismatch" if isinstance(check.problem, DigestMismatch) else "claims-rejected"
             text = f"{summary}; none is valid: signature by key {check.signed_by[0]}: {check.problem}"
             return ImageVerdict(False, reason, text, digest, (), details)
         return ImageVerdict(False, "no-valid-signature", f"{summary}; none verifies with key(s) {key_list}", digest, (), details)
