@@ -34,7 +34,6 @@ from .settings import (  # noqa: F401  (re-exported: the configuration's types)
     HASH_ALGORITHMS,
     MULTI_ARCH_CHOICES,
     TLOG_CHOICES,
-    VERIFIER_TYPES,
     MIB,
     RANGES,
     KeySpec,
@@ -385,7 +384,7 @@ def _policy(
         deny_latest = section.boolean("denyLatest", None)
         require_digest = section.boolean("requireDigest", None)
         pin_digest = section.boolean("pinDigest", False)
-        rule_type = section.choice("type", VERIFIER_TYPES, "cosign")
+        rule_type = section.choice("type", tuple(VERIFIERS), "cosign")
         verifier = VERIFIERS[rule_type]
         # Another type's field on this rule is a mistake worth naming, not just an unknown field.
         for name in section.keys():
