@@ -382,7 +382,7 @@ def _metrics(path: str | None, cache_dir: str, images: list[tuple], started: flo
     if not path:
         return
     reasons = {reason for _, _, _, reason, _ in images}
-    reason = "verified" if any(r.startswith("verified") for r in reasons) else "static"
+    reason = "verified" if any(r in ("verified", "verified-index", "verified-platforms") for r in reasons) else "static"
     per_image: dict[tuple[str, str], int] = {}
     for _, _, _, image_reason, mode in images:
         per_image[(image_reason, mode)] = per_image.get((image_reason, mode), 0) + 1
