@@ -30,8 +30,10 @@ def written_reasons() -> dict[str, set[str]]:
                 name = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", "")
                 if name in CARRIERS and len(node.args) >= 2:
                     note(node.args[1], path)
+                denial = bool(node.args) and isinstance(node.args[0], ast.Constant) and node.args[0].value is False
                 for keyword in node.keywords:
-                    if keyword.arg in ("reason", "summary"):  # summary: a decision without image results
+                    # A denial's summary is the metric's reason when it has no image results (metrics.py).
+                    if keyword.arg == "reason" or (keyword.arg == "summary" and denial):
                         note(keyword.value, path)
             elif isinstance(node, (ast.Assign, ast.AnnAssign)):
                 targets = node.targets if isinstance(node, ast.Assign) else [node.target]
