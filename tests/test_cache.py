@@ -132,6 +132,8 @@ RULE_FIELD_CHANGES: dict[str, Any] = {
     "type": "notaryv1",
     "notary": NotarySettings(server="https://notary.example", root_keys=("default",)),
     "pin_digest": True,
+    # A verifier type's own settings object (Rule.settings); any frozen dataclass of the type's.
+    "settings": NotarySettings(server="https://other.example", root_keys=("default",)),
 }
 
 

@@ -74,15 +74,17 @@ class VerdictCache:
     # ---- keys -------------------------------------------------------------------------------
 
     def verdict_key(self, rule: Rule, ref: ImageReference, digest: str) -> str:
+        verifier = verifier_for(rule)
         material = {
             "format": CACHE_FORMAT,
             "digest": digest,
             "name": ref.name,
             # The tag matters only where it changes the outcome (a platform digest found through its index).
-            "tag": ref.tag if rule.multi_arch != "exact" else None,
+            "tag": ref.tag if verifier.uses_tag(rule) else None,
             "rule": {k: v for k, v in asdict(rule).items() if k != "index"},
-            "keys": [self._key_material(self.config.keys[name]) for name in _key_names(rule)],
-            "rekor": [self._key_material(spec) for spec in self.config.rekor_keys.values()] if rule.tlog == "required" else [],
+            "keys": [self._key_material(self.config.keys[name]) for name in verifier.key_names(rule)],
+            # Every other file a verdict depends on (Rekor keys, trust roots), by content.
+            "trust": [self._file_digest(path) for path in verifier.trust_files(self.config, rule)],
             "limits": asdict(self.config.limits),
         }
         return _hash(material)
@@ -94,15 +96,18 @@ class VerdictCache:
         return _hash({"format": CACHE_FORMAT, "ref": str(ref), "rule": rule.index, "images": rule.images})
 
     def _key_material(self, spec: KeySpec) -> list[Any]:
+        return [spec.name, self._file_digest(spec.path), spec.hash_algorithm]
+
+    def _file_digest(self, path: str) -> str:
         # The file's bytes, not its path: a rotated key behind the same path is a new key.
-        content = self._key_digests.get(spec.path)
+        content = self._key_digests.get(path)
         if content is None:
             try:
-                content = hashlib.sha256(read_regular(spec.path, 64 * 1024)[: 64 * 1024]).hexdigest()
+                content = hashlib.sha256(read_regular(path, 64 * 1024)[: 64 * 1024]).hexdigest()
             except OSError:  # unreadable, or not a regular file (a FIFO would block: never waited on)
                 content = "unreadable"
-            self._key_digests[spec.path] = content
-        return [spec.name, content, spec.hash_algorithm]
+            self._key_digests[path] = content
+        return content
 
     # ---- entries ----------------------------------------------------------------------------
 
@@ -284,10 +289,6 @@ def _is_time(value: Any) -> bool:
     """A finite number of seconds since the epoch. The comparisons are false for NaN, and exact
     for integers of any size (math.isfinite raises OverflowError on a huge one)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and -1e12 < value < 1e12
-
-
-def _key_names(rule: Rule) -> tuple[str, ...]:
-    return verifier_for(rule).key_names(rule)
 
 
 def _hash(material: Any) -> str:

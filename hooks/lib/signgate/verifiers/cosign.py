@@ -86,6 +86,10 @@ class CosignVerifier:
             return set()
         return {registry_endpoint(parse_reference(rule.signature_repository, insecure).registry, insecure)}
 
+    def uses_tag(self, rule: Rule) -> bool:
+        # Only when a platform digest may pass through the tag's signed index (verify.py).
+        return rule.multi_arch != "exact"
+
     def key_names(self, rule: Rule) -> tuple[str, ...]:
         return rule.keys
 

@@ -81,6 +81,11 @@ class NotaryV1Verifier:
         except InvalidReference:
             return set()  # never named, so refused when contacted, saying why
 
+    def uses_tag(self, rule: Rule) -> bool:
+        # The trust data is looked up by tag, but a verdict is about the digest it resolves to, as
+        # for cosign rules: another tag with the same signed digest pulls the same bytes.
+        return False
+
     def key_names(self, rule: Rule) -> tuple[str, ...]:
         return rule.notary.root_keys if rule.notary is not None else ()
 
