@@ -10,7 +10,7 @@
   (shell-operator's Synchronization or Schedule runs), which has no request to answer.
   This is checked in-process through `hook.run_admission` with many examples, and on the real
   executable as a subprocess with a modest number.
-- Signature payloads (`cosign.parse_simple_signing`, `check_simple_signing_claims`) and sigstore
+- Signature payloads (`cosign.SimpleSigningPayload.parse`, `check_simple_signing_claims`) and sigstore
   bundles (`bundle.check_bundle`): malformed input is a ValueError with a readable message or a
   problem string, never another exception, and only well-formed claims are accepted.
 
@@ -37,7 +37,7 @@ from hostile import ConnectionAudit, write_config
 from signgate import hook
 from signgate.bundle import check_bundle
 from signgate.config import KeySpec
-from signgate.cosign import COSIGN_SIGNATURE_TYPE, Requirements, check_simple_signing_claims, parse_simple_signing
+from signgate.cosign import COSIGN_SIGNATURE_TYPE, PayloadError, Requirements, SimpleSigningPayload, check_simple_signing_claims
 from signgate.errors import InvalidReference
 from signgate.keys import load_public_key
 from signgate.reference import ImageReference, parse_reference
@@ -345,13 +345,16 @@ payloads = st.one_of(
 @given(payloads)
 @example(b'{"critical":{"image":{"docker-manifest-digest":"x"},"identity":[]}}')
 @example(b"\xff\xfe{}")
-def test_parse_simple_signing_returns_a_document_or_a_readable_value_error(payload: bytes) -> None:
+def test_parse_simple_signing_returns_a_typed_payload_or_a_readable_payload_error(payload: bytes) -> None:
     try:
-        document = parse_simple_signing(payload)
-    except ValueError as exc:
+        parsed = SimpleSigningPayload.parse(payload)
+    except PayloadError as exc:
         assert str(exc).startswith("its payload")
         return
-    assert isinstance(document["critical"]["image"]["docker-manifest-digest"], str)
+    document = json.loads(payload)
+    assert parsed.manifest_digest == document["critical"]["image"]["docker-manifest-digest"]
+    assert parsed.type == document["critical"].get("type")
+    assert parsed.optional == (document.get("optional") or {})
 
 
 @settings(max_examples=500, deadline=None)
@@ -384,9 +387,9 @@ BUG_RECURSION = (
 )
 
 
-def test_deeply_nested_payload_is_a_value_error() -> None:
-    with pytest.raises(ValueError):
-        parse_simple_signing(b"[" * 100_000)
+def test_deeply_nested_payload_is_a_payload_error() -> None:
+    with pytest.raises(PayloadError):
+        SimpleSigningPayload.parse(b"[" * 100_000)
 
 
 # ---- sigstore bundles ---------------------------------------------------------------------------------
