@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from signgate.config import Config, build_config
-from signgate.policy import match_rule, matches, ordered_rules, specificity, static_decision, validate_pattern
+from signgate.policy import match_rule, matches, ordered_rules, specificity, static_decision, check_pattern
 from signgate.reference import parse_reference
 
 DIGEST = "sha256:" + "ab" * 32
@@ -84,7 +84,7 @@ GLOBS = [
 
 @pytest.mark.parametrize("pattern, name, expected", GLOBS)
 def test_glob_matching(pattern, name, expected):
-    assert validate_pattern(pattern) is None
+    assert check_pattern(pattern) is None
     assert matches(pattern, name) is expected
 
 
@@ -173,7 +173,7 @@ def test_match_rule_is_the_first_matching_rule_in_ordered_rules(patterns, name, 
         assert (shuffled.images if shuffled else None) == (expected.images if expected else None)
 
 
-# --- validate_pattern -------------------------------------------------------------------------
+# --- check_pattern -------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -199,8 +199,8 @@ def test_match_rule_is_the_first_matching_rule_in_ordered_rules(patterns, name, 
         pytest.param("registry.example.com/App", "must be lower-case", id="capitals-in-path-could-never-match"),
     ],
 )
-def test_validate_pattern_explains_the_problem(pattern, problem):
-    result = validate_pattern(pattern)
+def test_check_pattern_explains_the_problem(pattern, problem):
+    result = check_pattern(pattern)
     assert result is not None and problem in result
 
 
@@ -209,8 +209,8 @@ def test_validate_pattern_explains_the_problem(pattern, problem):
     ["**", "docker.io/library/nginx", "registry.example.com:5000/team/*", "[::1]:5000/app", "*/library/*",
      "registry.example.com/**/app", "r.io/a_b-c.d/e__f"],
 )
-def test_validate_pattern_accepts_usable_patterns(pattern):
-    assert validate_pattern(pattern) is None
+def test_check_pattern_accepts_usable_patterns(pattern):
+    assert check_pattern(pattern) is None
 
 
 # --- static decisions -------------------------------------------------------------------------

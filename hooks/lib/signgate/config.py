@@ -16,7 +16,7 @@ from .errors import ConfigError, InvalidReference
 from .fields import LongInteger as _LongInteger, Section as _Section, ca_bundle_problem, clip as _clip, short as _short, type_name as _type_name
 from .files import read_regular
 from .podspec import config_path
-from .policy import canonical_pattern, validate_pattern
+from .policy import canonical_pattern, check_pattern
 from .reference import canonical_insecure
 # Deferred imports: the network guard (socket, threading) loads only for a configuration that
 # lists registries.allowNetworks; the hook's other paths never need it.
@@ -212,7 +212,7 @@ def _webhook(section: "_Section", environ: Mapping[str, str]) -> WebhookSettings
     selector = section.raw("namespaceSelector", None)
     if selector is None:
         selector = json.loads(json.dumps(DEFAULT_SELECTOR))  # a copy: never hand out the shared default
-    _check_selector(section, "namespaceSelector", selector)
+    _verify_selector(section, "namespaceSelector", selector)
     timeout = section.integer("timeoutSeconds", 10, *RANGES["webhook.timeoutSeconds"])
     default_deadline = max(timeout * 0.5, timeout - 2.0)
     deadline = section.number("deadlineSeconds", default_deadline, *RANGES["webhook.deadlineSeconds"])
@@ -238,7 +238,7 @@ def _webhook(section: "_Section", environ: Mapping[str, str]) -> WebhookSettings
     )
 
 
-def _check_selector(section: "_Section", name: str, selector: Any) -> None:
+def _verify_selector(section: "_Section", name: str, selector: Any) -> None:
     path = section.path_of(name)
     if not isinstance(selector, dict):
         section.fail(name, "must be a label selector mapping with matchLabels and/or matchExpressions")
@@ -371,7 +371,7 @@ def _policy(
     for index, item in enumerate(items):
         section = _Section(item, f"policy[{index}]", top.source)
         images = section.string("images", None, required=True)
-        problem = validate_pattern(images)
+        problem = check_pattern(images)
         if problem:
             section.fail("images", problem)
         try:
