@@ -11,6 +11,6 @@ Only `verifier` (light) is imported here: the type registry loads it with the co
 the rest loads when a notaryv1 rule applies.
 """
 
-from .verifier import NotaryV1Verifier
+from .verifier import NotarySettings, NotaryV1Verifier
 
-__all__ = ["NotaryV1Verifier"]
+__all__ = ["NotarySettings", "NotaryV1Verifier"]

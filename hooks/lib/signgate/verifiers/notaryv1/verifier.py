@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import os
 import urllib.parse
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
 from ...errors import InvalidReference, KeyLoadError, NotFound, SigngateError
 from ...fields import ca_bundle_problem, clip, short
 from ...reference import canonical_endpoint
-from ...settings import NotarySettings
 from ...verdict import ImageVerdict
 from ..interface import Endpoint, RuleContext
 
@@ -33,6 +33,22 @@ if TYPE_CHECKING:
 # Deferred imports: the trust-data modules (TUF metadata, keys, roles, the fetcher) and datetime
 # load only when a notaryv1 rule applies; `import signgate.config` reaches this module through
 # the type registry and must stay light.
+
+
+@dataclass(frozen=True)
+class NotarySettings:
+    """A notaryv1 rule's `notary` section (in `Rule.settings`): Docker Content Trust data for the
+    image's GUN on a Notary server."""
+
+    server: str  # https://notary.example.com[:port]
+    root_keys: tuple[str, ...]  # names in `keys`: pinned root public keys (PEM)
+    ca_bundle: str | None = None  # CA for the Notary server's TLS; default: the system CAs
+    delegations: tuple[str, ...] = ()  # roles that must have signed the target, e.g. targets/releases
+
+
+def notary_settings(rule: Rule) -> NotarySettings | None:
+    """The rule's Notary settings; None for a rule of another type."""
+    return rule.settings if isinstance(rule.settings, NotarySettings) else None
 
 
 class NotaryV1Verifier:
@@ -71,7 +87,7 @@ class NotaryV1Verifier:
                 notary.fail("delegations", f"{short(role)} is not a delegation role (e.g. targets/releases)")
         notary.done()
         settings = NotarySettings(server=server.rstrip("/"), root_keys=root_keys, ca_bundle=ca_bundle, delegations=delegations)
-        return {"notary": settings}
+        return {"settings": settings}
 
     def verify(self, config: Config, rule: Rule, ref: ImageReference, client: RegistryClient, keyring: KeyRing) -> ImageVerdict:
         try:
@@ -80,28 +96,31 @@ class NotaryV1Verifier:
             return ImageVerdict(False, exc.reason, str(exc), log_detail=exc.log_detail)
 
     def endpoints(self, rule: Rule, insecure: frozenset[str]) -> set[Endpoint]:
-        if rule.notary is None:
+        settings = notary_settings(rule)
+        if settings is None:
             return set()
-        parts = urllib.parse.urlsplit(rule.notary.server)
+        parts = urllib.parse.urlsplit(settings.server)
         try:
             return {canonical_endpoint(parts.netloc, parts.scheme)}
         except InvalidReference:
             return set()  # never named, so refused when contacted, saying why
 
     def key_names(self, rule: Rule) -> tuple[str, ...]:
-        return rule.notary.root_keys if rule.notary is not None else ()
+        settings = notary_settings(rule)
+        return settings.root_keys if settings is not None else ()
 
     def trust_files(self, config: Config, rule: Rule) -> list[str]:
         return [config.keys[name].path for name in self.key_names(rule)]
 
     def describe(self, rule: Rule) -> list[str]:
-        if rule.notary is None:
+        settings = notary_settings(rule)
+        if settings is None:
             return []
-        parts = [f"type={rule.type}", f"server={rule.notary.server}", f"rootKeys={','.join(rule.notary.root_keys)}"]
-        if rule.notary.delegations:
-            parts.append(f"delegations={','.join(rule.notary.delegations)}")
-        if rule.notary.ca_bundle:
-            parts.append(f"caBundle={rule.notary.ca_bundle}")
+        parts = [f"type={rule.type}", f"server={settings.server}", f"rootKeys={','.join(settings.root_keys)}"]
+        if settings.delegations:
+            parts.append(f"delegations={','.join(settings.delegations)}")
+        if settings.ca_bundle:
+            parts.append(f"caBundle={settings.ca_bundle}")
         return parts
 
 
@@ -124,7 +143,7 @@ def verify_notary(
     from .transport import NotaryFetcher
     from .trust_data import TrustCollection
 
-    settings = rule.notary
+    settings = notary_settings(rule)
     if settings is None:
         raise NotaryError(f"{rule.label} has type notaryv1 but no notary settings")
     try:
