@@ -27,8 +27,9 @@ import yaml
 
 from contract import HookRun, request_for, run_request
 from signgate.cache import DEFINITE_FAILURES, MAX_ENTRY_BYTES, VerdictCache, settings_from
-from signgate.config import CacheSettings, Config, KeySpec, Limits, NotarySettings, Rule, parse_config
+from signgate.config import CacheSettings, Config, KeySpec, Limits, Rule, parse_config
 from signgate.reference import ImageReference, parse_reference
+from signgate.verifiers.notaryv1 import NotarySettings
 from support.oci import PushedImage, RegistryHTTP, push_image
 from support.registry import Registry
 from support.signer import TestKey, sign_legacy
@@ -130,10 +131,8 @@ RULE_FIELD_CHANGES: dict[str, Any] = {
     "tlog": "required",
     "multi_arch": "index-or-platforms",
     "type": "notaryv1",
-    "notary": NotarySettings(server="https://notary.example", root_keys=("default",)),
+    "settings": NotarySettings(server="https://notary.example", root_keys=("default",)),
     "pin_digest": True,
-    # A verifier type's own settings object (Rule.settings); any frozen dataclass of the type's.
-    "settings": NotarySettings(server="https://other.example", root_keys=("default",)),
 }
 
 

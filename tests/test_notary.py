@@ -34,31 +34,23 @@ from support.signer import TestKey
 from signgate.config import Limits, parse_config
 from signgate.deadline import Deadline
 from signgate.keys import public_key_from_pem
-from signgate.notary import (
-    CanonicalJSONError,
+from signgate.verifiers.notaryv1.canonical_json import CanonicalJSONError, canonical_json
+from signgate.verifiers.notaryv1.cli import root_key_main
+from signgate.verifiers.notaryv1.decision import verify_target
+from signgate.verifiers.notaryv1.errors import (
     HashMismatch,
     InvalidMetadata,
     MetadataExpired,
-    Metadata,
     NotaryError,
-    NotaryFetcher,
-    Role,
     RootNotTrusted,
     ThresholdNotMet,
-    TrustCollection,
-    TufKey,
-    _delegations,
-    canonical_json,
-    check_file,
-    check_image,
-    check_signatures,
-    parse_key,
-    parse_metadata,
-    parse_time,
-    root_key_main,
-    tuf_key_id,
-    verify_notary,
 )
+from signgate.verifiers.notaryv1.keys import TufKey, parse_key, tuf_key_id
+from signgate.verifiers.notaryv1.metadata import Metadata, parse_metadata, parse_time, verify_file
+from signgate.verifiers.notaryv1.roles import Role, parse_delegations, verify_signatures
+from signgate.verifiers.notaryv1.transport import NotaryFetcher
+from signgate.verifiers.notaryv1.trust_data import TrustCollection
+from signgate.verifiers.notaryv1.verifier import verify_notary
 from signgate.reference import parse_reference
 from signgate.registry import RegistryClient
 from signgate.verifiers import verify_image
@@ -348,7 +340,7 @@ def test_real_metadata_verifies_and_expires_by_the_clock(notary_server, signed_i
     gun = gun_of(signed_image)
     files = fetch_all(notary_server, gun)
     collection = TrustCollection(gun, dict_fetch(files), [pinned(root_pem)], datetime.now(timezone.utc), max_bytes=1 << 20)
-    accepted = check_image(collection, tag="v1", digest=None, served_digest=signed_image.digest, served_size=signed_image.size)
+    accepted = verify_target(collection, tag="v1", digest=None, served_digest=signed_image.digest, served_size=signed_image.size)
     assert accepted.signers == (("targets", "v1"),)
 
     # notary-server gives the timestamp 14 days; the snapshot and targets 3 years, root 10.
@@ -419,7 +411,7 @@ def test_delegation_files_are_chained_through_the_snapshot(notary_server, http, 
     key = [pinned(root_pem)]
 
     collection = TrustCollection(gun, dict_fetch(files), key, datetime.now(timezone.utc), max_bytes=1 << 20)
-    accepted = check_image(collection, tag="v1", digest=None, served_digest=image.digest, served_size=image.size,
+    accepted = verify_target(collection, tag="v1", digest=None, served_digest=image.digest, served_size=image.size,
                            required=(RELEASES,))
     assert accepted.signers == ((RELEASES, "v1"),)
 
@@ -546,25 +538,25 @@ def _role(keys: list[tuple[TufKey, Any]], threshold: int) -> Role:
 def test_threshold_counts_distinct_valid_keys_of_the_role(three_keys) -> None:
     role = _role(three_keys, 2)
     both = parse_metadata(_signed_file(TARGETS_SIGNED, three_keys[:2]), "targets", "gun")
-    assert set(check_signatures(both, role)) == {three_keys[0][0].key_id, three_keys[1][0].key_id}
+    assert set(verify_signatures(both, role)) == {three_keys[0][0].key_id, three_keys[1][0].key_id}
 
     # One key signing twice is one signature.
     twice = parse_metadata(_signed_file(TARGETS_SIGNED, [three_keys[0], three_keys[0]]), "targets", "gun")
     with pytest.raises(ThresholdNotMet, match="^targets.json of gun is not validly signed: 1 of the 2 required signature"):
-        check_signatures(twice, role)
+        verify_signatures(twice, role)
 
     # A key outside the role does not count, even when its signature is valid.
     private = ec.generate_private_key(ec.SECP256R1())
     meta = parse_metadata(_signed_file(TARGETS_SIGNED, [three_keys[0], (_tuf_key(private), private)]), "targets", "gun")
     with pytest.raises(ThresholdNotMet):
-        check_signatures(meta, role)
+        verify_signatures(meta, role)
 
     # Corrupted signatures do not count; DER-encoded ECDSA is accepted like raw r||s.
     bad = parse_metadata(_signed_file(TARGETS_SIGNED, three_keys, corrupt=True), "targets", "gun")
     with pytest.raises(ThresholdNotMet, match="0 of the 2"):
-        check_signatures(bad, role)
+        verify_signatures(bad, role)
     mixed = parse_metadata(_signed_file(TARGETS_SIGNED, [three_keys[2], three_keys[0]]), "targets", "gun")
-    assert len(check_signatures(mixed, role)) == 2
+    assert len(verify_signatures(mixed, role)) == 2
 
 
 def test_signature_over_other_content_does_not_verify(three_keys) -> None:
@@ -572,7 +564,7 @@ def test_signature_over_other_content_does_not_verify(three_keys) -> None:
     raw = json.loads(_signed_file(TARGETS_SIGNED, three_keys[:1]))
     raw["signed"]["version"] = 2  # the signature was over version 1
     with pytest.raises(ThresholdNotMet):
-        check_signatures(parse_metadata(json.dumps(raw).encode(), "targets", "gun"), role)
+        verify_signatures(parse_metadata(json.dumps(raw).encode(), "targets", "gun"), role)
 
 
 def test_check_file_length_and_each_listed_hash() -> None:
@@ -581,14 +573,14 @@ def test_check_file_length_and_each_listed_hash() -> None:
         "sha256": base64.b64encode(hashlib.sha256(data).digest()).decode(),
         "sha512": base64.b64encode(hashlib.sha512(data).digest()).decode(),
     }}
-    check_file(data, entry, "snapshot.json", "timestamp.json")
+    verify_file(data, entry, "snapshot.json", "timestamp.json")
     with pytest.raises(HashMismatch, match="is 15 bytes, but timestamp.json lists 14"):
-        check_file(data + b"!", entry, "snapshot.json", "timestamp.json")
+        verify_file(data + b"!", entry, "snapshot.json", "timestamp.json")
     wrong512 = {**entry, "hashes": {**entry["hashes"], "sha512": base64.b64encode(bytes(64)).decode()}}
     with pytest.raises(HashMismatch, match="does not match the sha512"):
-        check_file(data, wrong512, "snapshot.json", "timestamp.json")
+        verify_file(data, wrong512, "snapshot.json", "timestamp.json")
     with pytest.raises(InvalidMetadata, match="no sha256 or sha512"):
-        check_file(data, {"length": len(data), "hashes": {"md5": "AAAA"}}, "snapshot.json", "timestamp.json")
+        verify_file(data, {"length": len(data), "hashes": {"md5": "AAAA"}}, "snapshot.json", "timestamp.json")
 
 
 def test_parse_metadata_refuses_wrong_type_floats_and_duplicate_keys(three_keys) -> None:
@@ -607,11 +599,11 @@ def test_delegation_paths_are_restricted_by_the_parent() -> None:
     ]}}
     meta = Metadata("targets/a", "gun", b"", signed, (), b"", 1, datetime.now(timezone.utc))
     parent = Role("targets/a", (), 1, {}, paths=("abc",))
-    [child] = _delegations(meta, parent)
+    [child] = parse_delegations(meta, parent)
     assert child.paths == ("abc/x",)  # "ab" is wider than the parent allows; "zz" is outside it
     assert child.allows("abc/x/1") and not child.allows("abd")
 
     # Only a direct child may be delegated.
     bad = {**signed, "delegations": {"keys": {}, "roles": [{"name": "targets/other", "keyids": [], "threshold": 1}]}}
     with pytest.raises(InvalidMetadata, match="not a child role of targets/a"):
-        _delegations(replace(meta, signed=bad), parent)
+        parse_delegations(replace(meta, signed=bad), parent)

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = 
         return service_main(argv, out=out, err=err)
     if argv[:2] == ["notary", "root-key"]:
         # Needs no configuration: it is how the configuration's pinned key is obtained.
-        from .notary import root_key_main
+        from .verifiers.notaryv1.cli import root_key_main
 
         return root_key_main(argv[2:], out=out, err=err)
     if argv[:1] == ["sigstore"]:

@@ -41,7 +41,6 @@ from .settings import (  # noqa: F401  (re-exported: the configuration's types)
     RegistrySettings,
     Limits,
     CacheSettings,
-    NotarySettings,
     Rule,
     Config,
 )

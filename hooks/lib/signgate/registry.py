@@ -97,6 +97,28 @@ class RequestRecord:
     seconds: float
 
 
+@dataclass(frozen=True)
+class Wording:
+    """How the client's messages name the server it talks to.
+
+    A Notary server speaks the registry's HTTP, token authentication and TLS, so the Notary
+    fetcher uses this client with its own words (`the Notary server`, its URL, its caBundle
+    setting) instead of rewriting the registry's messages afterwards.
+    """
+
+    server: str = "the registry"  # "access denied by the registry (403)"
+    ca_setting: str = "registries.caBundle"  # where a missing CA is configured
+    own_host: str | None = None  # the canonical host[:port] that `own_name` names
+    own_name: str = ""
+
+    def host(self, host: str) -> str:
+        """`registry <host>`, or the client's own name for its own host."""
+        return self.own_name if self.own_host is not None and host == self.own_host else f"registry {host}"
+
+
+REGISTRY_WORDING = Wording()
+
+
 def digest_of(data: bytes, algorithm: str = "sha256") -> str:
     return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
 
@@ -119,6 +141,7 @@ class RegistryClient:
         credentials: CredentialStore | None = None,
         host_allowed: Callable[[str, str, str], str | None] | None = None,
         host_named: Callable[[str, str], bool] | None = None,
+        wording: Wording = REGISTRY_WORDING,
     ) -> None:
         import requests  # noqa: F401  (deferred: see the module docstring)
 
@@ -131,6 +154,7 @@ class RegistryClient:
         self.host_allowed = host_allowed or (lambda host, scheme, role: None)
         # (host[:port], scheme) -> True when the configuration names the host: errors in detail.
         self.host_named = host_named or (lambda host, scheme: True)
+        self.wording = wording
         self._sessions: dict[str, Any] = {}
         self._proxies: dict[str, dict[str, str]] = {}
         self._tokens: dict[tuple[str, str], str] = {}
@@ -139,6 +163,16 @@ class RegistryClient:
         self.records: list[RequestRecord] = []
 
     # ---- public API -------------------------------------------------------------------------
+
+    def for_server(self, settings: RegistrySettings, wording: Wording) -> RegistryClient:
+        """A client for another server speaking the registry protocol (a Notary server), with this
+        client's limits, deadline, credentials (a pull secret may carry that host), host policy
+        and request log."""
+        client = RegistryClient(
+            settings, self.limits, self.deadline, self.credentials, self.host_allowed, self.host_named, wording
+        )
+        client.records = self.records
+        return client
 
     def get_manifest(self, host: str, repository: str, reference: str, *, accept: str = MANIFEST_ACCEPT) -> Manifest:
         """Fetch a manifest by tag or digest. Raises NotFound on 404."""
@@ -236,7 +270,9 @@ class RegistryClient:
                 session.headers["User-Agent"] = USER_AGENT
                 session.headers["Accept-Encoding"] = "identity"
                 session.verify = True
-                session.mount("https://", _adapter_with_shared_context(self._requests, self.settings.ca_bundle or None))
+                session.mount("https://", _adapter_with_shared_context(
+                    self._requests, self.settings.ca_bundle or None, self.wording.ca_setting
+                ))
                 self._sessions[host] = session
             return session
 
@@ -304,10 +340,10 @@ class RegistryClient:
                 continue
             if status == 401:
                 self._discard(response)
-                raise RegistryAuthError(f"{what}: the registry rejected the credentials (401)")
+                raise RegistryAuthError(f"{what}: {self.wording.server} rejected the credentials (401)")
             if status == 403:
                 self._discard(response)
-                raise RegistryAuthError(f"{what}: access denied by the registry (403)")
+                raise RegistryAuthError(f"{what}: access denied by {self.wording.server} (403)")
             if status in RETRY_STATUSES:
                 header = response.headers.get("Retry-After")
                 wait = _retry_after(header, attempt)
@@ -334,8 +370,8 @@ class RegistryClient:
 
     def _status_error(self, status: int, what: str, attempts: int) -> RegistryError:
         if status == 429:
-            return RegistryRateLimited(f"{what}: rate-limited by the registry (429) after {attempts} attempts")
-        return RegistryUnreachable(f"{what}: the registry answered HTTP {status} after {attempts} attempts")
+            return RegistryRateLimited(f"{what}: rate-limited by {self.wording.server} (429) after {attempts} attempts")
+        return RegistryUnreachable(f"{what}: {self.wording.server} answered HTTP {status} after {attempts} attempts")
 
     def _cannot_wait_error(
         self, status: int, what: str, attempts: int, asked: float | None, left: float
@@ -355,8 +391,8 @@ class RegistryClient:
             limit = f"more than the {left:.1f} s left of the {seconds:g} s deadline"
         request = f"it asks to retry after {asked:g} s, {limit}"
         if status == 429:
-            return RegistryRateLimited(f"{what}: rate-limited by the registry (429); {request}")
-        return RegistryUnreachable(f"{what}: the registry answered HTTP {status}; {request}")
+            return RegistryRateLimited(f"{what}: rate-limited by {self.wording.server} (429); {request}")
+        return RegistryUnreachable(f"{what}: {self.wording.server} answered HTTP {status}; {request}")
 
     def _send(self, host: str, url: str, headers: dict[str, str], what: str) -> Any:
         requests = self._requests
@@ -379,7 +415,7 @@ class RegistryClient:
                 # Only a wildcard rule allows this host: whether its port refused, timed out or
                 # spoke something other than TLS must not be readable in kubectl (network.py).
                 error = RegistryUnreachable(
-                    f"registry {host} unreachable (the cause is in the signgate log)", log_detail=str(error)
+                    f"{self.wording.host(host)} unreachable (the cause is in the signgate log)", log_detail=str(error)
                 )
             raise error from None
         finally:
@@ -389,17 +425,18 @@ class RegistryClient:
 
     def _transport_error(self, exc: Exception, host: str, what: str) -> RegistryError | DeadlineExceeded:
         requests = self._requests
+        wording = self.wording
         if isinstance(exc, requests.exceptions.SSLError):
-            return RegistryUnreachable(f"{what}: TLS verification of {host} failed ({_tls_problem(exc)})")
+            return RegistryUnreachable(f"{what}: TLS verification of {host} failed ({_tls_problem(exc, wording)})")
         if isinstance(exc, requests.exceptions.ConnectTimeout):
-            return RegistryUnreachable(f"registry {host} unreachable: connection timed out")
+            return RegistryUnreachable(f"{wording.host(host)} unreachable: connection timed out")
         if isinstance(exc, requests.exceptions.ReadTimeout):
             if self.deadline.expired():
                 return DeadlineExceeded(f"not verified within {self.deadline.seconds:g} s")
-            return RegistryUnreachable(f"registry {host} did not answer in time")
+            return RegistryUnreachable(f"{wording.host(host)} did not answer in time")
         if isinstance(exc, requests.exceptions.ConnectionError):
-            return RegistryUnreachable(f"registry {host} unreachable: {_connection_problem(exc)}")
-        return RegistryUnreachable(f"registry {host}: request failed ({type(exc).__name__})")
+            return RegistryUnreachable(f"{wording.host(host)} unreachable: {_connection_problem(exc, wording)}")
+        return RegistryUnreachable(f"{wording.host(host)}: request failed ({type(exc).__name__})")
 
     def _follow_redirects(self, host: str, url: str, response: Any, accept: str, what: str) -> Any:
         current_url = url
@@ -523,12 +560,12 @@ class RegistryClient:
         credentials = self.credentials.for_host(host)
         if scheme == "basic":
             if credentials is None:
-                raise RegistryAuthError(f"{what}: the registry requires a login and no credentials are configured for {host}")
+                raise RegistryAuthError(f"{what}: {self.wording.server} requires a login and no credentials are configured for {host}")
             with self._lock:
                 self._basic_hosts.add(host)
             return
         if scheme != "bearer" or not params.get("realm"):
-            raise RegistryAuthError(f"{what}: the registry asks for an unsupported authentication scheme")
+            raise RegistryAuthError(f"{what}: {self.wording.server} asks for an unsupported authentication scheme")
         token = self._fetch_token(host, params, scope, credentials, what)
         with self._lock:
             self._tokens[(host, scope)] = token
@@ -538,7 +575,7 @@ class RegistryClient:
     ) -> str:
         realm_host = _unambiguous_netloc(params["realm"])
         if realm_host is None:
-            raise RegistryAuthError(f"{what}: the registry names an unusable token service")
+            raise RegistryAuthError(f"{what}: {self.wording.server} names an unusable token service")
         realm_url, realm_host = self._checked_url(params["realm"], realm_host, "token")
         realm = urllib.parse.urlsplit(realm_url)
         query = {"scope": scope}
@@ -639,7 +676,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_tls_lock_in_child)
 
 
-def shared_tls_context(ca_bundle: str | None) -> Any:
+def shared_tls_context(ca_bundle: str | None, setting: str = REGISTRY_WORDING.ca_setting) -> Any:
     """The client TLS context for `ca_bundle` (None: none configured), built once per process.
 
     Left to itself, requests hands urllib3 the path of certifi's bundle for every connection, and
@@ -661,7 +698,7 @@ def shared_tls_context(ca_bundle: str | None) -> Any:
             with open(ca_bundle, "rb") as handle:
                 version = hashlib.sha256(handle.read()).digest()
         except OSError as exc:
-            raise RegistryError(f"cannot load registries.caBundle {ca_bundle}: {exc.strerror or exc}") from None
+            raise RegistryError(f"cannot load {setting} {ca_bundle}: {exc.strerror or exc}") from None
     with _TLS_CONTEXTS_LOCK:
         cached = _TLS_CONTEXTS.get(ca_bundle)
         if cached is not None and cached[0] == version:
@@ -679,14 +716,14 @@ def shared_tls_context(ca_bundle: str | None) -> Any:
             try:
                 context.load_verify_locations(cafile=ca_bundle)
             except (OSError, ssl.SSLError) as exc:
-                raise RegistryError(f"cannot load registries.caBundle {ca_bundle}: {exc}") from None
+                raise RegistryError(f"cannot load {setting} {ca_bundle}: {exc}") from None
         _TLS_CONTEXTS[ca_bundle] = (version, context)
         return context
 
 
-def _adapter_with_shared_context(requests: Any, ca_bundle: str | None) -> Any:
+def _adapter_with_shared_context(requests: Any, ca_bundle: str | None, setting: str) -> Any:
     """An HTTPS adapter whose connections all use the process's TLS context for `ca_bundle`."""
-    context = shared_tls_context(ca_bundle)
+    context = shared_tls_context(ca_bundle, setting)
 
     class SharedContextAdapter(requests.adapters.HTTPAdapter):
         def init_poolmanager(self, *args: Any, **kwargs: Any) -> Any:
@@ -808,23 +845,23 @@ _NAME_MISMATCH = {62, 64}  # hostname mismatch, IP address mismatch
 _EXPIRED = {10}
 
 
-def _tls_problem(exc: Exception) -> str:
+def _tls_problem(exc: Exception, wording: Wording = REGISTRY_WORDING) -> str:
     for cause in _causes(exc):
         if isinstance(cause, ssl.SSLCertVerificationError):
             code = cause.verify_code
             if code in _UNKNOWN_AUTHORITY:
-                return "certificate signed by an unknown authority; set registries.caBundle"
+                return f"certificate signed by an unknown authority; set {wording.ca_setting}"
             if code in _NAME_MISMATCH:
                 return "the certificate does not match the host name"
             if code in _EXPIRED:
                 return "the certificate has expired"
             return "certificate verification failed"
         if isinstance(cause, ssl.SSLError) and cause.reason == "WRONG_VERSION_NUMBER":
-            return "the registry does not speak TLS; list it under registries.insecure if it is plain HTTP"
+            return f"{wording.server} does not speak TLS; list it under registries.insecure if it is plain HTTP"
     return "TLS handshake failed"
 
 
-def _connection_problem(exc: Exception) -> str:
+def _connection_problem(exc: Exception, wording: Wording = REGISTRY_WORDING) -> str:
     for cause in _causes(exc):
         if isinstance(cause, ConnectionRefusedError):
             return "connection refused"
@@ -833,7 +870,7 @@ def _connection_problem(exc: Exception) -> str:
         if isinstance(cause, ConnectionResetError):
             return "connection reset"
         if isinstance(cause, http.client.RemoteDisconnected):
-            return "the registry closed the connection"
+            return f"{wording.server} closed the connection"
         if isinstance(cause, OSError) and cause.errno == errno.ENETUNREACH:
             return "network unreachable"
         if isinstance(cause, OSError) and cause.errno == errno.EHOSTUNREACH:

@@ -340,9 +340,10 @@ def preload() -> None:
     from urllib3.util import parse_url  # noqa: F401
 
     from . import (  # noqa: F401
-        bundle, cache, cosign, credentials, decision, fastpath, hook, keys, metrics, network, notary, pinning,
+        bundle, cache, cosign, credentials, decision, fastpath, hook, keys, metrics, network, pinning,
         podspec, policy, registry, rekor, verify,
     )
+    from .verifiers.notaryv1 import decision as notary_decision, transport as notary_transport  # noqa: F401
     from .config import ConfigError, config_path_from_env, load_config
 
     # The TLS trust, built once here: every worker forked from this parent inherits the contexts

@@ -103,16 +103,6 @@ class CacheSettings:
 
 
 @dataclass(frozen=True)
-class NotarySettings:
-    """A notaryv1 rule: Docker Content Trust data for the image's GUN on a Notary server."""
-
-    server: str  # https://notary.example.com[:port]
-    root_keys: tuple[str, ...]  # names in `keys`: pinned root public keys (PEM)
-    ca_bundle: str | None = None  # CA for the Notary server's TLS; default: the system CAs
-    delegations: tuple[str, ...] = ()  # roles that must have signed the target, e.g. targets/releases
-
-
-@dataclass(frozen=True)
 class Rule:
     """One policy rule. `index` is its position in the file, used in messages and as a tiebreak."""
 
@@ -132,7 +122,6 @@ class Rule:
     tlog: Tlog = "ignore"
     multi_arch: MultiArch = "exact"
     type: str = "cosign"  # a name in verifiers.VERIFIERS (config checks it)
-    notary: "NotarySettings | None" = None
     # The parsed settings of a verifier type whose fields do not sit on the rule (see docs/architecture.md).
     settings: Any = None
     pin_digest: bool = False  # the mutating call rewrites name:tag to name:tag@sha256:<verified digest>
