@@ -226,7 +226,8 @@ def run(
         if mutating and not _pinning_applies(config, request):
             _log(lines, "info", "signgate: nothing to pin", **fields.as_log(), verdict="allowed")
             return HookResult({"allowed": True}, lines, fields=fields)
-        shed = _shed(deadline, fallback, started)
+        # An injected verifier needs no registry library: nothing is left to import before it runs.
+        shed = _shed(deadline, fallback, started, loaded=verifier is not None)
         if shed is not None:
             # Too little time left to verify: every image that needs a signature is denied (or
             # warned about, by its rule's mode) at once, naming why; static rules still apply.
@@ -345,11 +346,12 @@ def run_admission(
 REMAINING_VERIFY_CPU = 0.25
 
 
-def _shed(deadline: Deadline, fallback: Any, started: float) -> tuple[str, str] | None:
-    """Whether to answer without verifying, and why: (reason, text) or None (see shed.py)."""
+def _shed(deadline: Deadline, fallback: Any, started: float, loaded: bool = False) -> tuple[str, str] | None:
+    """Whether to answer without verifying, and why: (reason, text) or None (see shed.py).
+    `loaded`: the verification needs no further imports."""
     from .shed import reason_to_shed
 
-    cost = 0.0 if "requests" in sys.modules else REMAINING_VERIFY_CPU
+    cost = 0.0 if loaded or "requests" in sys.modules else REMAINING_VERIFY_CPU
     return reason_to_shed(deadline.seconds, deadline.remaining(), fallback, time.monotonic() - started, cost)
 
 
