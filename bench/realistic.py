@@ -158,7 +158,7 @@ class Bed:
 def run_hook(executable: Path, config: Path | None, references: tuple[str, ...], cache: Path | None,
              tmp: Path, socket: Path | None) -> None:
     """One admission as shell-operator runs it (a new process, binding-context and response files)."""
-    from contract import hook_env, request_for
+    from support.contract import hook_env, request_for
 
     context, response = tmp / f"ctx-{uuid.uuid4().hex}.json", tmp / f"resp-{uuid.uuid4().hex}.json"
     request = request_for("Pod", list(references))

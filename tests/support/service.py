@@ -131,7 +131,7 @@ def busy_worker(socket_path: Path, directory: Path, key_path: Path) -> Iterator[
     sys.path.insert(0, str(LIB))
     from signgate.relay import PROTOCOL
 
-    from contract import BINDING, request_for
+    from support.contract import BINDING, request_for
 
     silent = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     silent.bind(("127.0.0.1", 0))

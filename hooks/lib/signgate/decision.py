@@ -15,15 +15,14 @@ Steps, in order:
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from .admission import ContainerImage, container_images, pod_spec_kind
+from .admission import AdmissionRequest, ContainerImage
 from .settings import Config, Rule
 from .deadline import Deadline
-from .errors import AmbiguousRegistry, InputError, InvalidReference, SigngateError
-from .podspec import CHECKED_OPERATIONS
+from .errors import AmbiguousRegistry, InvalidReference, SigngateError
+from .podspec import is_checked
 from .policy import match_rule, static_decision
 from .reference import ImageReference, parse_reference
 from .verifiers import verifier_endpoints, verify_image
@@ -81,20 +80,17 @@ def decide(
     cache: "VerdictCache | None" = None,
     verifier: Verifier | None = None,
 ) -> Decision:
-    """The answer to one admission request. `verifier` replaces the registries (the hook's shedding
-    path passes one that answers "overloaded" for every image that would need a signature)."""
-    if not isinstance(request, dict):
-        raise InputError("the admission review has no request object")
-    operation = request.get("operation")
-    if operation not in CHECKED_OPERATIONS:
-        return Decision(True, summary=f"operation {operation} not checked")
-    kind = pod_spec_kind(request)
+    """The answer to one admission request: an AdmissionRequest, or the review's request object
+    (parsed here). `verifier` replaces the registries (the hook's shedding path passes one that
+    answers "overloaded" for every image that would need a signature)."""
+    if not isinstance(request, AdmissionRequest):
+        request = AdmissionRequest.parse(request)
+    if not is_checked(request.operation):
+        return Decision(True, summary=f"operation {request.operation} not checked")
+    kind = request.pod_kind
     if kind is None:
         return Decision(True, summary="no pod spec")
-    obj = request.get("object")
-    if obj is None:
-        raise InputError(f"the {operation} request for a {kind} carries no object")
-    containers = container_images(kind, obj)
+    containers = request.containers
     if len(containers) > config.limits.max_images_per_request:
         return Decision(
             False,
@@ -334,7 +330,3 @@ def _quote(image: Any) -> str:
     if isinstance(image, str):
         return f'"{image if len(image) <= 200 else image[:200] + "…"}"'
     return "(missing)" if image is None else f"({type(image).__name__}, not a string)"
-
-
-def monotonic_ms(start: float) -> int:
-    return int((time.monotonic() - start) * 1000)
