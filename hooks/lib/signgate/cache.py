@@ -73,7 +73,8 @@ class VerdictCache:
 
     # ---- keys -------------------------------------------------------------------------------
 
-    def verdict_key(self, rule: Rule, ref: ImageReference, digest: str) -> str:
+    def verdict_key(self, rule: Rule, ref: ImageReference, digest: str, asker: str | None = None) -> str:
+        """`asker`: whose credentials found a failure (pull secrets: decision._CachedVerifier)."""
         material = {
             "format": CACHE_FORMAT,
             "digest": digest,
@@ -85,6 +86,8 @@ class VerdictCache:
             "rekor": [self._key_material(spec) for spec in self.config.rekor_keys.values()] if rule.tlog == "required" else [],
             "limits": asdict(self.config.limits),
         }
+        if asker is not None:
+            material["asker"] = asker
         return _hash(material)
 
     def tag_key(self, ref: ImageReference) -> str:

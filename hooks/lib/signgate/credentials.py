@@ -9,6 +9,7 @@ A key that has no canonical form is a configuration error, not a guess.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import AbstractSet, Any, Mapping
@@ -23,10 +24,29 @@ MAX_AUTH_FILE_BYTES = 1024 * 1024
 _DOCKER_HUB_KEYS = ("https://index.docker.io/v1/", "index.docker.io", "docker.io", "registry-1.docker.io")
 
 
+# A fixed salt and enough iterations that a fingerprint, which reaches cache keys on disk, is no
+# cheap oracle for guessing a short password. It is never the secret nor reversible.
+_FINGERPRINT_SALT = b"signgate registry credential fingerprint v1"
+_FINGERPRINT_ITERATIONS = 20000
+
+
 @dataclass(frozen=True)
 class Credentials:
     username: str
     password: str = field(repr=False)
+
+    @property
+    def fingerprint(self) -> str:
+        """A one-way digest that tells credentials apart (token caches, cache keys): never the secret."""
+        cached = _FINGERPRINTS.get((self.username, self.password))
+        if cached is None:
+            material = f"{self.username}\0{self.password}".encode("utf-8", "surrogatepass")
+            cached = hashlib.pbkdf2_hmac("sha256", material, _FINGERPRINT_SALT, _FINGERPRINT_ITERATIONS).hex()[:32]
+            _FINGERPRINTS[(self.username, self.password)] = cached
+        return cached
+
+
+_FINGERPRINTS: dict[tuple[str, str], str] = {}
 
 
 @dataclass(frozen=True)
@@ -36,6 +56,12 @@ class CredentialStore:
     def for_host(self, host: str) -> Credentials | None:
         """Credentials for the canonical `host[:port]` the client contacts (the registry's API host)."""
         return self.by_host.get(host.lower())
+
+    def candidates(self, host: str, repository: str) -> tuple[Credentials, ...]:
+        """Every credential to try for `repository` on `host`, in order (pullsecrets.py has a
+        store where there can be several); here the one filed under the host, if any."""
+        found = self.for_host(host)
+        return (found,) if found is not None else ()
 
 
 def load_credentials(path: str | None, insecure: AbstractSet[str] = frozenset()) -> CredentialStore:

@@ -134,6 +134,17 @@ def binding_config(config: Config) -> dict[str, Any]:
         mutating["rules"] = POD_RULES if config.pin_scope == "pods" else WORKLOAD_RULES
         mutating["rules"] = [dict(rule, resources=[r for r in rule["resources"] if "/" not in r]) for rule in mutating["rules"]]
         output["kubernetesMutating"] = [mutating]
+    if config.registries.pull_secrets == "pod":
+        from .pullsecrets import snapshot_bindings
+
+        # Pull secrets and ServiceAccounts reach the hook as snapshots in its binding context
+        # (pullsecrets.py): shell-operator watches them, the hook makes no API call. They are
+        # watched only in the namespaces the webhook checks.
+        kubernetes = snapshot_bindings({"labelSelector": namespace_selector(config)})
+        output["kubernetes"] = kubernetes
+        names = [item["name"] for item in kubernetes]
+        for admission in output["kubernetesValidating"] + output.get("kubernetesMutating", []):
+            admission["includeSnapshotsFrom"] = names
     return output
 
 
@@ -208,7 +219,13 @@ def run_admission(
             decision = decide(request, config, Deadline(deadline.seconds), verifier=_unverified(*shed, deadline.seconds))
         else:
             _elect_for_fast_path(environ, raw_config, request, mutating)
-            decision = decide(request, config, deadline, cache=cache)
+            pull_secrets = None
+            if config.registries.pull_secrets == "pod":
+                from .pullsecrets import pod_credentials
+
+                # From the snapshots shell-operator put in this context: no API call (pullsecrets.py).
+                pull_secrets = pod_credentials(admission[0], request, config.registries.insecure)
+            decision = decide(request, config, deadline, cache=cache, pull_secrets=pull_secrets)
         body = decision.response()
         if mutating and decision.allowed:
             from .pinning import encode_patch, pin_operations
