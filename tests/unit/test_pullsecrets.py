@@ -196,18 +196,19 @@ BAD_SECRETS = [
 
 
 @pytest.mark.parametrize(("bad", "problem"), BAD_SECRETS)
-def test_unreadable_secret_denies_images_no_readable_entry_matches(bad: dict[str, Any], problem: str) -> None:
+def test_unreadable_secret_is_named_when_access_is_refused(bad: dict[str, Any], problem: str) -> None:
     ctx = context(
         secret("team", "broken", None, raw=bad["raw"]),
         secret("team", "good", {"good.example.com": auth("good")}),
     )
-    creds = pod_credentials(ctx, pod_request(pull=["broken", "good"]))
-    with pytest.raises(PullSecretError) as caught:
-        creds.candidates("registry.example.com", "x")
-    assert str(caught.value).startswith("pull secret team/broken: ") and problem in str(caught.value)
-    assert caught.value.reason == "pull-secret-invalid"
-    # An image that a readable entry matches is unaffected.
+    mounted = CredentialStore({"mounted.example.com": Credentials("mounted", "m")})
+    creds = pod_credentials(ctx, pod_request(pull=["broken", "good"])).with_fallback(mounted)
+    # Which registries it covered is unknown: images go on without it (an open registry needs
+    # nothing), and the refusal of any image then names the secret and why.
+    assert creds.candidates("registry.example.com", "x") == ()
+    assert users(creds.candidates("mounted.example.com", "x")) == ["mounted"]
     assert users(creds.candidates("good.example.com", "x")) == ["good"]
+    assert f"pull secret team/broken: " in creds.note() and problem in creds.note()
 
 
 @pytest.mark.parametrize(

@@ -35,8 +35,9 @@ does. When no pull-secret entry matches the registry, the mounted `registries.au
 Bad data (a secret that is not base64 or JSON, an entry of the wrong type, an `auth` longer than
 MAX_AUTH_CHARS) denies the images that need it, naming the secret by namespace/name and never its
 contents: an entry that cannot be read denies the images its key matches; a secret that cannot be
-read at all denies the images that no readable entry matches (they might have been its). Images
-settled without a registry, or matched by a readable entry, are unaffected.
+read at all is treated as absent, and named in the denial of every image whose registry then
+refuses access (which registries it was for cannot be known). Images settled without a registry,
+matched by a readable entry, or that need no credentials are unaffected.
 
 Standard library only, and nothing is parsed until an image needs credentials.
 """
@@ -184,9 +185,8 @@ class PodCredentials:
                 found.append(entry.credentials)
         if found:
             return tuple(found)
-        whole = [b for b in self.broken if b.key is None]
-        if whole:
-            raise PullSecretError(f"pull secret {whole[0].secret}: {whole[0].problem}")
+        # A secret that cannot be read at all is not known to cover this registry: the image goes
+        # on as if it were absent, and if the registry then refuses access, note() names it.
         return self.fallback.candidates(host, repository)
 
     def for_host(self, host: str) -> Credentials | None:
@@ -194,14 +194,17 @@ class PodCredentials:
         return found[0] if found else None
 
     def note(self) -> str:
-        """What a 401 message should add: the named secrets that were not found."""
-        if not self.missing:
-            return ""
-        names = ", ".join(self.missing[:5]) + (", ..." if len(self.missing) > 5 else "")
-        return (
-            f" (pull secret(s) {names} named by the pod were not found: not in the namespace, not of type "
-            "kubernetes.io/dockerconfigjson or kubernetes.io/dockercfg, or not yet seen by signgate)"
-        )
+        """What a refused-access message should add: the named secrets that were not found, and
+        those that could not be read at all (which registries they were for is unknown)."""
+        notes = []
+        if self.missing:
+            names = ", ".join(self.missing[:5]) + (", ..." if len(self.missing) > 5 else "")
+            notes.append(
+                f"pull secret(s) {names} named by the pod were not found: not in the namespace, not of type "
+                "kubernetes.io/dockerconfigjson or kubernetes.io/dockercfg, or not yet seen by signgate"
+            )
+        notes.extend(f"pull secret {b.secret}: {b.problem}" for b in self.broken if b.key is None)
+        return f" ({'; '.join(notes[:5])})" if notes else ""
 
     def identity(self) -> str:
         """Who asked, for the verdict cache's negative entries: the namespace and a one-way
