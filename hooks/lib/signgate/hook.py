@@ -237,7 +237,7 @@ def run_admission(
         write_response(response_path, body)
         # The answer is written: nothing below may replace it with an error response.
         try:
-            log_decision(log, request, decision, started)
+            log_decision(log, request, decision, started, binding_context_bytes=_size(environ.get("BINDING_CONTEXT_PATH")))
             remember_passes(environ, config, raw_config, decision)
             # Last: the totals a run shows are those at its update, and shell-operator applies
             # runs' metrics in about the order they exit (fastpath.py, "cumulative metrics").
@@ -407,7 +407,16 @@ def _respond_error(
     return 0
 
 
-def log_decision(log: TextIO, request: dict[str, Any], decision: Any, started: float) -> None:
+def _size(path: str | None) -> int | None:
+    """The binding context's size, logged: snapshots (pull secrets) make it grow toward
+    limits.maxBindingContextBytes."""
+    try:
+        return os.stat(path).st_size if path else None
+    except OSError:
+        return None
+
+
+def log_decision(log: TextIO, request: dict[str, Any], decision: Any, started: float, **extra: Any) -> None:
     images = [
         {
             "container": r.container.container,
@@ -439,6 +448,7 @@ def log_decision(log: TextIO, request: dict[str, Any], decision: Any, started: f
         cache={"hits": decision.cache_hits, "misses": decision.cache_misses},
         registry_requests=len(decision.registry_requests),
         duration_ms=int((time.monotonic() - started) * 1000),
+        **{k: v for k, v in extra.items() if v is not None},
     )
 
 
