@@ -245,7 +245,7 @@ def test_identity_differs_by_namespace_and_credentials_and_holds_no_secret() -> 
     assert a.identity() == a_again.identity()
     assert len({a.identity(), b.identity(), rotated.identity()}) == 3
     [credentials] = a.candidates("r.io", "x")
-    for text in (a.identity(), credentials.fingerprint, repr(credentials), repr(a.entries)):
+    for text in (a.identity(), credentials.fingerprint, credentials.stable_fingerprint, repr(credentials), repr(a.entries)):
         assert PASSWORD not in text and base64.b64encode(f"u:{PASSWORD}".encode()).decode() not in text
 
 

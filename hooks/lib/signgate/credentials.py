@@ -10,7 +10,9 @@ A key that has no canonical form is a configuration error, not a guess.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import os
 from dataclasses import dataclass, field
 from typing import AbstractSet, Any, Mapping
 
@@ -24,10 +26,14 @@ MAX_AUTH_FILE_BYTES = 1024 * 1024
 _DOCKER_HUB_KEYS = ("https://index.docker.io/v1/", "index.docker.io", "docker.io", "registry-1.docker.io")
 
 
-# A fixed salt and enough iterations that a fingerprint, which reaches cache keys on disk, is no
-# cheap oracle for guessing a short password. It is never the secret nor reversible.
+# Fingerprints tell credentials apart without holding them. `fingerprint` keys what lives in this
+# process only (tokens): an HMAC under a random key of the process, cheap, and meaningless outside.
+# `stable_fingerprint` reaches cache keys on disk, shared by processes, so it cannot use a process
+# key: a fixed salt and enough iterations (about 4 ms) that it is no cheap oracle for guessing a
+# short password. Neither is the secret nor reversible.
+_PROCESS_KEY = os.urandom(32)
 _FINGERPRINT_SALT = b"signgate registry credential fingerprint v1"
-_FINGERPRINT_ITERATIONS = 20000
+_FINGERPRINT_ITERATIONS = 10000
 
 
 @dataclass(frozen=True)
@@ -35,13 +41,20 @@ class Credentials:
     username: str
     password: str = field(repr=False)
 
+    def _material(self) -> bytes:
+        return f"{self.username}\0{self.password}".encode("utf-8", "surrogatepass")
+
     @property
     def fingerprint(self) -> str:
-        """A one-way digest that tells credentials apart (token caches, cache keys): never the secret."""
+        """A one-way digest for keys within this process (the registry client's token cache)."""
+        return hmac.new(_PROCESS_KEY, self._material(), hashlib.sha256).hexdigest()[:32]
+
+    @property
+    def stable_fingerprint(self) -> str:
+        """A one-way digest that is the same in every process (verdict cache keys)."""
         cached = _FINGERPRINTS.get((self.username, self.password))
         if cached is None:
-            material = f"{self.username}\0{self.password}".encode("utf-8", "surrogatepass")
-            cached = hashlib.pbkdf2_hmac("sha256", material, _FINGERPRINT_SALT, _FINGERPRINT_ITERATIONS).hex()[:32]
+            cached = hashlib.pbkdf2_hmac("sha256", self._material(), _FINGERPRINT_SALT, _FINGERPRINT_ITERATIONS).hex()[:32]
             _FINGERPRINTS[(self.username, self.password)] = cached
         return cached
 

@@ -135,8 +135,10 @@ def decide(
     if pending:
         network = RegistryVerifier(config, deadline, pull_secrets) if verifier is None else None
         verify: Verifier = verifier or network  # type: ignore[assignment]
-        asker = pull_secrets.identity() if pull_secrets is not None else None
-        cached = _CachedVerifier(cache, verify, deadline, asker) if cache is not None and cache.enabled else None
+        cached = None
+        if cache is not None and cache.enabled:
+            asker = pull_secrets.identity() if pull_secrets is not None else None
+            cached = _CachedVerifier(cache, verify, deadline, asker)
         verdicts: dict[tuple[str, int], ImageVerdict] = {}
         if cached is not None:
             # Lookups in this thread first: when the cache decides everything, no thread starts,

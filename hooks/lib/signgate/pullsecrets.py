@@ -210,7 +210,7 @@ class PodCredentials:
         """Who asked, for the verdict cache's negative entries: the namespace and a one-way
         digest of every credential the pod may use (never the credentials themselves)."""
         material = [self.namespace] + sorted(
-            f"{e.sort_key}\0{e.credentials.fingerprint}" for e in self.entries
+            f"{e.sort_key}\0{e.credentials.stable_fingerprint}" for e in self.entries
         ) + sorted(f"broken\0{b.secret}\0{b.problem}" for b in self.broken)
         return hashlib.sha256("\0\0".join(material).encode()).hexdigest()
 
