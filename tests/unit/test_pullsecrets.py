@@ -366,3 +366,26 @@ def test_pull_secret_credentials_class_is_what_the_client_asks_for() -> None:
     creds = PodCredentials("team", [], [], [], CredentialStore({"r.io": Credentials("m", "p")}))
     assert creds.for_host("r.io") == Credentials("m", "p")
     assert users(creds.candidates("r.io", "x")) == ["m"]
+
+
+def test_a_token_obtained_with_one_credential_never_serves_another() -> None:
+    from signgate.registry import RegistryClient
+    from signgate.settings import Limits, RegistrySettings
+
+    ctx = context(
+        secret("team", "first", {"registry.example.com": auth("first")}),
+        secret("team", "second", {"registry.example.com": auth("second")}),
+    )
+    creds = pod_credentials(ctx, pod_request(pull=["first", "second"]))
+    client = RegistryClient(RegistrySettings(), Limits(), Deadline(5), credentials=creds)
+    scope = "repository:team/app:pull"
+    first, second = creds.candidates("registry.example.com", "team/app")
+    client._tokens[("registry.example.com", scope, first.fingerprint)] = "token-of-first"
+    assert client._authorization("registry.example.com", scope) == "Bearer token-of-first"
+    # After a 401 the client moves to the next credential: the first one's token is not sent.
+    assert client._next_credentials("registry.example.com", scope)
+    assert client._authorization("registry.example.com", scope) is None
+    # Another repository's scope never borrows it either.
+    assert client._authorization("registry.example.com", "repository:team/other:pull") is None
+    assert first.fingerprint != second.fingerprint and PASSWORD not in first.fingerprint
+    client.close()
