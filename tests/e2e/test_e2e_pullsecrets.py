@@ -17,7 +17,6 @@ import os
 import re
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -33,7 +32,6 @@ from support.signer import TestKey, sign_legacy
 pytestmark = pytest.mark.e2e
 
 CHART = Path(__file__).resolve().parents[2] / "chart"
-SECRET_BINDING = "signgate-pull-secrets-dockerconfigjson"
 
 
 # ---- the pod under test ---------------------------------------------------------------------------
@@ -244,21 +242,6 @@ def operator_rss_kib() -> int:
             continue
     assert len(found) == 1, f"expected one shell-operator process, found {len(found)}"
     return found[0]
-
-
-def snapshot_objects(pod: cluster.SigngatePod, binding: str) -> int:
-    with urllib.request.urlopen(f"http://127.0.0.1:{pod.metrics_port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    total = 0
-    for line in text.splitlines():
-        if line.startswith("shell_operator_kube_snapshot_objects{") and f'binding="{binding}"' in line:
-            total += int(float(line.rsplit(" ", 1)[1]))
-    return total
-
-
-def snapshot_lines(pod: cluster.SigngatePod) -> list[str]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{pod.metrics_port}/metrics", timeout=5) as response:
-        return [line for line in response.read().decode().splitlines() if "snapshot" in line][:20]
 
 
 def last_context_bytes(pod: cluster.SigngatePod, name: str) -> int | None:

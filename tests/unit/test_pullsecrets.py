@@ -389,3 +389,16 @@ def test_a_token_obtained_with_one_credential_never_serves_another() -> None:
     assert client._authorization("registry.example.com", "repository:team/other:pull") is None
     assert first.fingerprint != second.fingerprint and PASSWORD not in first.fingerprint
     client.close()
+
+
+@pytest.mark.parametrize("value", ["namespace", "", True, ["pod"]])
+def test_config_refuses_other_pull_secret_sources(value: Any) -> None:
+    from signgate.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        parse_config(config_text(pullSecrets=value), "c.json", {})
+    assert "registries.pullSecrets" in str(caught.value)
+
+
+def test_config_default_is_none() -> None:
+    assert parse_config(config_text(), "c.json", {}).registries.pull_secrets == "none"
