@@ -1372,3 +1372,52 @@ def test_install_guide_matches_the_chart(renders: dict[str, Rendered]) -> None:
             section = section[part]
     dockerfile = (REPO / "image" / "Dockerfile").read_text()
     assert re.search(r"ARG SHELL_OPERATOR_TAG=(\S+)", dockerfile).group(1) in guide
+
+
+# ---- pull secrets (registries.pullSecrets: pod) ----------------------------------------------------
+
+
+def test_pull_secret_rbac_only_when_turned_on(chart: Any, renders: dict[str, Rendered]) -> None:
+    for name, r in renders.items():
+        assert r.maybe("ClusterRole", f"{RELEASE}-pull-secrets") is None, name
+        assert "Pull secrets" not in r.notes, name
+    r = render(chart, merge(BASE_VALUES, {"config": {"registries": {"pullSecrets": "pod"}}}))
+    role = r.get("ClusterRole", f"{RELEASE}-pull-secrets")
+    # Only what shell-operator's informers use: list and watch, no get, no write.
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["namespaces", "secrets", "serviceaccounts"], "verbs": ["list", "watch"]}
+    ]
+    binding = r.get("ClusterRoleBinding", f"{RELEASE}-pull-secrets")
+    assert binding["roleRef"]["name"] == f"{RELEASE}-pull-secrets"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": r.pod["spec"]["serviceAccountName"], "namespace": NAMESPACE}
+    ]
+    # The webhook's own role is unchanged.
+    assert set(rules_by_resource(r.get("ClusterRole", RELEASE))) == {"validatingwebhookconfigurations"}
+    assert r.config["registries"]["pullSecrets"] == "pod"
+    assert "Pull secrets (config.registries.pullSecrets: pod)" in r.notes
+    assert f"{RELEASE}-pull-secrets" in r.notes
+    for version in KUBE_VERSIONS:
+        for doc in (role, binding):
+            kubernetes_validate.validate(doc, version, strict=True)
+
+
+def test_pull_secrets_value_is_checked_by_the_schema(chart: Any) -> None:
+    with pytest.raises(Exception) as caught:
+        render(chart, merge(BASE_VALUES, {"config": {"registries": {"pullSecrets": "namespace"}}}))
+    assert "pullSecrets" in str(caught.value)
+
+
+def test_pull_secret_bindings_from_the_rendered_configuration(chart: Any, tmp_path: Path) -> None:
+    r = render(chart, merge(BASE_VALUES, {"config": {"registries": {"pullSecrets": "pod"}}}))
+    path = tmp_path / "config.json"
+    path.write_text(r.config_text)
+    config = parse_config(path.read_bytes(), str(path), {"SIGNGATE_NAMESPACE": NAMESPACE})
+    from signgate.hook import binding_config
+
+    output = binding_config(config)
+    kinds = sorted(b["kind"] for b in output["kubernetes"])
+    assert kinds == ["Secret", "Secret", "ServiceAccount"]
+    selector = output["kubernetesValidating"][0]["namespace"]
+    assert all(b["namespace"] == selector for b in output["kubernetes"])
+    assert selector["labelSelector"]["matchLabels"] == {"signed": "required"}

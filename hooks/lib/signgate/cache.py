@@ -9,7 +9,10 @@ in a directory (an emptyDir in the chart):
   Rekor keys when the rule needs them, and the limits. Any change to any of them is a miss.
   Verified verdicts live `ttlSeconds` (default 600), definite failures (no or invalid
   signatures) `negativeTtlSeconds` (default 60). Transient failures (timeouts, unreachable or
-  rate-limiting registries) are never cached: the next request should try again.
+  rate-limiting registries, refused credentials) are never cached: the next request should try
+  again. With pull secrets (`registries.pullSecrets: pod`), a failure's key also holds who asked
+  (the namespace and a digest of the pod's credentials), so it serves no other namespace; a pass
+  serves all (decision._CachedVerifier, README "Pull secrets").
 - `t/<key>.json`: tag -> digest, for `tagTtlSeconds` (default 30; 0 disables it). Trade-off: for
   that long, a tag that was moved in the registry still resolves to its old digest here. The
   gap exists anyway between admission and the kubelet's pull; `requireDigest` closes both.
@@ -73,7 +76,8 @@ class VerdictCache:
 
     # ---- keys -------------------------------------------------------------------------------
 
-    def verdict_key(self, rule: Rule, ref: ImageReference, digest: str) -> str:
+    def verdict_key(self, rule: Rule, ref: ImageReference, digest: str, asker: str | None = None) -> str:
+        """`asker`: whose credentials found a failure (pull secrets: decision._CachedVerifier)."""
         verifier = verifier_for(rule)
         material = {
             "format": CACHE_FORMAT,
@@ -87,6 +91,8 @@ class VerdictCache:
             "trust": [self._file_digest(path) for path in verifier.trust_files(self.config, rule)],
             "limits": asdict(self.config.limits),
         }
+        if asker is not None:
+            material["asker"] = asker
         return _hash(material)
 
     def tag_key(self, ref: ImageReference) -> str:

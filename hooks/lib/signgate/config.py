@@ -27,6 +27,7 @@ from .settings import (  # noqa: F401  (re-exported: the configuration's types)
     DEFAULT_BINDING_NAME,
     DEFAULT_MUTATING_NAME,
     PIN_SCOPES,
+    PULL_SECRET_SOURCES,
     DEFAULT_SELECTOR,
     ALWAYS_EXCLUDED_NAMESPACES,
     MODES,
@@ -289,6 +290,9 @@ def _registries(section: "_Section") -> RegistrySettings:
     auth = section.string("auth", None)
     insecure = section.string_list("insecure", ())
     networks = section.string_list("allowNetworks", ())
+    # Whose credentials the registry client uses: `pod` reads the pod's imagePullSecrets from
+    # shell-operator snapshots (pullsecrets.py); `none` only the mounted `auth` file.
+    pull_secrets = section.choice("pullSecrets", PULL_SECRET_SOURCES, "none")
     section.done()
     canonical: set[str] = set()
     for number, entry in enumerate(insecure):
@@ -314,7 +318,11 @@ def _registries(section: "_Section") -> RegistrySettings:
         if problem:
             section.fail("caBundle", problem)
     return RegistrySettings(
-        ca_bundle=ca_bundle, auth=auth, insecure=frozenset(canonical), allow_networks=tuple(dict.fromkeys(allow_networks))
+        ca_bundle=ca_bundle,
+        auth=auth,
+        insecure=frozenset(canonical),
+        allow_networks=tuple(dict.fromkeys(allow_networks)),
+        pull_secrets=pull_secrets,
     )
 
 

@@ -136,6 +136,17 @@ def binding_config(config: Config) -> dict[str, Any]:
         mutating["rules"] = POD_RULES if config.pin_scope == "pods" else WORKLOAD_RULES
         mutating["rules"] = [dict(rule, resources=[r for r in rule["resources"] if "/" not in r]) for rule in mutating["rules"]]
         output["kubernetesMutating"] = [mutating]
+    if config.registries.pull_secrets == "pod":
+        from .pullsecrets import snapshot_bindings
+
+        # Pull secrets and ServiceAccounts reach the hook as snapshots in its binding context
+        # (pullsecrets.py): shell-operator watches them, the hook makes no API call. They are
+        # watched only in the namespaces the webhook checks.
+        kubernetes = snapshot_bindings({"labelSelector": namespace_selector(config)})
+        output["kubernetes"] = kubernetes
+        names = [item["name"] for item in kubernetes]
+        for admission in output["kubernetesValidating"] + output.get("kubernetesMutating", []):
+            admission["includeSnapshotsFrom"] = names
     return output
 
 
@@ -207,6 +218,8 @@ def run(
     fields = RequestFields()
     try:
         contexts = parse_binding_context(binding_context, config.limits.max_binding_context_bytes)
+        # Logged: snapshots (pull secrets) make the context grow toward limits.maxBindingContextBytes.
+        context_bytes = len(binding_context) if isinstance(binding_context, (bytes, bytearray)) else None
         admission = [c for c in contexts if isinstance(c, dict) and c.get("type") in ADMISSION_TYPES]
         if not admission:
             types = sorted({str(c.get("type")) for c in contexts if isinstance(c, dict)})
@@ -237,7 +250,13 @@ def run(
         else:
             if not mutating:
                 _elect_for_fast_path(cache_dir, config_digest, request)
-            decision = decide(request, config, deadline, cache=cache, verifier=verifier)
+            pull_secrets = None
+            if config.registries.pull_secrets == "pod":
+                from .pullsecrets import pod_credentials
+
+                # From the snapshots shell-operator put in this context: no API call (pullsecrets.py).
+                pull_secrets = pod_credentials(admission[0], raw_request, config.registries.insecure)
+            decision = decide(request, config, deadline, cache=cache, verifier=verifier, pull_secrets=pull_secrets)
         body = decision.response()
         if mutating and decision.allowed:
             from .pinning import encode_patch, pin_operations
@@ -250,7 +269,7 @@ def run(
                             decision=decision, fields=fields)
         # The answer is made: nothing below may replace it with an error response.
         try:
-            lines.append(decision_line(fields, decision, started))
+            lines.append(decision_line(fields, decision, started, binding_context_bytes=context_bytes))
             remember_passes(cache_dir, config_digest, config, decision)
             # Last: the totals a run shows are those at its update, and shell-operator applies
             # runs' metrics in about the order they exit (fastpath.py, "cumulative metrics").
@@ -478,8 +497,8 @@ def error_result(
     return HookResult(body, lines, metrics.error_increments(reason, warn), started + seconds, reason, fields=fields)
 
 
-def decision_line(fields: RequestFields, decision: Any, started: float) -> str:
-    """The decision's log line (JSON, without the newline)."""
+def decision_line(fields: RequestFields, decision: Any, started: float, **extra: Any) -> str:
+    """The decision's log line (JSON, without the newline); `extra` fields are added when not None."""
     images = [
         {
             "container": r.container.container,
@@ -510,6 +529,7 @@ def decision_line(fields: RequestFields, decision: Any, started: float) -> str:
         cache={"hits": decision.cache_hits, "misses": decision.cache_misses},
         registry_requests=len(decision.registry_requests),
         duration_ms=int((time.monotonic() - started) * 1000),
+        **{k: v for k, v in extra.items() if v is not None},
     )
 
 

@@ -157,8 +157,14 @@ class RegistryClient:
         self.wording = wording
         self._sessions: dict[str, Any] = {}
         self._proxies: dict[str, dict[str, str]] = {}
-        self._tokens: dict[tuple[str, str], str] = {}
-        self._basic_hosts: set[str] = set()
+        # Tokens and Basic hosts are filed under the credential that obtained them (its
+        # fingerprint, "" when anonymous): one credential's token never serves another's request.
+        self._tokens: dict[tuple[str, str, str], str] = {}
+        self._basic_hosts: set[tuple[str, str]] = set()
+        # (host, scope) -> the credentials to try, in order, and which one is in use (pullsecrets.py:
+        # several pull-secret entries may match; each is tried in turn on a 401).
+        self._candidate_lists: dict[tuple[str, str], tuple[Credentials, ...]] = {}
+        self._chosen: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
         self.records: list[RequestRecord] = []
 
@@ -267,6 +273,11 @@ class RegistryClient:
                 session = self._requests.Session()
                 # No .netrc and no environment CA overrides; proxies are passed explicitly.
                 session.trust_env = False
+                # No cookies: a registry's session cookie must not carry one credential's login
+                # into a request made with another's (pull secrets of other pods, pullsecrets.py).
+                import http.cookiejar
+
+                session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
                 session.headers["User-Agent"] = USER_AGENT
                 session.headers["Accept-Encoding"] = "identity"
                 session.verify = True
@@ -332,15 +343,17 @@ class RegistryClient:
                 headers["Authorization"] = authorization
             response = self._send(host, url, headers, what)
             status = response.status_code
-            if status == 401 and not auth_tried:
+            if status == 401 and (not auth_tried or self._next_credentials(host, scope)):
+                # The first 401 asks for a login; a later one refuses the credential just used,
+                # and the next candidate (another matching pull-secret entry) is tried.
                 auth_tried = True
                 challenge = response.headers.get("WWW-Authenticate", "")
                 self._discard(response)
-                self._authenticate(host, scope, challenge, what)
+                self._authenticate_any(host, scope, challenge, what)
                 continue
             if status == 401:
                 self._discard(response)
-                raise RegistryAuthError(f"{what}: {self.wording.server} rejected the credentials (401)")
+                raise RegistryAuthError(f"{what}: {self.wording.server} rejected the credentials (401){self._note()}")
             if status == 403:
                 self._discard(response)
                 raise RegistryAuthError(f"{what}: access denied by {self.wording.server} (403)")
@@ -356,7 +369,7 @@ class RegistryClient:
                 time.sleep(wait)
                 continue
             if follow_redirects and status in (301, 302, 303, 307, 308):
-                response = self._follow_redirects(host, url, response, accept, what)
+                response = self._follow_redirects(host, url, response, accept, what, scope)
                 status = response.status_code
             if status in passthrough:
                 return response
@@ -438,7 +451,7 @@ class RegistryClient:
             return RegistryUnreachable(f"{wording.host(host)} unreachable: {_connection_problem(exc, wording)}")
         return RegistryUnreachable(f"{wording.host(host)}: request failed ({type(exc).__name__})")
 
-    def _follow_redirects(self, host: str, url: str, response: Any, accept: str, what: str) -> Any:
+    def _follow_redirects(self, host: str, url: str, response: Any, accept: str, what: str, scope: str | None = None) -> Any:
         current_url = url
         for _ in range(MAX_REDIRECTS):
             location = response.headers.get("Location")
@@ -456,7 +469,7 @@ class RegistryClient:
             headers = {"Accept": accept}
             if target_host == host:
                 # Same host: the same credentials apply. Another host (a CDN) gets none.
-                authorization = self._authorization(host, None)
+                authorization = self._authorization(host, scope)
                 if authorization:
                     headers["Authorization"] = authorization
             response = self._send(target_host, target, headers, what)
@@ -540,35 +553,81 @@ class RegistryClient:
 
     # ---- authentication ---------------------------------------------------------------------
 
-    def _authorization(self, host: str, scope: str | None) -> str | None:
+    def _credentials_for(self, host: str, scope: str | None) -> Credentials | None:
+        """The credential in use for `scope` on `host`: the first candidate until a 401 moves on."""
+        key = (host, scope or "")
         with self._lock:
-            if scope is not None and (host, scope) in self._tokens:
-                return f"Bearer {self._tokens[(host, scope)]}"
-            if scope is None:
-                for (token_host, _), token in self._tokens.items():
-                    if token_host == host:
-                        return f"Bearer {token}"
-            basic = host in self._basic_hosts
-        if basic:
-            credentials = self.credentials.for_host(host)
-            if credentials is not None:
-                return _basic_header(credentials)
+            found = self._candidate_lists.get(key)
+        if found is None:
+            repository = ""
+            if scope and scope.startswith("repository:") and scope.endswith(":pull"):
+                repository = scope[len("repository:") : -len(":pull")]
+            candidates = getattr(self.credentials, "candidates", None)
+            if candidates is not None:
+                found = tuple(candidates(host, repository))  # may raise (an unreadable pull secret)
+            else:
+                single = self.credentials.for_host(host)
+                found = (single,) if single is not None else ()
+            with self._lock:
+                self._candidate_lists[key] = found
+        with self._lock:
+            index = self._chosen.get(key, 0)
+        return found[index] if index < len(found) else None
+
+    def _next_credentials(self, host: str, scope: str) -> bool:
+        """Move to the next credential for `scope` on `host`; False when none is left."""
+        key = (host, scope)
+        with self._lock:
+            found = self._candidate_lists.get(key, ())
+            index = self._chosen.get(key, 0)
+            if index + 1 >= len(found):
+                return False
+            self._chosen[key] = index + 1
+            return True
+
+    def _note(self) -> str:
+        note = getattr(self.credentials, "note", None)
+        return note() if note is not None else ""
+
+    def _authorization(self, host: str, scope: str | None) -> str | None:
+        credentials = self._credentials_for(host, scope)
+        fingerprint = credentials.fingerprint if credentials is not None else ""
+        with self._lock:
+            token = self._tokens.get((host, scope or "", fingerprint))
+            if token is not None:
+                return f"Bearer {token}"
+            basic = (host, fingerprint) in self._basic_hosts
+        if basic and credentials is not None:
+            return _basic_header(credentials)
         return None
+
+    def _authenticate_any(self, host: str, scope: str, challenge: str, what: str) -> None:
+        """Log in with the credential in use, and with each next one that the token service refuses."""
+        while True:
+            try:
+                self._authenticate(host, scope, challenge, what)
+                return
+            except _CredentialsRefused:
+                if not self._next_credentials(host, scope):
+                    raise
 
     def _authenticate(self, host: str, scope: str, challenge: str, what: str) -> None:
         scheme, params = parse_challenge(challenge)
-        credentials = self.credentials.for_host(host)
+        credentials = self._credentials_for(host, scope)
+        fingerprint = credentials.fingerprint if credentials is not None else ""
         if scheme == "basic":
             if credentials is None:
-                raise RegistryAuthError(f"{what}: {self.wording.server} requires a login and no credentials are configured for {host}")
+                raise RegistryAuthError(
+                    f"{what}: {self.wording.server} requires a login and no credentials are configured for {host}{self._note()}"
+                )
             with self._lock:
-                self._basic_hosts.add(host)
+                self._basic_hosts.add((host, fingerprint))
             return
         if scheme != "bearer" or not params.get("realm"):
             raise RegistryAuthError(f"{what}: {self.wording.server} asks for an unsupported authentication scheme")
         token = self._fetch_token(host, params, scope, credentials, what)
         with self._lock:
-            self._tokens[(host, scope)] = token
+            self._tokens[(host, scope, fingerprint)] = token
 
     def _fetch_token(
         self, host: str, params: dict[str, str], scope: str, credentials: Credentials | None, what: str
@@ -600,7 +659,7 @@ class RegistryClient:
             )
         if response.status_code in (401, 403):
             self._discard(response)
-            raise RegistryAuthError(f"{what}: the token service refused the credentials ({response.status_code})")
+            raise _CredentialsRefused(f"{what}: the token service refused the credentials ({response.status_code}){self._note()}")
         if response.status_code != 200:
             self._discard(response)
             raise RegistryAuthError(f"{what}: the token service answered HTTP {response.status_code}")
@@ -621,6 +680,10 @@ class RegistryClient:
                 "visible ASCII, which an HTTP header cannot carry"
             )
         return token
+
+
+class _CredentialsRefused(RegistryAuthError):
+    """The token service refused a credential: the next matching one may still be accepted."""
 
 
 def parse_challenge(header: str) -> tuple[str, dict[str, str]]:

@@ -23,11 +23,13 @@ Mode = Literal["enforce", "warn"]
 Action = Literal["verify", "allow", "deny"]
 Tlog = Literal["ignore", "required"]
 MultiArch = Literal["exact", "index-or-platforms"]
+PullSecretSource = Literal["none", "pod"]
 MODES: tuple[str, ...] = get_args(Mode)
 ACTIONS: tuple[str, ...] = get_args(Action)
 HASH_ALGORITHMS = ("sha256", "sha384", "sha512")
 MULTI_ARCH_CHOICES: tuple[str, ...] = get_args(MultiArch)
 TLOG_CHOICES: tuple[str, ...] = get_args(Tlog)
+PULL_SECRET_SOURCES: tuple[str, ...] = get_args(PullSecretSource)
 MIB = 1024 * 1024
 # (minimum, maximum) of every number in the configuration; the README's reference lists them.
 # Every number must lie in its range, which also keeps out NaN and infinity (YAML .nan, .inf)
@@ -77,6 +79,9 @@ class RegistrySettings:
     auth: str | None = None
     insecure: frozenset[str] = frozenset()  # canonical (reference.canonical_insecure)
     allow_networks: tuple[str, ...] = ()  # CIDRs of internal networks that may be contacted (network.py)
+    # "pod": credentials from the pod's imagePullSecrets (and its ServiceAccount's), read from
+    # shell-operator snapshots (pullsecrets.py), before `auth`; "none": `auth` only.
+    pull_secrets: PullSecretSource = "none"
 
 
 @dataclass(frozen=True)

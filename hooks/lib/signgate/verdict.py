@@ -24,7 +24,7 @@ Reason = Literal[
     "invalid-config", "invalid-input", "invalid-key", "invalid-reference", "internal-error", "timeout", "error",
     # registries
     "registry-error", "registry-unreachable", "registry-auth", "registry-rate-limited", "not-found",
-    "digest-mismatch", "too-large", "bad-response", "host-not-allowed",
+    "digest-mismatch", "too-large", "bad-response", "host-not-allowed", "pull-secret-invalid",
     # Notary v1
     "notary-error", "notary-root-untrusted", "notary-expired", "notary-no-trust-data", "notary-digest-mismatch",
     "notary-delegation-missing", "notary-invalid-metadata", "notary-bad-signature", "notary-hash-mismatch",
