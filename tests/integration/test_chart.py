@@ -689,12 +689,12 @@ def test_verifier_mounts_what_signgate_reads_at_the_same_paths(renders: dict[str
 def test_the_configuration_loads_in_the_verifier_container(
     renders: dict[str, Rendered], option: str, tmp_path: Path
 ) -> None:
-    from signgate.hook import check_key_files
+    from signgate.hook import verify_key_files
 
     r = renders[option]
     pod = as_pod(r, tmp_path, r.verifier)
     config = parse_config(pod.config_path.read_bytes(), "config.json", pod.env)
-    check_key_files(config)  # what the hook's --config call checks at start-up: keys, credentials
+    verify_key_files(config)  # what the hook's --config call checks at start-up: keys, credentials
     for path in [spec.path for spec in list(config.keys.values()) + list(config.rekor_keys.values())] + [
         config.registries.auth, config.registries.ca_bundle
     ]:

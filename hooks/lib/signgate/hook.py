@@ -88,7 +88,7 @@ def print_config(environ: Mapping[str, str], out: TextIO, err: TextIO) -> int:
     path = config_path_from_env(environ)
     try:
         config = load_config(path, environ)
-        check_key_files(config)
+        verify_key_files(config)
     except SigngateError as exc:
         err.write(json.dumps({"level": "error", "msg": f"signgate: invalid configuration: {exc}"}) + "\n")
         return 1
@@ -100,7 +100,7 @@ def print_config(environ: Mapping[str, str], out: TextIO, err: TextIO) -> int:
     return 0
 
 
-def check_key_files(config: Config) -> None:
+def verify_key_files(config: Config) -> None:
     """Load every key once, so that a broken key stops start-up instead of denying later."""
     from .keys import load_public_key
 
