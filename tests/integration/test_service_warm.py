@@ -312,3 +312,31 @@ def test_without_the_service_registry_clients_share_nothing(setup: Setup) -> Non
             client.close()
     assert setup.tokens.users_asking() == ["alice", "alice"]
     assert setup.registry.connections == 2
+
+
+def test_with_worker_requests_1_every_admission_gets_a_fresh_worker_and_keeps_nothing(setup: Setup) -> None:
+    # `--worker-requests 1`: the service as it was before long-lived workers (the bench's baseline).
+    directory = Path(tempfile.mkdtemp(prefix="sg-warm-", dir="/tmp"))
+    with VerifierService(directory, args=("--worker-requests", "1")) as fresh:
+        for _ in range(2):
+            run = setup.admit(fresh)
+            assert run.allowed and served(run), run.stderr
+    assert setup.tokens.users_asking() == ["alice", "alice"]
+    assert setup.registry.connections == 2 and setup.tokens.connections == 2
+
+
+@pytest.mark.parametrize("value", ["0", "1000001"])
+def test_worker_requests_out_of_range_is_a_usage_error(value: str, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from support.service import LIB
+
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("SIGNGATE_")}
+    environment["PYTHONPATH"] = str(LIB)
+    socket_path = Path(tempfile.mkdtemp(prefix="sg-warm-", dir="/tmp")) / "v.sock"
+    result = subprocess.run([sys.executable, "-m", "signgate", "serve", "--socket", str(socket_path), "--worker-requests", value],
+                            env=environment, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "--worker-requests must be between 1 and 1000000" in result.stderr
+    assert not socket_path.exists()

@@ -1,38 +1,65 @@
-"""`signgate serve`: a warm, pre-forking verifier for the hook (the client side is relay.py).
+"""`signgate serve`: a warm verifier for the hook, with long-lived workers (the client side is relay.py).
 
 shell-operator starts a new hook process for every admission request, and a process that must
 verify imports `requests` and `cryptography` first: several times the cost of starting Python.
-This service imports them once. For every request it forks a worker, which:
+This service imports them once, then forks workers that live across requests. A worker, for each
+connection the parent hands it:
 
 1. receives the binding context as one read-only SCM_RIGHTS descriptor, with the hook's
    SIGNGATE_* variables and how long ago the request started, and replies `accepted`;
 2. runs `hook.run_admission`, the code the hook would run itself, writing the response, the
    metrics and the decision log into in-memory files of its own, so that they are exactly those
    of an in-process call, and the deadline still counts from the request's start;
-3. replies `done <exit code> <sizes>` followed by those three files, and exits. The hook checks
-   them and writes them where it would have written its own.
+3. replies `done <exit code> <sizes>` followed by those three files, restores its own
+   environment and stderr, tells the parent `idle`, and waits for the next connection. The hook
+   checks the files and writes them where it would have written its own.
+
+Why long-lived workers (issue 18): at real registry latency the cost of a cold admission is
+counted in round trips, and a fresh fork per request paid a TCP and a TLS handshake and a token
+request for every registry it touched, about four round trips. A worker that lives on keeps them
+(registry.WarmPool): Sessions keyed by (canonical host, TLS trust, credential fingerprint) and
+bearer tokens keyed by (host, scope, credential fingerprint), each token only until its
+`expires_in` less a margin longer than an admission's deadline, so that nothing obtained with
+one credential serves a request made with another, and no token expires mid-admission. The
+alternative, a broker in the parent that would own the connections and serve every worker,
+would put the registry traffic of all admissions through one process and one more hop, and
+make the parent, which must stay responsive to probes and to `queued`, do TLS. Connections and
+tokens are all a worker keeps: verdicts and tag resolutions live only in the on-disk cache,
+under its rules (tagTtlSeconds), and the configuration and keys are read for every request as
+the hook reads them, so configuration changes apply at once. Nothing else of a request's
+in-memory state reaches the next one: the environment and stderr are restored, the output files
+closed, and the credential fingerprint memo cleared.
+
+Workers: the parent keeps MIN_WORKERS ready, forks more on demand up to --max-workers, hands a
+queued connection to the idle worker that was busy most recently (so that under light load one
+worker serves request after request, its connections warm), and retires workers idle for
+WORKER_IDLE_SECONDS beyond MIN_WORKERS. A worker leaves after MAX_WORKER_REQUESTS requests or
+above MAX_WORKER_RSS, and when the parent closes its control connection; one that exits for any
+reason (crashed, killed, recycled) is forgotten and replaced when needed. Each is a fork of the
+parent taken after preload(): it holds none of the parent's other connections.
 
 The service never holds the hook's response file, metrics file, stdout or stderr: shell-operator
 reads a hook's output until stdout and stderr close, so a copy held here (by a request still
-queued, or a worker still busy after the hook gave up) would hold its answer back.
+queued, or a worker still busy after the hook gave up) would hold its answer back. A worker
+whose hook hangs up before its answer exits at once (its request's threads may wait on a
+registry until the deadline; a fresh fork replaces the worker in milliseconds), and so does one
+whose threads are stuck past the deadline after it answered.
 
-A worker is a fresh fork of a process that has done nothing but import: no state passes from
-one admission to the next except through the on-disk caches, as between hook processes. The
-service holds no configuration either; each worker reads it (and the keys) as the hook would,
-so configuration changes apply at once. The socket file is created 0600, in a directory the
-deployment shares only between the hook and verifier containers, and a client must run as the
-service's user or as root (SO_PEERCRED).
+The socket file is created 0600, in a directory the deployment shares only between the hook and
+verifier containers, and a client must run as the service's user or as root (SO_PEERCRED).
 
 The parent never blocks on a connection and never gives one a worker before its first bytes
 have arrived: a connection that sends nothing within HEADER_TIMEOUT is dropped from the queue,
 and one whose client closes is dropped at once (its hook decides by itself). It keeps at most
 --max-workers workers alive; requests beyond that wait in a queue. The parent tells every
 request's hook `queued` as soon as the request's first bytes arrive, so that the hook waits for a
-worker rather than verify in-process on an overloaded machine (relay.py). A worker exits as soon as its hook hangs up. Pings are answered by the parent at
-once, busy or not, because a saturated service is still alive. On SIGTERM or SIGINT it stops
-accepting, tells queued clients, waits up to STOP_GRACE seconds for its workers, and removes
-the socket.
+worker rather than verify in-process on an overloaded machine (relay.py). Pings are answered by
+the parent at once, busy or not, because a saturated service is still alive. On SIGTERM or
+SIGINT it stops accepting, tells queued clients, closes every worker's control connection (an
+idle worker exits at once, a busy one after its request), waits up to STOP_GRACE seconds for
+them, and removes the socket.
 """
+
 
 from __future__ import annotations
 
@@ -475,7 +502,7 @@ class Worker:
     idle_since: float = 0.0
 
 
-def serve(path: str, max_workers: int, log: TextIO = sys.stderr) -> int:
+def serve(path: str, max_workers: int, log: TextIO = sys.stderr, worker_requests: int = MAX_WORKER_REQUESTS) -> int:
     preload()
     try:
         listener = bind(path)
@@ -507,7 +534,8 @@ def serve(path: str, max_workers: int, log: TextIO = sys.stderr) -> int:
     poller = select.poll()  # select() cannot watch descriptors past 1023
     poller.register(listener.fileno(), select.POLLIN)
     poller.register(wake[0], select.POLLIN)
-    _log(log, "info", "signgate serve: listening", socket=path, max_workers=max_workers, max_pending=pending_limit(), pid=os.getpid())
+    _log(log, "info", "signgate serve: listening", socket=path, max_workers=max_workers, worker_requests=worker_requests,
+         max_pending=pending_limit(), pid=os.getpid())
     out_of_files_logged = 0.0
 
     def drop(fd: int, reply: str | None = None) -> None:
@@ -524,7 +552,7 @@ def serve(path: str, max_workers: int, log: TextIO = sys.stderr) -> int:
         worker.control.close()
 
     def spawn() -> Worker:
-        worker = _spawn(listener, waiting, controls, wake, log)
+        worker = _spawn(listener, waiting, controls, wake, log, worker_requests)
         workers[worker.pid] = controls[worker.control.fileno()] = worker
         poller.register(worker.control.fileno(), select.POLLIN)
         return worker
@@ -688,6 +716,7 @@ def _spawn(
     controls: dict[int, Worker],
     wake: tuple[int, int],
     log: TextIO,
+    worker_requests: int = MAX_WORKER_REQUESTS,
 ) -> Worker:
     """Fork a long-lived worker; the parent keeps its pid and one end of a socketpair."""
     parent_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -711,7 +740,7 @@ def _spawn(
                 other.conn.close()
             for worker in controls.values():
                 worker.control.close()
-            work(worker_end, os.environ.copy(), log)
+            work(worker_end, os.environ.copy(), log, worker_requests)
         except BaseException:
             code = 1
         finally:
@@ -724,10 +753,12 @@ def _spawn(
     return Worker(pid, parent_end, busy=False, idle_since=time.monotonic())
 
 
-def work(control: socket.socket, own_environ: Mapping[str, str], log: TextIO) -> None:
+def work(control: socket.socket, own_environ: Mapping[str, str], log: TextIO, max_requests: int = MAX_WORKER_REQUESTS) -> None:
     """A worker's life: take a connection from the parent, serve it, say `idle`, again; until the
-    parent closes the control connection, or this worker has served MAX_WORKER_REQUESTS requests
-    or grown past MAX_WORKER_RSS (the parent then forks a fresh one when it needs one)."""
+    parent closes the control connection, or this worker has served `max_requests` requests
+    (--worker-requests) or grown past MAX_WORKER_RSS (the parent then forks a fresh one when it
+    needs one). With --worker-requests 1 every request gets a fresh fork, as before issue 18:
+    nothing at all, not even a connection, passes from one admission to the next."""
     from . import registry
 
     registry.enable_warm_pool()
@@ -746,7 +777,7 @@ def work(control: socket.socket, own_environ: Mapping[str, str], log: TextIO) ->
         finally:
             conn.close()
         served += 1
-        if not reusable or served >= MAX_WORKER_REQUESTS or _rss() > MAX_WORKER_RSS:
+        if not reusable or served >= max_requests or _rss() > MAX_WORKER_RSS:
             return
         _forget_credentials()
         try:
@@ -833,6 +864,9 @@ def main(argv: list[str], out: TextIO = sys.stdout, err: TextIO = sys.stderr) ->
     parser.add_argument("--socket", required=True, help="the Unix socket the hook's $SIGNGATE_VERIFIER_SOCKET names")
     if argv[:1] == ["serve"]:
         parser.add_argument("--max-workers", type=int, default=32, help="workers alive at once (default 32)")
+        parser.add_argument("--worker-requests", type=int, default=MAX_WORKER_REQUESTS,
+                            help=f"requests a worker serves before a fresh one replaces it (default {MAX_WORKER_REQUESTS}; "
+                                 "1: a fresh worker for every request, keeping no connection or token)")
     args = parser.parse_args(argv[1:])
     if argv[:1] == ["ping"]:
         if ping(args.socket):
@@ -843,7 +877,10 @@ def main(argv: list[str], out: TextIO = sys.stdout, err: TextIO = sys.stderr) ->
     if not 1 <= args.max_workers <= 1024:
         err.write("signgate: --max-workers must be between 1 and 1024\n")
         return 2
-    return serve(args.socket, args.max_workers, err)
+    if not 1 <= args.worker_requests <= 1_000_000:
+        err.write("signgate: --worker-requests must be between 1 and 1000000\n")
+        return 2
+    return serve(args.socket, args.max_workers, err, args.worker_requests)
 
 
 def _log(log: TextIO, level: str, msg: str, **fields: Any) -> None:
