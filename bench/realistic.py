@@ -438,8 +438,13 @@ def main(argv: list[str] | None = None) -> int:
             bed.set_rtt(max(RTTS))
             memory[f"{CONCURRENT} concurrent cold admissions at {max(RTTS) * 1000:.0f} ms RTT (peak)"] = under_load(
                 service, lambda i: run_hook(HOOK, config, (many[i % len(many)],), fresh_cache(), tmp, service.socket))
+            from signgate.service import ACCEPT_POLL, WORKER_IDLE_SECONDS
+
             time.sleep(1.0)
-            memory["idle, after the burst"] = service_memory(service)
+            memory["just after the burst"] = service_memory(service)
+            # The workers the burst made are retired after WORKER_IDLE_SECONDS without work.
+            time.sleep(WORKER_IDLE_SECONDS + 2 * ACCEPT_POLL + 1.0)
+            memory[f"idle, {WORKER_IDLE_SECONDS:g} s after the burst"] = service_memory(service)
             for label, found in memory.items():
                 print(f"  service memory, {label}: {found}", file=sys.stderr)
         finally:

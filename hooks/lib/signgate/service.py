@@ -95,8 +95,11 @@ HEADER_GRACE = 0.2
 STOP_GRACE = 10.0
 # Long-lived workers (see the module's docstring): how many are kept ready, how long one more
 # may stay idle, and when one is replaced by a fresh fork.
-MIN_WORKERS = 2
-WORKER_IDLE_SECONDS = 120.0
+# One ready worker: it holds the warm connections, and under light load serves every request.
+# Each more costs about 10 MiB of its own (bench/RESULTS-latency.md), so the workers a burst
+# made are retired after half a minute without work.
+MIN_WORKERS = 1
+WORKER_IDLE_SECONDS = 30.0
 MAX_WORKER_REQUESTS = 1000
 MAX_WORKER_RSS = 160 * 1024 * 1024
 REPLENISH_SECONDS = 0.2
