@@ -340,3 +340,102 @@ def test_worker_requests_out_of_range_is_a_usage_error(value: str, tmp_path: Pat
     assert result.returncode == 2
     assert "--worker-requests must be between 1 and 1000000" in result.stderr
     assert not socket_path.exists()
+
+
+# ---- a kept connection that the registry closed -----------------------------------------------------------
+
+
+class ClosingRegistry:
+    """Plain HTTP/1.1 on 127.0.0.1 serving one manifest; the second request on any connection is
+    read and the connection closed without an answer, as when a registry's idle timeout closes a
+    kept connection just as a request goes out on it."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        body = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                           "config": {}, "layers": []}).encode()
+        self.body = body
+        self.connections = 0
+        self.dropped = 0
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                self.served = 0
+                owner.connections += 1
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                self.served += 1
+                if self.served > 1:
+                    owner.dropped += 1
+                    self.close_connection = True
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.host = f"127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def __enter__(self) -> "ClosingRegistry":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _plain_client(host: str) -> Any:
+    from signgate.config import Limits, RegistrySettings
+    from signgate.deadline import Deadline
+    from signgate.registry import RegistryClient
+
+    return RegistryClient(RegistrySettings(insecure=frozenset({host})), Limits(), Deadline(10))
+
+
+def test_a_kept_connection_that_the_registry_closed_is_replaced_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from signgate import registry as registry_module
+
+    pool = registry_module.WarmPool(shared=True)  # as in a worker of the service (enable_warm_pool)
+    monkeypatch.setattr(registry_module, "_WARM_POOL", pool)
+    with ClosingRegistry() as server:
+        first = _plain_client(server.host)
+        assert first.get_manifest(server.host, "app", "v1").body == server.body
+        first.close()
+        pool.new_admission()
+        # The next admission's request goes out on the kept connection, which the registry closes:
+        # sent again, once, on a new one.
+        second = _plain_client(server.host)
+        assert second.get_manifest(server.host, "app", "v1").body == server.body
+        second.close()
+    pool.close()
+    assert (server.connections, server.dropped) == (2, 1)
+
+
+def test_within_one_admission_a_dropped_request_is_not_sent_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without the service (or within one admission) the behaviour is what it was: no retry.
+    from signgate import registry as registry_module
+    from signgate.errors import RegistryUnreachable
+
+    assert registry_module.warm_pool() is None
+    with ClosingRegistry() as server:
+        client = _plain_client(server.host)
+        try:
+            client.get_manifest(server.host, "app", "v1")
+            with pytest.raises(RegistryUnreachable):
+                client.get_manifest(server.host, "app", "v1")
+        finally:
+            client.close()
+    assert (server.connections, server.dropped) == (1, 1)
