@@ -189,4 +189,4 @@ def test_the_ca_bundle_setting_is_named_in_load_errors(tmp_path: Any) -> None:
     registry = RegistryClient(RegistrySettings(), Limits(), Deadline(5))
     notary = registry.for_server(RegistrySettings(ca_bundle=missing), notary_wording(SERVER, HOST))
     with pytest.raises(RegistryError, match=f"^cannot load the rule's notary.caBundle {missing}: No such file or directory$"):
-        notary._session(HOST)
+        notary._session(HOST, "")
