@@ -123,7 +123,7 @@ def digest_of(data: bytes, algorithm: str = "sha256") -> str:
     return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
 
 
-def check_digest(data: bytes, expected: str, what: str) -> None:
+def verify_digest(data: bytes, expected: str, what: str) -> None:
     algorithm = expected.partition(":")[0]
     if algorithm not in ("sha256", "sha512"):
         raise DigestMismatch(f"{what}: digest algorithm {algorithm!r} is not supported")
@@ -194,7 +194,7 @@ class RegistryClient:
             header_type = (response.headers.get("Content-Type") or "").split(";")[0].strip()
             header_digest = response.headers.get("Docker-Content-Digest")
         if reference.startswith(("sha256:", "sha512:")):
-            check_digest(body, reference, what)
+            verify_digest(body, reference, what)
             digest = reference
         else:
             digest = digest_of(body)
@@ -218,7 +218,7 @@ class RegistryClient:
         path = f"/v2/{repository}/blobs/{digest}"
         with self._get(host, repository, path, accept="*/*", what=what, follow_redirects=True) as response:
             body = self._read_capped(response, cap, what)
-        check_digest(body, digest, what)
+        verify_digest(body, digest, what)
         return body
 
     def get_bytes(self, host: str, repository: str, path: str, *, accept: str, what: str, max_bytes: int) -> bytes:
@@ -310,7 +310,7 @@ class RegistryClient:
                 self._proxies[key] = found
         return found
 
-    def _check_host(self, host: str, scheme: str, role: str = "registry") -> None:
+    def _verify_host(self, host: str, scheme: str, role: str = "registry") -> None:
         problem = self.host_allowed(host, scheme, role)
         if problem:
             raise HostNotAllowed(problem)
@@ -318,7 +318,7 @@ class RegistryClient:
     def _checked_url(self, url: str, netloc: str, role: str) -> tuple[str, str]:
         """A redirect or token URL that may be contacted, rewritten to its canonical host[:port]."""
         scheme = urllib.parse.urlsplit(url).scheme
-        self._check_host(netloc, scheme, role)
+        self._verify_host(netloc, scheme, role)
         try:
             host, port = canonical_endpoint(netloc, scheme)
         except InvalidReference as exc:  # only when host_allowed does not canonicalise itself
@@ -339,7 +339,7 @@ class RegistryClient:
     ) -> Any:
         """GET with auth, retries and redirects; returns an open streaming response with status 200
         (or with a status in `passthrough`, which the caller handles)."""
-        self._check_host(host, self._scheme(host))
+        self._verify_host(host, self._scheme(host))
         scope = f"repository:{repository}:pull"
         url = f"{self._scheme(host)}://{host}{path}"
         attempt = 0
