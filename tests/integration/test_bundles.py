@@ -40,7 +40,8 @@ from signgate.config import KeySpec
 from signgate.reference import parse_reference
 from signgate.registry import RegistryClient
 from signgate.verifiers import verify_image
-from signgate.verify import ImageVerdict, KeyRing
+from signgate.keyring import KeyRing
+from signgate.verdict import ImageVerdict
 from support.oci import OCI_INDEX, OCI_MANIFEST, PushedImage, RegistryHTTP, canonical_json, push_image, sha256_digest
 from support.signer import (
     BUNDLE_MEDIA_TYPE,

@@ -54,7 +54,7 @@ from signgate.verifiers.notaryv1.verifier import verify_notary
 from signgate.reference import parse_reference
 from signgate.registry import RegistryClient
 from signgate.verifiers import verify_image
-from signgate.verify import KeyRing
+from signgate.keyring import KeyRing
 
 pytestmark = pytest.mark.skipif(not notary_binaries(), reason="notary and notary-server (Debian package notary) are needed")
 

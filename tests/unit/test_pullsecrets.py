@@ -30,7 +30,7 @@ from signgate.pullsecrets import (
     pod_credentials,
 )
 from signgate.settings import CacheSettings
-from signgate.verify import ImageVerdict
+from signgate.verdict import ImageVerdict
 
 PASSWORD = "correct-horse-battery-staple"
 

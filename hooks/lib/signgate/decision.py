@@ -26,7 +26,8 @@ from .podspec import is_checked
 from .policy import match_rule, static_decision
 from .reference import ImageReference, parse_reference
 from .verifiers import verifier_endpoints, verify_image
-from .verify import ImageVerdict, KeyRing
+from .keyring import KeyRing
+from .verdict import ImageVerdict
 
 # Deferred imports: the registry client (requests, TLS), credentials and the network guard load
 # only when an image must be fetched; requests settled by allow/deny rules never pay for them.

@@ -375,7 +375,7 @@ def _shed(deadline: Deadline, fallback: Any, started: float, loaded: bool = Fals
 
 
 def _unverified(reason: str, text: str, seconds: float) -> Callable[..., Any]:
-    from .verify import ImageVerdict
+    from .verdict import ImageVerdict
 
     verdict = ImageVerdict(False, reason, f"not verified within {seconds:g} s: {text}")
     return lambda rule, ref: verdict
