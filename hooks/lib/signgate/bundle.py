@@ -9,8 +9,12 @@ Pure code over bundle bytes already fetched and digest-checked. What one bundle 
    type `https://sigstore.dev/cosign/sign/v1` (an attestation by the same key is not a signature,
    a check cosign itself does not make), and a subject must carry the image's sha256 digest;
 4. the rule's annotations must equal string values in that subject's annotations;
-5. with `tlog: required`, an inclusion promise (signed entry timestamp) must verify offline for
-   this very signature and key (see rekor.py).
+5. every inclusion proof it carries must verify (path, root, checkpoint) and be about this very
+   signature and key; with `tlog: required`, an inclusion promise (signed entry timestamp) or an
+   inclusion proof up to a checkpoint signed by a configured Rekor key (Rekor v2) must prove it
+   offline (see rekor.py).
+
+Bundle media types are accepted for the known versions only (v0.1 to v0.3, both v0.3 spellings).
 
 `checkIdentity` cannot be met by a bundle: the statement names no repository. A rule that sets it
 therefore accepts only legacy signatures, and says so.
@@ -28,6 +32,13 @@ from .keys import PublicKey
 from .rekor import RekorKeys, check_bundle_tlog
 
 BUNDLE_MEDIA_TYPE_PREFIX = "application/vnd.dev.sigstore.bundle"
+# The versions sigstore's clients accept, both spellings of v0.3; sigstore_verify.py uses the same.
+BUNDLE_MEDIA_TYPES = {
+    "application/vnd.dev.sigstore.bundle+json;version=0.1": (0, 1),
+    "application/vnd.dev.sigstore.bundle+json;version=0.2": (0, 2),
+    "application/vnd.dev.sigstore.bundle+json;version=0.3": (0, 3),
+    "application/vnd.dev.sigstore.bundle.v0.3+json": (0, 3),
+}
 COSIGN_SIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"
 STATEMENT_TYPES = ("https://in-toto.io/Statement/v1", "https://in-toto.io/Statement/v0.1")
 MAX_DSSE_SIGNATURES = 16
@@ -44,7 +55,13 @@ def check_bundle(
     image_digest: str,
     requirements: Requirements,
     rekor: RekorKeys | None = None,
+    require_tlog: bool | None = None,
 ) -> SignatureCheck:
+    """Check one bundle. `rekor`: the configured log keys; `require_tlog` (default: whether keys
+    were given, as before) whether a transparency proof must count. Inclusion proofs are verified
+    whenever the bundle carries them."""
+    if require_tlog is None:
+        require_tlog = rekor is not None
     try:
         bundle = json.loads(data)
     except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly nested JSON
@@ -76,6 +93,11 @@ def check_bundle(
     if not matches:
         return _fail(source, "it does not verify with the configured key(s)")
     names = tuple(key.name for key, _ in matches)
+    if bundle["mediaType"] not in BUNDLE_MEDIA_TYPES:
+        # Refused as sigstore's clients refuse it: an unknown version may carry material this
+        # code would ignore. Checked after the signature, so the reader learns who signed it.
+        problem = f"its bundle media type {_short(bundle['mediaType'])} is not a known sigstore bundle version (0.1 to 0.3)"
+        return SignatureCheck("bundle", source, (), problem, names)
     # The type is checked after the signature: the PAE binds it, so a key that verifies really
     # signed this payload as this type, and the reader learns that rather than "wrong key".
     if payload_type != INTOTO_PAYLOAD_TYPE:
@@ -85,19 +107,17 @@ def check_bundle(
     problem = check_statement(payload, image_digest, requirements)
     if problem:
         return SignatureCheck("bundle", source, (), problem, names)
-    if rekor is not None:
-        valid = []
-        last_problem = "it carries no transparency-log entry, but the rule requires one"
-        for key, signature in matches:
-            tlog_problem = check_bundle_tlog(bundle, payload, signature, key, rekor)
-            if tlog_problem is None:
-                valid.append(key)
-            else:
-                last_problem = tlog_problem
-        if not valid:
-            return SignatureCheck("bundle", source, (), last_problem, names)
-        return SignatureCheck("bundle", source, tuple(valid), None, names)
-    return SignatureCheck("bundle", source, tuple(key for key, _ in matches), None, names)
+    valid = []
+    last_problem = "it carries no transparency-log entry, but the rule requires one"
+    for key, signature in matches:
+        tlog_problem = check_bundle_tlog(bundle, payload, signature, key, rekor, required=require_tlog)
+        if tlog_problem is None:
+            valid.append(key)
+        else:
+            last_problem = tlog_problem
+    if not valid:
+        return SignatureCheck("bundle", source, (), last_problem, names)
+    return SignatureCheck("bundle", source, tuple(valid), None, names)
 
 
 def check_statement(payload: bytes, image_digest: str, requirements: Requirements) -> str | None:

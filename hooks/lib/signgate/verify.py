@@ -90,7 +90,8 @@ def verify_cosign(config: Config, rule: Rule, ref: ImageReference, client: "Regi
     """Resolve and verify one image under a cosign rule. Raises nothing: every failure becomes a verdict."""
     try:
         keys = keyring.get(rule.keys)
-        rekor = keyring.rekor() if rule.tlog == "required" else None
+        # Loaded whenever configured: a bundle's inclusion proofs are checked even under `tlog: ignore`.
+        rekor = keyring.rekor() if rule.tlog == "required" or config.rekor_keys else None
     except KeyLoadError as exc:
         return ImageVerdict(False, exc.reason, f"cannot check signatures: {exc}")
     try:
@@ -114,6 +115,7 @@ class _Verification:
         self.config, self.rule, self.ref, self.client, self.keys, self.rekor = config, rule, ref, client, keys, rekor
         self.sig_host, self.sig_repo = signature_location(rule, ref, config.registries.insecure)
         self.requirements = requirements_for(rule, ref, config.registries.insecure)
+        self.require_tlog = rule.tlog == "required"
 
     def run(self) -> ImageVerdict:
         ref = self.ref
@@ -170,7 +172,7 @@ class _Verification:
                     self.keys,
                     digest,
                     self.requirements,
-                    rekor=self.rekor,
+                    rekor=self.rekor if self.require_tlog else None,
                     rekor_bundle=layer.annotations.get(REKOR_BUNDLE_ANNOTATION),
                 )
             )
@@ -226,7 +228,7 @@ class _Verification:
             if len(data) != size:
                 checks.append(SignatureCheck("bundle", source, (), "its bundle size differs from the manifest"))
                 continue
-            checks.append(check_bundle(source, data, self.keys, digest, self.requirements, self.rekor))
+            checks.append(check_bundle(source, data, self.keys, digest, self.requirements, self.rekor, self.require_tlog))
         return checks, searched
 
     # -- multi-arch -------------------------------------------------------------------------
