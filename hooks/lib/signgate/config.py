@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.parse
-from typing import Any, Callable, Mapping, NoReturn
+from typing import Any, Mapping
 
 from .encoding import unique_keys
 from .errors import ConfigError, InvalidReference
+from .fields import LongInteger as _LongInteger, Section as _Section, ca_bundle_problem, clip as _clip, short as _short, type_name as _type_name
 from .files import read_regular
 from .podspec import config_path
 from .policy import canonical_pattern, validate_pattern
-from .reference import canonical_endpoint, canonical_insecure, parse_reference
+from .reference import canonical_insecure
 # Deferred imports: the network guard (socket, threading) loads only for a configuration that
 # lists registries.allowNetworks; the hook's other paths never need it.
+from .verifiers import VERIFIERS
+from .verifiers.interface import RuleContext
 from .settings import (  # noqa: F401  (re-exported: the configuration's types)
     DEFAULT_CONFIG_PATH,
     DEFAULT_BINDING_NAME,
@@ -32,7 +34,6 @@ from .settings import (  # noqa: F401  (re-exported: the configuration's types)
     HASH_ALGORITHMS,
     MULTI_ARCH_CHOICES,
     TLOG_CHOICES,
-    VERIFIER_TYPES,
     MIB,
     RANGES,
     KeySpec,
@@ -113,19 +114,6 @@ class _LoadRefused(Exception):
         super().__init__(problem)
         self.where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         self.problem = problem
-
-
-class _LongInteger:
-    """An integer literal too long to be a sensible value (Python refuses to convert past 4300
-    digits, with a ValueError). Kept as its length, so that the field's check names the field."""
-
-    LIMIT = 100  # characters
-
-    def __init__(self, text: str) -> None:
-        self.digits = sum(ch.isdigit() for ch in text)
-
-    def __repr__(self) -> str:
-        return f"<an integer of {self.digits} digits>"
 
 
 _no_duplicates = unique_keys(lambda key: _DuplicateKey(f"duplicate field {_short(key)}"))
@@ -331,27 +319,6 @@ def _registries(section: "_Section") -> RegistrySettings:
     )
 
 
-def ca_bundle_problem(path: str) -> str | None:
-    """Why a CA bundle cannot be used, or None. Checked at load so that a wrong file fails
-    `--config` instead of surfacing later as a misleading TLS error."""
-    if b"-----BEGIN CERTIFICATE-----" not in _head(path):
-        return f"{path} holds no PEM certificate"
-    import ssl
-
-    try:
-        ssl.create_default_context(cafile=path)
-    except (ssl.SSLError, OSError, ValueError) as exc:
-        return f"{path} is not a usable CA bundle ({exc.__class__.__name__})"
-    return None
-
-
-def _head(path: str, size: int = 1024 * 1024) -> bytes:
-    try:
-        return read_regular(path, size)[:size]
-    except OSError:
-        return b""
-
-
 def _limits(section: "_Section") -> Limits:
     defaults = Limits()
     limits = Limits(
@@ -413,56 +380,19 @@ def _policy(
             section.fail("images", str(exc))
         action = section.choice("action", ACTIONS, "verify")
         message = section.string("message", None)
-        rule_keys = tuple(section.string_list("keys", ()))
-        threshold = section.integer("threshold", 1, *RANGES["policy[].threshold"])
-        required = tuple(section.string_list("required", ()))
-        annotations = section.string_map("annotations")
-        check_identity = section.boolean("checkIdentity", False)
-        signature_repository = section.string("signatureRepository", None)
         mode = section.choice("mode", MODES, None)
         deny_latest = section.boolean("denyLatest", None)
         require_digest = section.boolean("requireDigest", None)
-        tlog = section.choice("tlog", TLOG_CHOICES, "ignore")
-        multi_arch = section.choice("multiArch", MULTI_ARCH_CHOICES, "exact")
         pin_digest = section.boolean("pinDigest", False)
-        rule_type = section.choice("type", VERIFIER_TYPES, "cosign")
-        notary = _notary(section, keys) if rule_type == "notaryv1" else None
-        if rule_type != "notaryv1" and "notary" in section.data:
-            section.fail("notary", "is only used by rules with type notaryv1")
+        rule_type = section.choice("type", tuple(VERIFIERS), "cosign")
+        verifier = VERIFIERS[rule_type]
+        # Another type's field on this rule is a mistake worth naming, not just an unknown field.
+        for name in section.keys():
+            owners = [other.type_name for other in VERIFIERS.values() if name in other.fields]
+            if owners and rule_type not in owners:
+                section.fail(name, f"is only used by rules with type {' or '.join(owners)}, and this rule's type is {rule_type}")
+        settings = verifier.parse_settings(section, RuleContext(action, keys, rekor_keys, insecure))
         section.done()
-        if rule_type == "notaryv1":
-            if action != "verify":
-                section.fail("type", "notaryv1 applies to verify rules only")
-            for name, value in (("keys", rule_keys), ("required", required), ("annotations", annotations)):
-                if value:
-                    section.fail(name, "has no meaning for a notaryv1 rule (use notary.rootKeys and notary.delegations)")
-            if tlog != "ignore" or multi_arch != "exact" or signature_repository or check_identity or threshold != 1:
-                section.fail("type", "notaryv1 rules take no cosign settings (tlog, multiArch, signatureRepository, checkIdentity, threshold)")
-
-        if action == "verify" and rule_type == "cosign":
-            if not rule_keys:
-                if "default" not in keys:
-                    section.fail("keys", "is required for a verify rule (no key is named 'default')")
-                rule_keys = ("default",)
-            for name in rule_keys + required:
-                if name not in keys:
-                    known = ", ".join(sorted(keys)) or "none"
-                    section.fail("keys" if name in rule_keys else "required", f"names unknown key {_short(name)} (keys: {_clip(known, 200)})")
-            if len(set(rule_keys)) != len(rule_keys):
-                section.fail("keys", "lists a key twice")
-            missing = [name for name in required if name not in rule_keys]
-            if missing:
-                section.fail("required", f"{', '.join(missing)} must also be listed in keys")
-            if threshold > len(rule_keys):
-                section.fail("threshold", f"is {threshold}, but the rule lists only {len(rule_keys)} key(s)")
-            if signature_repository is not None:
-                signature_repository = _signature_repository(section, signature_repository, insecure)
-            if tlog == "required" and not rekor_keys:
-                section.fail("tlog", "is 'required', but no rekorKeys are configured to check the proofs with")
-        else:
-            for name, value in (("keys", rule_keys), ("required", required), ("annotations", annotations)):
-                if value:
-                    section.fail(name, f"has no meaning for a static {action!r} rule")
         if pin_digest and action != "verify":
             section.fail("pinDigest", f"has no meaning for a static {action!r} rule: only verified digests are pinned")
         if message is not None and action != "deny":
@@ -473,240 +403,12 @@ def _policy(
                 images=images,
                 action=action,
                 message=message,
-                keys=rule_keys,
-                threshold=threshold,
-                required=required,
-                annotations=annotations,
-                check_identity=check_identity,
-                signature_repository=signature_repository,
                 mode=mode,
                 deny_latest=deny_latest,
                 require_digest=require_digest,
-                tlog=tlog,
-                multi_arch=multi_arch,
                 type=rule_type,
-                notary=notary,
                 pin_digest=pin_digest,
+                **settings,
             )
         )
     return tuple(rules)
-
-
-def _notary(rule: "_Section", keys: Mapping[str, KeySpec]) -> NotarySettings:
-    section = rule.section("notary")
-    server = section.string("server", None, required=True)
-    if not server.startswith(("https://", "http://")) or server.rstrip("/").count("/") > 2:
-        section.fail("server", f"must be a URL like https://notary.example.com:4443, got {_short(server)}")
-    try:  # the host as registries are read (reference.canonical_endpoint)
-        parts = urllib.parse.urlsplit(server)
-        canonical_endpoint(parts.netloc, parts.scheme)
-    except (InvalidReference, ValueError) as exc:
-        section.fail("server", f"{_short(server)}: {exc}")
-    root_keys = tuple(section.string_list("rootKeys", ()))
-    if not root_keys:
-        section.fail("rootKeys", "is required: the names of the pinned root public keys (in keys)")
-    for name in root_keys:
-        if name not in keys:
-            section.fail("rootKeys", f"names unknown key {_short(name)} (keys: {_clip(', '.join(sorted(keys)) or 'none', 200)})")
-    ca_bundle = section.string("caBundle", None)
-    if ca_bundle is not None:
-        if not (os.path.isfile(ca_bundle) and os.access(ca_bundle, os.R_OK)):
-            section.fail("caBundle", f"cannot read {ca_bundle} (it must be a readable file)")
-        problem = ca_bundle_problem(ca_bundle)
-        if problem:
-            section.fail("caBundle", problem)
-    delegations = tuple(section.string_list("delegations", ()))
-    for role in delegations:
-        if not role.startswith("targets/") or role.endswith("/"):
-            section.fail("delegations", f"{_short(role)} is not a delegation role (e.g. targets/releases)")
-    section.done()
-    return NotarySettings(server=server.rstrip("/"), root_keys=root_keys, ca_bundle=ca_bundle, delegations=delegations)
-
-
-def _signature_repository(section: "_Section", value: str, insecure: frozenset[str]) -> str:
-    """The repository in canonical form (registry/repository), as image names are."""
-    try:
-        ref = parse_reference(value, insecure)
-    except InvalidReference as exc:
-        section.fail("signatureRepository", str(exc))
-    if not ref.tag_defaulted:
-        section.fail("signatureRepository", "must be a repository name without tag or digest")
-    return ref.written_name
-
-
-class _Section:
-    """A mapping being validated. Tracks which fields were read so unknown ones are reported."""
-
-    def __init__(self, data: Any, path: str, source: str) -> None:
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            where = path or "top level"
-            raise ConfigError(f"{source}: {where}: must be a mapping, got {_type_name(data)}")
-        for key in data:
-            if not isinstance(key, str):
-                raise ConfigError(f"{source}: {path or 'top level'}: field names must be strings, got {_short(key)}")
-        self.data: dict[str, Any] = data
-        self.path = path
-        self.source = source
-        self.seen: set[str] = set()
-
-    def path_of(self, name: str) -> str:
-        return f"{self.path}.{name}" if self.path else name
-
-    def fail(self, name: str, problem: str) -> NoReturn:
-        raise ConfigError(f"{self.source}: {self.path_of(name)}: {problem}")
-
-    def keys(self) -> list[str]:
-        return list(self.data)
-
-    def done(self) -> None:
-        unknown = [key for key in self.data if key not in self.seen]
-        if unknown:
-            where = self.path or "top level"
-            raise ConfigError(f"{self.source}: {where}: unknown field {_short(unknown[0])}")
-
-    def raw(self, name: str, default: Any) -> Any:
-        self.seen.add(name)
-        return self.data.get(name, default)
-
-    def section(self, name: str) -> "_Section":
-        return _Section(self.raw(name, None), self.path_of(name), self.source)
-
-    def _typed(self, name: str, default: Any, check: Callable[[Any], bool], what: str, required: bool) -> Any:
-        # An explicit null means "not set": the README's reference writes optional fields that way.
-        if name not in self.data or self.data[name] is None:
-            if required:
-                self.fail(name, "is required")
-            self.seen.add(name)
-            return default
-        value = self.raw(name, default)
-        if not check(value):
-            shown = "" if isinstance(value, _LongInteger) else f" {_short(value)}"
-            self.fail(name, f"must be {what}, got {_type_name(value)}{shown}")
-        return value
-
-    def string(self, name: str, default: str | None, required: bool = False) -> Any:
-        return self._typed(name, default, lambda v: isinstance(v, str), "a string", required)
-
-    def boolean(self, name: str, default: bool | None) -> Any:
-        return self._typed(name, default, lambda v: isinstance(v, bool), "true or false", False)
-
-    def integer(self, name: str, default: int, minimum: int, maximum: int) -> int:
-        what = f"an integer between {minimum} and {maximum}"
-        value = self._typed(name, default, lambda v: isinstance(v, int) and not isinstance(v, bool), what, False)
-        if not minimum <= value <= maximum:
-            self.fail(name, f"must be {what}, got {_number_text(value)}")
-        return int(value)
-
-    def number(self, name: str, default: float, minimum: float, maximum: float) -> float:
-        # NaN compares false with everything and infinity passes any minimum, so a bare
-        # `value < minimum` lets both through: a NaN lifetime never expires, a NaN timeout
-        # breaks every request. The range test below is written so that NaN fails it.
-        what = f"a finite number between {minimum:g} and {maximum:g}"
-        value = self._typed(
-            name, default, lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), what, False
-        )
-        if not minimum <= value <= maximum:
-            self.fail(name, f"must be {what}, got {_number_text(value)}")
-        return float(value)
-
-    def choice(self, name: str, choices: tuple[str, ...], default: str | None) -> Any:
-        value = self._typed(name, default, lambda v: isinstance(v, str), "a string", False)
-        if value is not None and value not in choices:
-            self.fail(name, f"must be one of {', '.join(choices)}, got {_short(value)}")
-        return value
-
-    def string_list(self, name: str, default: tuple[str, ...]) -> list[str]:
-        value = self._typed(
-            name,
-            default,
-            lambda v: isinstance(v, (list, tuple)) and all(isinstance(i, str) and i for i in v),
-            "a list of non-empty strings",
-            False,
-        )
-        return list(value)
-
-    def string_map(self, name: str) -> tuple[tuple[str, str], ...]:
-        value = self._typed(
-            name,
-            {},
-            lambda v: isinstance(v, dict) and all(isinstance(k, str) and isinstance(i, str) for k, i in v.items()),
-            "a mapping of strings to strings (quote numbers and booleans)",
-            False,
-        )
-        return tuple(sorted(value.items()))
-
-
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, _LongInteger):
-        return f"an integer of {value.digits} digits"
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "an integer", float: "a number"}.get(
-        type(value), type(value).__name__
-    )
-
-
-def _number_text(value: Any) -> str:
-    """A number as the reader wrote it in YAML: `.nan`, `.inf`, `-.inf`, or its digits (bounded)."""
-    if isinstance(value, float):
-        if value != value:
-            return ".nan"
-        if value in (float("inf"), float("-inf")):
-            return ".inf" if value > 0 else "-.inf"
-        return f"{value:g}"
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value.bit_length() > 64:  # str() of a huge integer is slow, and refused past 4300 digits
-            return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
-        return str(value)
-    return _short(value)
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    """A repr() of `value` cut to `limit` characters, built without ever producing more.
-
-    repr() of a whole value can be enormous: a list nested ten deep, nine wide, is a few hundred
-    bytes of YAML with aliases and 3.5 billion items in its repr(). This walk stops as soon as it
-    has enough characters, so its cost is bounded by `limit`, whatever the value.
-    """
-    out: list[str] = []
-    size = 0
-
-    def put(text: str) -> bool:
-        nonlocal size
-        piece = text[: limit + 1 - size]
-        out.append(piece)
-        size += len(piece)
-        return size > limit
-
-    def walk(item: Any, depth: int) -> bool:  # True: enough characters
-        if depth > 16:
-            return put("...")
-        if isinstance(item, (list, tuple)):
-            if put("["):
-                return True
-            for position, element in enumerate(item):
-                if (position and put(", ")) or walk(element, depth + 1):
-                    return True
-            return put("]")
-        if isinstance(item, dict):
-            if put("{"):
-                return True
-            for position, (key, element) in enumerate(item.items()):
-                if (position and put(", ")) or walk(key, depth + 1) or put(": ") or walk(element, depth + 1):
-                    return True
-            return put("}")
-        if isinstance(item, (str, bytes)):
-            return put(repr(item[: limit + 1]))
-        if isinstance(item, (int, float)) and not isinstance(item, bool) and not (isinstance(item, int) and item.bit_length() <= 64):
-            return put(_number_text(item))
-        return put(_clip(repr(item), limit + 1))
-
-    walk(value, 0)
-    text = "".join(out)
-    return text if size <= limit else text[: limit - 3] + "..."

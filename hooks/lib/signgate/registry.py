@@ -19,9 +19,13 @@ expensive import of the hook.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import http.client
 import json
 import os
+import socket
+import ssl
 import threading
 import time
 import urllib.parse
@@ -780,33 +784,58 @@ def _parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+def _causes(exc: BaseException) -> list[BaseException]:
+    """The exception and everything it wraps: requests wraps urllib3, which wraps ssl and socket
+    errors in `__cause__`, `reason` or `args`. Classifying by these types and codes, not by the
+    words of a message, keeps the explanations right across library versions."""
+    found: list[BaseException] = []
+    pending: list[BaseException] = [exc]
+    while pending and len(found) < 32:
+        current = pending.pop(0)
+        if any(current is seen for seen in found):
+            continue
+        found.append(current)
+        reason = getattr(current, "reason", None)
+        for inner in (current.__cause__, current.__context__, reason, *current.args):
+            if isinstance(inner, BaseException):
+                pending.append(inner)
+    return found
+
+
+# OpenSSL's X509_V_ERR_* codes (ssl.SSLCertVerificationError.verify_code) that get their own words.
+_UNKNOWN_AUTHORITY = {2, 18, 19, 20}  # unable to get issuer (locally), self-signed leaf, self-signed in chain
+_NAME_MISMATCH = {62, 64}  # hostname mismatch, IP address mismatch
+_EXPIRED = {10}
+
+
 def _tls_problem(exc: Exception) -> str:
-    text = str(exc)
-    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
-        if "unable to get local issuer" in text or "self-signed" in text or "self signed" in text:
-            return "certificate signed by an unknown authority; set registries.caBundle"
-        if "Hostname mismatch" in text or "doesn't match" in text:
-            return "the certificate does not match the host name"
-        if "expired" in text:
-            return "the certificate has expired"
-        return "certificate verification failed"
-    if "WRONG_VERSION_NUMBER" in text:
-        return "the registry does not speak TLS; list it under registries.insecure if it is plain HTTP"
+    for cause in _causes(exc):
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            code = cause.verify_code
+            if code in _UNKNOWN_AUTHORITY:
+                return "certificate signed by an unknown authority; set registries.caBundle"
+            if code in _NAME_MISMATCH:
+                return "the certificate does not match the host name"
+            if code in _EXPIRED:
+                return "the certificate has expired"
+            return "certificate verification failed"
+        if isinstance(cause, ssl.SSLError) and cause.reason == "WRONG_VERSION_NUMBER":
+            return "the registry does not speak TLS; list it under registries.insecure if it is plain HTTP"
     return "TLS handshake failed"
 
 
 def _connection_problem(exc: Exception) -> str:
-    text = str(exc)
-    for marker, meaning in (
-        ("Connection refused", "connection refused"),
-        ("Name or service not known", "host name not found"),
-        ("nodename nor servname", "host name not found"),
-        ("Temporary failure in name resolution", "host name not found"),
-        ("Network is unreachable", "network unreachable"),
-        ("No route to host", "no route to host"),
-        ("Connection reset", "connection reset"),
-        ("RemoteDisconnected", "the registry closed the connection"),
-    ):
-        if marker in text:
-            return meaning
+    for cause in _causes(exc):
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, socket.gaierror):
+            return "host name not found"
+        if isinstance(cause, ConnectionResetError):
+            return "connection reset"
+        if isinstance(cause, http.client.RemoteDisconnected):
+            return "the registry closed the connection"
+        if isinstance(cause, OSError) and cause.errno == errno.ENETUNREACH:
+            return "network unreachable"
+        if isinstance(cause, OSError) and cause.errno == errno.EHOSTUNREACH:
+            return "no route to host"
     return "connection failed"

@@ -23,10 +23,8 @@ Mode = Literal["enforce", "warn"]
 Action = Literal["verify", "allow", "deny"]
 Tlog = Literal["ignore", "required"]
 MultiArch = Literal["exact", "index-or-platforms"]
-VerifierType = Literal["cosign", "notaryv1"]
 MODES: tuple[str, ...] = get_args(Mode)
 ACTIONS: tuple[str, ...] = get_args(Action)
-VERIFIER_TYPES: tuple[str, ...] = get_args(VerifierType)
 HASH_ALGORITHMS = ("sha256", "sha384", "sha512")
 MULTI_ARCH_CHOICES: tuple[str, ...] = get_args(MultiArch)
 TLOG_CHOICES: tuple[str, ...] = get_args(Tlog)
@@ -133,8 +131,10 @@ class Rule:
     require_digest: bool | None = None
     tlog: Tlog = "ignore"
     multi_arch: MultiArch = "exact"
-    type: VerifierType = "cosign"
+    type: str = "cosign"  # a name in verifiers.VERIFIERS (config checks it)
     notary: "NotarySettings | None" = None
+    # The parsed settings of a verifier type whose fields do not sit on the rule (see docs/architecture.md).
+    settings: Any = None
     pin_digest: bool = False  # the mutating call rewrites name:tag to name:tag@sha256:<verified digest>
 
     @property

@@ -1,8 +1,7 @@
 """The verifier types, by the name a rule's `type` gives them (the contract: interface.py).
 
-Adding a type is one module implementing interface.Verifier plus one line in VERIFIERS; the
-configuration's `type` choices come from settings.VerifierType, which a test keeps equal to
-this table (tests/unit/test_layers.py).
+Adding a type is one module (or package) implementing interface.Verifier plus one line in
+VERIFIERS: the configuration's `type` choices are this table's names (docs/architecture.md).
 """
 
 from __future__ import annotations

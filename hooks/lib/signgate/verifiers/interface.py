@@ -7,20 +7,40 @@ network guard, through decision) never reads another type's rule fields: it asks
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Mapping, Protocol
 
 if TYPE_CHECKING:
+    from ..fields import Section
     from ..keyring import KeyRing
     from ..reference import ImageReference
     from ..registry import RegistryClient
-    from ..settings import Config, Rule
+    from ..settings import Config, KeySpec, Rule
     from ..verdict import ImageVerdict
 
 Endpoint = tuple[str, int]  # (canonical host, port), as reference.canonical_endpoint returns
 
 
+@dataclass(frozen=True)
+class RuleContext:
+    """What a verifier's settings parser may consult beyond the rule's own fields."""
+
+    action: str  # verify, allow or deny: a static rule may carry no verifier settings
+    keys: Mapping[str, KeySpec]  # the configuration's `keys`, by name
+    rekor_keys: Mapping[str, KeySpec]  # the configuration's `rekorKeys`, by name
+    insecure: frozenset[str]  # registries.insecure, canonical
+
+
 class Verifier(Protocol):
     type_name: str  # the rule's `type` that selects this verifier
+    fields: tuple[str, ...]  # the rule fields (as written in the YAML) this type reads
+
+    def parse_settings(self, section: Section, context: RuleContext) -> Mapping[str, Any]:
+        """Read this type's fields from a rule's section; return them as `settings.Rule` attributes.
+
+        Errors are raised through `section.fail`, so they carry the file and the field path. The
+        caller checks afterwards that no field is left unread.
+        """
 
     def verify(self, config: Config, rule: Rule, ref: ImageReference, client: RegistryClient, keyring: KeyRing) -> ImageVerdict:
         """Verify one image under one rule. Raises nothing: every failure becomes a verdict."""
