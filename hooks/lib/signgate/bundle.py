@@ -22,30 +22,26 @@ therefore accepts only legacy signatures, and says so.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Sequence
 
+from .bundle_model import (  # noqa: F401  (BUNDLE_MEDIA_TYPES, is_bundle_media_type re-exported)
+    BUNDLE_MEDIA_TYPE_PREFIX,
+    BUNDLE_MEDIA_TYPES,
+    MAX_DSSE_SIGNATURES,
+    STATEMENT_TYPES,
+    BundleFormatError,
+    DsseEnvelope,
+    InTotoStatement,
+    is_bundle_media_type,
+    load_document,
+    parse_bundle,
+)
 from .cosign import DigestMismatch, Requirements, SignatureCheck, check_annotations
 from .dsse import INTOTO_PAYLOAD_TYPE, pae  # noqa: F401  (re-exported)
-from .encoding import b64_protobuf
 from .keys import PublicKey
 from .rekor import RekorKeys, check_bundle_tlog
 
-BUNDLE_MEDIA_TYPE_PREFIX = "application/vnd.dev.sigstore.bundle"
-# The versions sigstore's clients accept, both spellings of v0.3; sigstore_verify.py uses the same.
-BUNDLE_MEDIA_TYPES = {
-    "application/vnd.dev.sigstore.bundle+json;version=0.1": (0, 1),
-    "application/vnd.dev.sigstore.bundle+json;version=0.2": (0, 2),
-    "application/vnd.dev.sigstore.bundle+json;version=0.3": (0, 3),
-    "application/vnd.dev.sigstore.bundle.v0.3+json": (0, 3),
-}
 COSIGN_SIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"
-STATEMENT_TYPES = ("https://in-toto.io/Statement/v1", "https://in-toto.io/Statement/v0.1")
-MAX_DSSE_SIGNATURES = 16
-
-
-def is_bundle_media_type(media_type: Any) -> bool:
-    return isinstance(media_type, str) and media_type.startswith(BUNDLE_MEDIA_TYPE_PREFIX)
 
 
 def check_bundle(
@@ -62,55 +58,47 @@ def check_bundle(
     whenever the bundle carries them."""
     if require_tlog is None:
         require_tlog = rekor is not None
+    format_problem: BundleFormatError | None = None
     try:
-        bundle = json.loads(data)
-    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly nested JSON
-        return _fail(source, "it is not valid JSON")
-    if not isinstance(bundle, dict) or not is_bundle_media_type(bundle.get("mediaType")):
-        return _fail(source, "it is not a sigstore bundle")
-    envelope = bundle.get("dsseEnvelope")
-    if not isinstance(envelope, dict):
+        bundle = parse_bundle(data)
+        envelope = bundle.dsse
+    except BundleFormatError as exc:
+        if exc.part in ("document", "envelope") and not exc.version_unknown:
+            return _fail(source, exc.message)
+        # Only the media type version or the verification material is wrong: the envelope is
+        # whole, so its signature is still checked, and the reader learns who signed it.
+        format_problem = exc
+        try:
+            envelope = DsseEnvelope.parse(load_document(data).get("dsseEnvelope"))
+        except BundleFormatError as envelope_problem:  # a message-signature bundle
+            return _fail(source, envelope_problem.message)
+    if envelope is None:
         return _fail(source, "the bundle does not contain a DSSE envelope")
-    payload_type = envelope.get("payloadType")
-    if not isinstance(payload_type, str):
-        return _fail(source, f"its DSSE payloadType is {_short(payload_type)}, not {INTOTO_PAYLOAD_TYPE}")
-    payload = b64_protobuf(envelope.get("payload"))
-    if payload is None:
-        return _fail(source, "its DSSE payload is missing or not base64")
-    signatures = envelope.get("signatures")
-    if not isinstance(signatures, list) or not signatures:
-        return _fail(source, "its DSSE envelope has no signatures")
 
-    signed = pae(payload_type, payload)
+    signed = pae(envelope.payload_type, envelope.payload)
     matches: list[tuple[PublicKey, bytes]] = []
-    for entry in signatures[:MAX_DSSE_SIGNATURES]:
-        signature = b64_protobuf(entry.get("sig")) if isinstance(entry, dict) else None
-        if signature is None:
-            continue
+    for signature in envelope.signatures:
         for key in keys:
             if key.verify(signature, signed) and all(key is not k for k, _ in matches):
                 matches.append((key, signature))
     if not matches:
         return _fail(source, "it does not verify with the configured key(s)")
     names = tuple(key.name for key, _ in matches)
-    if bundle["mediaType"] not in BUNDLE_MEDIA_TYPES:
-        # Refused as sigstore's clients refuse it: an unknown version may carry material this
-        # code would ignore. Checked after the signature, so the reader learns who signed it.
-        problem = f"its bundle media type {_short(bundle['mediaType'])} is not a known sigstore bundle version (0.1 to 0.3)"
-        return SignatureCheck("bundle", source, (), problem, names)
+    if format_problem is not None:
+        return SignatureCheck("bundle", source, (), format_problem.message, names)
     # The type is checked after the signature: the PAE binds it, so a key that verifies really
     # signed this payload as this type, and the reader learns that rather than "wrong key".
-    if payload_type != INTOTO_PAYLOAD_TYPE:
-        problem = f"its DSSE payloadType is {_short(payload_type)}, not {INTOTO_PAYLOAD_TYPE}"
+    if envelope.payload_type != INTOTO_PAYLOAD_TYPE:
+        problem = f"its DSSE payloadType is {_short(envelope.payload_type)}, not {INTOTO_PAYLOAD_TYPE}"
         return SignatureCheck("bundle", source, (), problem, names)
 
-    problem = check_statement(payload, image_digest, requirements)
+    problem = check_statement(envelope.payload, image_digest, requirements)
     if problem:
         return SignatureCheck("bundle", source, (), problem, names)
     valid = []
     last_problem = "it carries no transparency-log entry, but the rule requires one"
     for key, signature in matches:
-        tlog_problem = check_bundle_tlog(bundle, payload, signature, key, rekor, required=require_tlog)
+        tlog_problem = check_bundle_tlog(bundle.material.tlog_entries, envelope.payload, signature, key, rekor, required=require_tlog)
         if tlog_problem is None:
             valid.append(key)
         else:
@@ -123,38 +111,21 @@ def check_bundle(
 def check_statement(payload: bytes, image_digest: str, requirements: Requirements) -> str | None:
     """Check a verified in-toto statement. Returns a problem, or None."""
     try:
-        statement = json.loads(payload)
-    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly nested JSON
-        return "its in-toto statement is not valid JSON"
-    if not isinstance(statement, dict):
-        return "its in-toto statement is not a JSON object"
-    if statement.get("_type") not in STATEMENT_TYPES:
-        return f"its statement type {_short(statement.get('_type'))} is not in-toto"
-    predicate_type = statement.get("predicateType")
-    if predicate_type != COSIGN_SIGN_PREDICATE:
-        return f"it is an attestation (predicateType {_short(predicate_type)}), not a signature"
-    algorithm, _, hex_digest = image_digest.partition(":")
-    subjects = statement.get("subject")
-    if not isinstance(subjects, list):
+        statement = InTotoStatement.parse(payload)
+    except BundleFormatError as exc:
+        return exc.message
+    if statement.predicate_type != COSIGN_SIGN_PREDICATE:
+        return f"it is an attestation (predicateType {_short(statement.predicate_type)}), not a signature"
+    if not statement.has_subject_list:
         return "its statement has no subject list"
-    subject = next(
-        (
-            s
-            for s in subjects
-            if isinstance(s, dict) and isinstance(s.get("digest"), dict) and s["digest"].get(algorithm) == hex_digest
-        ),
-        None,
-    )
+    algorithm, _, hex_digest = image_digest.partition(":")
+    subject = next((s for s in statement.subjects if s.digests.get(algorithm) == hex_digest), None)
     if subject is None:
-        named = [
-            f"{algorithm}:{s['digest'].get(algorithm)}"
-            for s in subjects
-            if isinstance(s, dict) and isinstance(s.get("digest"), dict) and isinstance(s["digest"].get(algorithm), str)
-        ]
+        named = [f"{algorithm}:{s.digests[algorithm]}" for s in statement.subjects if algorithm in s.digests]
         if named:
             return DigestMismatch(f"the signature is for digest {named[0]}, but the image resolves to {image_digest}")
         return f"its statement has no subject with the image digest {image_digest}"
-    problem = check_annotations(subject.get("annotations") or {}, requirements.annotations)
+    problem = check_annotations(subject.annotations, requirements.annotations)
     if problem:
         return problem
     if requirements.identity is not None:

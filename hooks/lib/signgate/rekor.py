@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
 from .dsse import INTOTO_PAYLOAD_TYPE, pae
+from .bundle_model import TlogEntry
 from .encoding import b64_strict
 from .keys import PublicKey
 from .transparency import ProofError, checkpoint_signers, note_key_id, verify_inclusion_proof
@@ -76,14 +77,14 @@ def check_legacy_tlog(annotation: str | None, payload: bytes, signature: bytes, 
 
 
 def check_bundle_tlog(
-    bundle: Mapping[str, Any],
+    entries: Sequence[TlogEntry],
     payload: bytes,
     signature: bytes,
     key: PublicKey,
     rekor: RekorKeys | None,
     required: bool = True,
 ) -> str | None:
-    """Problem with a sigstore bundle's tlog entries, or None.
+    """Problem with a sigstore bundle's (typed) tlog entries, or None.
 
     With `required`, None means one entry proves this signature: a signed entry timestamp, or an
     inclusion proof up to a checkpoint signed by the log's key (Rekor v2 entries carry no SET).
@@ -92,39 +93,25 @@ def check_bundle_tlog(
     even next to a valid SET (issue 16). Without `required`, an entry from a log whose key is
     not configured is checked as far as it can be (path, root, body) and otherwise ignored.
     """
-    material = bundle.get("verificationMaterial")
-    entries = material.get("tlogEntries") if isinstance(material, dict) else None
-    if not isinstance(entries, list) or not entries:
+    if not entries:
         return "it carries no transparency-log entry, but the rule requires one" if required else None
     problem = "its transparency-log entry has no inclusion promise"
     proven = False
     pae_payload = pae(INTOTO_PAYLOAD_TYPE, payload)
     for entry in entries[:MAX_TLOG_ENTRIES]:
-        if not isinstance(entry, dict):
-            continue
-        promise, proof = entry.get("inclusionPromise"), entry.get("inclusionProof")
-        body_b64 = entry.get("canonicalizedBody")
-        log_id = entry.get("logId", {}).get("keyId") if isinstance(entry.get("logId"), dict) else None
-        integrated, index = entry.get("integratedTime"), entry.get("logIndex")
-        if proof is not None:
-            fatal, proves, note = _check_proof(entry, proof, payload, pae_payload, signature, key, rekor)
+        if entry.proof is not None:
+            fatal, proves, note = _check_proof(entry, payload, pae_payload, signature, key, rekor)
             if fatal:
                 return fatal
             if proves:
                 proven = True
             elif note:
                 problem = note
-        if not isinstance(promise, dict) or not isinstance(body_b64, str) or not isinstance(log_id, str):
-            continue
-        log_id_bytes = b64_strict(log_id)
-        if log_id_bytes is None or not _is_int(integrated) or not _is_int(index):
-            problem = "its transparency-log entry is malformed"
-            continue
-        if rekor is None:
+        if entry.signed_entry_timestamp is None or entry.integrated_time is None or rekor is None:
             continue
         problem = _check_set(
-            rekor, log_id_bytes.hex(), body_b64, int(integrated), int(index), b64_strict(promise.get("signedEntryTimestamp"))
-        ) or _check_body(b64_strict(body_b64), payload, signature, key, pae_payload=pae_payload)
+            rekor, entry.log_id.hex(), entry.body_b64, entry.integrated_time, entry.log_index, entry.signed_entry_timestamp
+        ) or _check_body(entry.body, payload, signature, key, pae_payload=pae_payload)
         if problem is None:
             proven = True
     if proven or not required:
@@ -133,25 +120,22 @@ def check_bundle_tlog(
 
 
 def _check_proof(
-    entry: Mapping[str, Any], proof: Any, payload: bytes, pae_payload: bytes, signature: bytes, key: PublicKey, rekor: RekorKeys | None
+    entry: TlogEntry, payload: bytes, pae_payload: bytes, signature: bytes, key: PublicKey, rekor: RekorKeys | None
 ) -> tuple[str | None, bool, str | None]:
     """(fatal problem, whether the proof proves inclusion in a trusted log, a non-fatal note)."""
-    body = b64_strict(entry.get("canonicalizedBody"))
-    log_id = b64_strict(entry["logId"].get("keyId")) if isinstance(entry.get("logId"), dict) else None
-    if body is None or log_id is None:
-        return "its transparency-log entry with an inclusion proof lacks its body or log id", False, None
+    assert entry.proof is not None
     # The proof's leaf is this body, so the body must be about this signature: otherwise it is a
     # genuine proof of another entry.
-    problem = _check_body(body, payload, signature, key, pae_payload=pae_payload)
+    problem = _check_body(entry.body, payload, signature, key, pae_payload=pae_payload)
     if problem:
         return problem, False, None
-    log = rekor.log_for(log_id, checkpoint_signers(proof)) if rekor is not None else None
+    log = rekor.log_for(entry.log_id, checkpoint_signers(entry.proof.raw)) if rekor is not None else None
     try:
-        checkpoint = verify_inclusion_proof(proof, body, log, require_checkpoint=False)
+        checkpoint = verify_inclusion_proof(entry.proof.raw, entry.body, log, require_checkpoint=False)
     except ProofError as exc:
         return f"its transparency-log inclusion proof does not verify: {exc}", False, None
     if log is None:
-        return None, False, f"its transparency-log entry is from log {log_id.hex()[:16]}…, whose key is not trusted"
+        return None, False, f"its transparency-log entry is from log {entry.log_id.hex()[:16]}…, whose key is not trusted"
     if checkpoint is None:
         return None, False, "its inclusion proof has no signed checkpoint, and no inclusion promise proves it"
     return None, True, None

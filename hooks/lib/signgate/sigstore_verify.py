@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Sequence, TextIO
 
+from .bundle_model import BUNDLE_MEDIA_TYPES
 from .dsse import INTOTO_PAYLOAD_TYPE, pae
 from .encoding import b64_strict
 from .errors import SigngateError
@@ -42,12 +43,6 @@ from .rekor import _key_der
 from .transparency import ProofError, verify_inclusion_proof, verify_signed_entry_timestamp
 from .trust_root import Authority, TrustRoot, TrustRootError, load_trust_root, parse_time
 
-BUNDLE_MEDIA_TYPES = {
-    "application/vnd.dev.sigstore.bundle+json;version=0.1": (0, 1),
-    "application/vnd.dev.sigstore.bundle+json;version=0.2": (0, 2),
-    "application/vnd.dev.sigstore.bundle+json;version=0.3": (0, 3),
-    "application/vnd.dev.sigstore.bundle.v0.3+json": (0, 3),
-}
 MAX_BUNDLE_BYTES = 4 * 1024 * 1024
 MAX_TLOG_ENTRIES = 8
 MAX_TIMESTAMPS = 32  # sigstore-go's and sigstore-python's cap
