@@ -36,10 +36,21 @@ from .bundle_model import (  # noqa: F401  (BUNDLE_MEDIA_TYPES, is_bundle_media_
     load_document,
     parse_bundle,
 )
-from .cosign import DigestMismatch, Requirements, SignatureCheck, check_annotations
+from .bundle_model import Bundle
+from .certificates import (
+    CertificateProblem,
+    CertificateRule,
+    check_signer,
+    describe_problem,
+    identity_of,
+    identity_signer,
+    leaf_public_key,
+    load_leaf,
+)
+from .cosign import DigestMismatch, Requirements, SignatureCheck, check_annotations, merge_checks
 from .dsse import INTOTO_PAYLOAD_TYPE, pae  # noqa: F401  (re-exported)
 from .keys import PublicKey
-from .rekor import RekorKeys, check_bundle_tlog
+from .rekor import RekorKeys, check_bundle_tlog, proven_integrated_times
 
 COSIGN_SIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"
 
@@ -52,10 +63,12 @@ def check_bundle(
     requirements: Requirements,
     rekor: RekorKeys | None = None,
     require_tlog: bool | None = None,
+    certs: CertificateRule | None = None,
 ) -> SignatureCheck:
     """Check one bundle. `rekor`: the configured log keys; `require_tlog` (default: whether keys
-    were given, as before) whether a transparency proof must count. Inclusion proofs are verified
-    whenever the bundle carries them."""
+    were given, as before) whether a transparency proof must count; `certs`: the rule's
+    identities, for bundles signed with a certificate. Inclusion proofs are verified whenever the
+    bundle carries them."""
     if require_tlog is None:
         require_tlog = rekor is not None
     format_problem: BundleFormatError | None = None
@@ -65,6 +78,10 @@ def check_bundle(
     except BundleFormatError as exc:
         if exc.part in ("document", "envelope") and not exc.version_unknown:
             return _fail(source, exc.message)
+        if certs is not None and exc.part == "material":
+            # A rule with identities: a broken chain or certificate is worth naming even though
+            # no key can have signed it.
+            return SignatureCheck("bundle", source, (), exc.message, signer_kind="certificate")
         # Only the media type version or the verification material is wrong: the envelope is
         # whole, so its signature is still checked, and the reader learns who signed it.
         format_problem = exc
@@ -74,7 +91,26 @@ def check_bundle(
             return _fail(source, envelope_problem.message)
     if envelope is None:
         return _fail(source, "the bundle does not contain a DSSE envelope")
+    if format_problem is None and certs is not None and bundle.material.kind != "publicKey":
+        by_certificate = _check_certificate_bundle(source, bundle, envelope, image_digest, requirements, certs)
+        if not keys:
+            return by_certificate
+        return merge_checks(_check_with_keys(source, bundle, envelope, keys, image_digest, requirements, rekor, require_tlog), by_certificate)
+    return _check_with_keys(source, bundle if format_problem is None else None, envelope, keys, image_digest, requirements, rekor, require_tlog, format_problem)
 
+
+def _check_with_keys(
+    source: str,
+    bundle: Bundle | None,
+    envelope: DsseEnvelope,
+    keys: Sequence[PublicKey],
+    image_digest: str,
+    requirements: Requirements,
+    rekor: RekorKeys | None,
+    require_tlog: bool,
+    format_problem: BundleFormatError | None = None,
+) -> SignatureCheck:
+    """The key path: a DSSE signature by one of `keys` (`bundle` is None only with a format problem)."""
     signed = pae(envelope.payload_type, envelope.payload)
     matches: list[tuple[PublicKey, bytes]] = []
     for signature in envelope.signatures:
@@ -95,6 +131,7 @@ def check_bundle(
     problem = check_statement(envelope.payload, image_digest, requirements)
     if problem:
         return SignatureCheck("bundle", source, (), problem, names)
+    assert bundle is not None
     valid = []
     last_problem = "it carries no transparency-log entry, but the rule requires one"
     for key, signature in matches:
@@ -106,6 +143,42 @@ def check_bundle(
     if not valid:
         return SignatureCheck("bundle", source, (), last_problem, names)
     return SignatureCheck("bundle", source, tuple(valid), None, names)
+
+
+def _check_certificate_bundle(
+    source: str, bundle: Bundle, envelope: DsseEnvelope, image_digest: str, requirements: Requirements, certs: CertificateRule
+) -> SignatureCheck:
+    """A bundle whose verificationMaterial is a certificate or chain, against the rule's identities."""
+
+    def fail(problem: str, signed_by: tuple[str, ...] = ()) -> SignatureCheck:
+        return SignatureCheck("bundle", source, (), problem, signed_by, signer_kind="certificate")
+
+    try:
+        leaf = load_leaf(bundle.material.certificates[0])
+        chain = [load_leaf(der) for der in bundle.material.certificates[1:]]
+        key = leaf_public_key(leaf)
+        found = identity_of(leaf).describe()
+    except CertificateProblem as exc:
+        return fail(str(exc))
+    signed = pae(envelope.payload_type, envelope.payload)
+    signature = next((s for s in envelope.signatures if key.verify(s, signed)), None)
+    if signature is None:
+        return fail(f"its signature does not verify with its certificate's key (certificate of {found})")
+    if envelope.payload_type != INTOTO_PAYLOAD_TYPE:
+        return fail(f"signed by {found}, but its DSSE payloadType is {_short(envelope.payload_type)}, not {INTOTO_PAYLOAD_TYPE}", (found,))
+    problem = check_statement(envelope.payload, image_digest, requirements)
+    if problem:
+        return fail(f"signed by {found}, but {problem}", (found,))
+    entries = bundle.material.tlog_entries
+    tlog_problem = check_bundle_tlog(entries, envelope.payload, signature, key, certs.rekor, required=certs.require_tlog)
+    if tlog_problem:
+        return fail(f"signed by {found}, but {tlog_problem}", (found,))
+    set_times = proven_integrated_times(entries, envelope.payload, signature, key, certs.rekor)
+    try:
+        names = check_signer(leaf, chain, signature, certs, set_times, bundle.material.timestamps)
+    except CertificateProblem as exc:
+        return fail(describe_problem(exc, found), (found,))
+    return SignatureCheck("bundle", source, tuple(identity_signer(n) for n in names), None, (found,), signer_kind="certificate")
 
 
 def check_statement(payload: bytes, image_digest: str, requirements: Requirements) -> str | None:

@@ -119,6 +119,36 @@ def check_bundle_tlog(
     return problem
 
 
+def proven_integrated_times(entries: Sequence[TlogEntry], payload: bytes, signature: bytes, key: PublicKey, rekor: RekorKeys) -> list[datetime]:
+    """Integrated times of the entries whose SET a configured log signed and whose body is this
+    signature's: verified times, for checking a certificate chain."""
+    times = []
+    pae_payload = pae(INTOTO_PAYLOAD_TYPE, payload)
+    for entry in entries[:MAX_TLOG_ENTRIES]:
+        if entry.signed_entry_timestamp is None or entry.integrated_time is None:
+            continue
+        if _check_set(rekor, entry.log_id.hex(), entry.body_b64, entry.integrated_time, entry.log_index, entry.signed_entry_timestamp):
+            continue
+        if _check_body(entry.body, payload, signature, key, pae_payload=pae_payload) is None:
+            times.append(_time(entry.integrated_time))
+    return [t for t in times if t is not None]
+
+
+def legacy_integrated_time(annotation: str) -> datetime | None:
+    """The integrated time of a legacy Rekor bundle that check_legacy_tlog has accepted."""
+    try:
+        return _time(int(json.loads(annotation)["Payload"]["integratedTime"]))
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return None
+
+
+def _time(seconds: int) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(seconds, tz=timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
 def _check_proof(
     entry: TlogEntry, payload: bytes, pae_payload: bytes, signature: bytes, key: PublicKey, rekor: RekorKeys | None
 ) -> tuple[str | None, bool, str | None]:
