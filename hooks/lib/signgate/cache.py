@@ -82,7 +82,18 @@ class VerdictCache:
             "tag": ref.tag if rule.multi_arch != "exact" else None,
             "rule": {k: v for k, v in asdict(rule).items() if k != "index"},
             "keys": [self._key_material(self.config.keys[name]) for name in _key_names(rule)],
-            "rekor": [self._key_material(spec) for spec in self.config.rekor_keys.values()] if rule.tlog == "required" else [],
+            # Rekor keys also judge the inclusion proofs bundles carry under `tlog: ignore` (issue 16).
+            "rekor": [self._key_material(spec) for spec in self.config.rekor_keys.values()],
+            # A certificate rule's verdict depends on its identities and on the trust files' content.
+            "identities": [asdict(self.config.identities[name]) for name in rule.identities if name in self.config.identities],
+            "trust": [
+                self._key_material(KeySpec(name, path))
+                for name, path in (
+                    (rule.trusted_root, self.config.trusted_roots.get(rule.trusted_root or "")),
+                    (rule.certificate_authority, self.config.certificate_authorities.get(rule.certificate_authority or "")),
+                )
+                if name and path
+            ],
             "limits": asdict(self.config.limits),
         }
         return _hash(material)
