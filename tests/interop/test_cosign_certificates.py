@@ -1,8 +1,12 @@
-"""Real cosign and signgate on certificate signatures (issue 16): `cosign sign --key k --certificate
+"""Real cosign and signgate on certificate signatures (issue 16). Part 1, private PKI: `cosign sign --key k --certificate
 leaf.pem --certificate-chain chain.pem` with a private CA, in both layouts (cosign v2 legacy, cosign
 v3 legacy and bundle), judged by `cosign verify --certificate-identity ... --certificate-oidc-issuer
 ...` with the CA (and `--insecure-ignore-sct --insecure-ignore-tlog`: a private PKI, offline) and by
 the signgate hook with a `certificateAuthority` rule (`ignoreSct: true`, `tlog: ignore`).
+
+Part 2, keyless-style: leaves from a Fulcio-shaped test CA with a valid, missing or forged embedded
+SCT, judged by `cosign verify --trusted-root` (SCTs checked, tlog ignored) and by a `trustedRoot`
+rule. That real cosign accepts the test CT log's SCTs also checks tests/support/fulcio.py.
 
 Each case states the verdict both must reach; the test fails if either differs from it, so cosign
 and signgate agree on every case here.
@@ -25,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 import contract
 from support import tools
-from support.fulcio import TestFulcio, new_fulcio, pem, trusted_root
+from support.fulcio import TestFulcio, new_ct_log, new_fulcio, pem, trusted_root
 from support.oci import push_image
 
 pytestmark = [pytest.mark.slow, pytest.mark.registry]
@@ -74,6 +78,10 @@ class Material:
     chain: Path  # corp intermediate + root
     stranger_chain: Path
     trusted_root: Path  # the corp CA as a Sigstore trusted root, for cosign v3's verify
+    # Keyless-style: a Fulcio-shaped CA with a CT log in a trusted root; leaves by SCT state.
+    keyless_root: Path
+    keyless_chain: Path
+    keyless_leaves: dict[str, Path]
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +106,14 @@ def material(tmp_path_factory: pytest.TempPathFactory) -> Material:
     leaf, chain = write(corp, "corp")
     stranger_leaf, stranger_chain = write(stranger, "stranger")
     root = trusted_root(directory / "corp-trusted-root.json", corp)
-    return Material(directory, directory / "signer.key", leaf, stranger_leaf, chain, stranger_chain, root)
+    fulcio, ct, forger = new_fulcio("keyless"), new_ct_log(), new_ct_log()
+    keyless_root = trusted_root(directory / "keyless-trusted-root.json", fulcio, [ct])
+    keyless_chain, _ = fulcio.write(directory)
+    leaves = {}
+    for state, log in (("valid-sct", ct), ("no-sct", None), ("forged-sct", forger)):
+        leaves[state] = directory / f"keyless-{state}.pem"
+        leaves[state].write_text(pem(fulcio.issue(private.public_key(), subject=SUBJECT, issuer=ISSUER, ct_log=log)))
+    return Material(directory, directory / "signer.key", leaf, stranger_leaf, chain, stranger_chain, root, keyless_root, keyless_chain, leaves)
 
 
 def signed_image(http: Any, repo: str, signer: str, material: Material, leaf: Path, chain: Path) -> str:
@@ -159,3 +174,38 @@ def test_cosign_and_signgate_agree_on_certificate_signatures(tmp_path, http, rep
         assert f"signed by {SUBJECT} (issuer {ISSUER}), but the rule requires subject someone-else@corp.example" in run.message
     if case == "a-certificate-of-another-ca":
         assert "its certificate does not chain to certificate authority corp" in run.message
+
+
+# ---- keyless-style: a trusted root with a CT log, SCTs checked by both ----------------------------------
+
+# cosign's words: "does not include required embedded SCT", "only able to verify 0 SCT entries".
+SCT_REASON = re.compile(r"embedded SCT|verify 0 SCT entries")
+
+
+@pytest.mark.parametrize("signer", list(SIGNERS))
+@pytest.mark.parametrize("state, allowed", [("valid-sct", True), ("no-sct", False), ("forged-sct", False)])
+def test_cosign_and_signgate_agree_on_scts_under_a_trusted_root(tmp_path, http, repo, material, signer, state, allowed) -> None:
+    reference = signed_image(http, repo, signer, material, material.keyless_leaves[state], material.keyless_chain)
+    program, _ = SIGNERS[signer]
+    cosign = Cosign(tools.require(program), material.directory)
+    completed = cosign.run(
+        "verify", "--certificate-identity", SUBJECT, "--certificate-oidc-issuer", ISSUER, "--trusted-root", str(material.keyless_root),
+        "--insecure-ignore-tlog=true", *REGISTRY_FLAGS, reference, check=False,
+    )
+    assert (completed.returncode == 0) is allowed, completed.stderr
+    if not allowed:
+        error = next((line for line in completed.stderr.splitlines() if line.startswith("Error:")), completed.stderr)
+        assert SCT_REASON.search(error), completed.stderr
+    data = {
+        "registries": {"insecure": [http.host]},
+        "identities": {"release": {"subject": SUBJECT, "issuer": ISSUER}},
+        "trustedRoots": {"keyless": str(material.keyless_root)},
+        "policy": [{"images": "**", "identities": ["release"], "trustedRoot": "keyless"}],
+    }
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(data))
+    run = contract.run_request(path, contract.request_for("Pod", [reference]))
+    assert run.returncode == 0 and run.response is not None, run.stderr
+    assert run.allowed is allowed, run.message
+    if not allowed:
+        assert "SCT" in run.message
