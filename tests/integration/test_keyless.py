@@ -58,11 +58,12 @@ GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
 def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     directory = tmp_path_factory.mktemp("pki")
     fulcio, ct, log = new_fulcio(), new_ct_log(), new_log(directory, "rekor.test", "v1")
-    root_path = trusted_root(directory / "trusted_root.json", fulcio, [ct], [log])
+    log2 = new_log(directory, "log2025-1.rekor.test", "v2")
+    root_path = trusted_root(directory / "trusted_root.json", fulcio, [ct], [log, log2])
     corp = new_fulcio("corp-ca")
     corp_chain, _ = corp.write(directory)
     return {
-        "fulcio": fulcio, "ct": ct, "log": log, "root": root_path,
+        "fulcio": fulcio, "ct": ct, "log": log, "log2": log2, "root": root_path,
         "other": new_fulcio("other-ca"), "other-ct": new_ct_log(),
         "corp": corp, "corp-chain": corp_chain, "dir": directory,
     }
@@ -299,6 +300,47 @@ def test_an_oversized_bundle_chain_is_refused(tmp_path, http, repo, keys, pki) -
     run = admit(tmp_path, config(http, pki), image)
     assert not run.allowed
     assert "its certificate chain has 12 certificates, more than the limit of 10" in run.message
+
+
+def rekor_v2_certificate_bundle(pki: Mapping[str, Any], image: PushedImage, key: TestKey, corrupt: bool = False) -> bytes:
+    """A certificate bundle logged on Rekor v2: no SET, an inclusion proof up to a checkpoint signed
+    by the trusted root's Ed25519 log; the entry names the certificate, as Rekor v2 logs it."""
+    from cryptography.hazmat.primitives import serialization
+
+    certificate = leaf(pki, key)
+    bundle = json.loads(certificate_bundle(image, key, [certificate, pki["fulcio"].intermediate], None))
+    statement = base64_decode(bundle["dsseEnvelope"]["payload"])
+    signature = base64_decode(bundle["dsseEnvelope"]["signatures"][0]["sig"])
+    body = json.dumps({
+        "apiVersion": "0.0.2", "kind": "hashedrekord",
+        "spec": {"hashedRekordV002": {
+            "data": {"algorithm": "SHA2_256", "digest": b64(hashlib.sha256(pae(INTOTO_PAYLOAD_TYPE, statement)).digest())},
+            "signature": {"content": b64(signature), "verifier": {
+                "x509Certificate": {"rawBytes": b64(certificate.public_bytes(serialization.Encoding.DER))},
+                "keyDetails": "PKIX_ECDSA_P256_SHA_256"}},
+        }},
+    }, sort_keys=True, separators=(",", ":")).encode()
+    entry = pki["log2"].entry(body, ("hashedrekord", "0.0.2"))
+    if corrupt:
+        entry["inclusionProof"]["hashes"][0] = b64(bytes(32))
+    bundle["verificationMaterial"]["tlogEntries"] = [entry]
+    return json.dumps(bundle).encode()
+
+
+@pytest.mark.parametrize("corrupt", [False, True], ids=["valid-proof", "broken-proof"])
+def test_a_keyless_bundle_on_rekor_v2_is_proven_by_the_trusted_roots_log(tmp_path, http, repo, keys, pki, corrupt) -> None:
+    key, image = keys["ecdsa-p256"], push_image(http, repo, "v1")
+    attach_bundle(http, repo, image, rekor_v2_certificate_bundle(pki, image, key, corrupt))
+    run = admit(tmp_path, config(http, pki, {"tlog": "required"}), image)
+    assert run.allowed is not corrupt, run.message
+    if corrupt:
+        assert f"signed by {WORKFLOW} (issuer {GITHUB_ISSUER}), but its transparency-log inclusion proof does not verify" in run.message
+
+
+def base64_decode(text: str) -> bytes:
+    import base64
+
+    return base64.b64decode(text)
 
 
 # ---- private PKI ------------------------------------------------------------------------------------
