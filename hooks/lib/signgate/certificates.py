@@ -139,11 +139,13 @@ def leaf_public_key(leaf: Any) -> PublicKey:
     from .errors import SigngateError
     from .keys import public_key_from_pem
 
-    pem = leaf.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     try:
+        pem = leaf.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
         return public_key_from_pem("certificate", "certificate", pem)
     except SigngateError as exc:
         raise CertificateProblem(f"its certificate's key cannot verify signatures: {exc}") from None
+    except Exception as exc:  # an unsupported or malformed key (cryptography's UnsupportedAlgorithm, ValueError)
+        raise CertificateProblem(f"its certificate's key cannot be read ({type(exc).__name__})") from None
 
 
 def identity_of(leaf: Any) -> Found:
@@ -368,8 +370,13 @@ def describe_problem(exc: CertificateProblem, found: str) -> str:
 
 def check_signer(leaf: Any, chain: Sequence[Any], signature: bytes, rule: CertificateRule, set_times: Sequence[datetime], stamps: Sequence[bytes]) -> list[str]:
     """Steps 2 to 5 for a leaf whose signature verified; the matching identity names, or CertificateProblem."""
-    for when, source in signing_times(set_times, stamps, signature, rule.trust):
-        check_certificate(leaf, chain, rule.trust, when, source)
+    try:
+        for when, source in signing_times(set_times, stamps, signature, rule.trust):
+            check_certificate(leaf, chain, rule.trust, when, source)
+    except CertificateProblem:
+        raise
+    except Exception as exc:  # cryptography parses extensions lazily: a hostile certificate fails here, never the hook
+        raise CertificateProblem(f"its certificate cannot be checked ({type(exc).__name__})") from None
     names, mismatch = match_identities(identity_of(leaf), rule.identities)
     if mismatch:
         raise IdentityMismatch(mismatch)
