@@ -42,6 +42,7 @@ from support.signer import (
     simple_signing_payload,
 )
 from support.tlog import TestLog, new_log
+from support.tsa import new_tsa
 
 pytestmark = pytest.mark.registry
 
@@ -59,11 +60,12 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     directory = tmp_path_factory.mktemp("pki")
     fulcio, ct, log = new_fulcio(), new_ct_log(), new_log(directory, "rekor.test", "v1")
     log2 = new_log(directory, "log2025-1.rekor.test", "v2")
-    root_path = trusted_root(directory / "trusted_root.json", fulcio, [ct], [log, log2])
+    tsa = new_tsa(directory / "tsa")
+    root_path = trusted_root(directory / "trusted_root.json", fulcio, [ct], [log, log2], [tsa])
     corp = new_fulcio("corp-ca")
     corp_chain, _ = corp.write(directory)
     return {
-        "fulcio": fulcio, "ct": ct, "log": log, "log2": log2, "root": root_path,
+        "fulcio": fulcio, "ct": ct, "log": log, "log2": log2, "tsa": tsa, "root": root_path,
         "other": new_fulcio("other-ca"), "other-ct": new_ct_log(),
         "corp": corp, "corp-chain": corp_chain, "dir": directory,
     }
@@ -115,10 +117,14 @@ def legacy_rekor_bundle(log: TestLog, body: bytes, integrated: int) -> str:
 def sign_legacy_keyless(
     http: RegistryHTTP, repo: str, image: PushedImage, key: TestKey, certificate: Any, chain_pem: str,
     log: TestLog | None = None, integrated: int | None = None, certificate_annotation: str | None = None,
+    tsa: Any = None,
 ) -> None:
     payload = simple_signing_payload(f"{http.host}/{repo}", image.digest)
     signature = key.sign(payload)
     annotations = {CERTIFICATE: certificate_annotation or pem(certificate), CHAIN: chain_pem}
+    if tsa is not None:
+        # cosign's legacy layout: the timestamp is over the raw signature bytes.
+        annotations["dev.sigstore.cosign/rfc3161timestamp"] = json.dumps({"SignedRFC3161Timestamp": b64(tsa.stamp(signature))})
     if log is not None:
         when = integrated if integrated is not None else int(NOW.timestamp())
         annotations[REKOR_BUNDLE] = legacy_rekor_bundle(log, hashedrekord(payload, signature, pem(certificate)), when)
@@ -213,6 +219,40 @@ def test_an_expired_leaf_with_no_verified_time_is_denied_and_a_set_within_its_va
     # the log's, so the chain is valid then (as cosign).
     sign_legacy_keyless(http, repo, logged, key, certificate, pki["fulcio"].chain_pem.decode(), pki["log"], int((start + dt.timedelta(minutes=3)).timestamp()))
     assert admit(tmp_path, config(http, pki), logged).allowed
+
+
+def test_a_verified_rfc3161_time_within_the_leafs_validity_admits_an_expired_leaf(tmp_path, http, repo, keys, pki) -> None:
+    # OpenSSL's TSA stamps the signature now, while the leaf is valid; the leaf then expires. The
+    # chain is checked at the stamped time, as sigstore does; without the stamp, at the current
+    # time, and it fails. (The wait only lets the leaf expire; nothing is timed.)
+    import time
+
+    key = keys["ecdsa-p256"]
+    now = dt.datetime.now(dt.timezone.utc)
+    certificate = leaf(pki, key, not_before=now - dt.timedelta(minutes=1), not_after=now + dt.timedelta(seconds=2))
+    stamped, unstamped = push_image(http, repo, "v1"), push_image(http, repo, "v2")
+    sign_legacy_keyless(http, repo, stamped, key, certificate, pki["fulcio"].chain_pem.decode(), tsa=pki["tsa"])
+    sign_legacy_keyless(http, repo, unstamped, key, certificate, pki["fulcio"].chain_pem.decode())
+    while dt.datetime.now(dt.timezone.utc) <= certificate.not_valid_after_utc + dt.timedelta(seconds=1):
+        time.sleep(0.5)
+    run = admit(tmp_path, config(http, pki), stamped)
+    assert run.allowed, run.message
+    run = admit(tmp_path, config(http, pki), unstamped)
+    assert not run.allowed and "the certificate expired" in run.message
+
+
+def test_a_timestamp_from_an_untrusted_tsa_gives_no_verified_time(tmp_path, http, repo, keys, pki) -> None:
+    # A timestamp the trust root's TSAs did not sign is not counted (as sigstore's clients), so
+    # the chain is checked at the current time: an expired leaf is refused.
+    key = keys["ecdsa-p256"]
+    stranger_tsa = new_tsa(pki["dir"] / "stranger-tsa")
+    start = NOW - dt.timedelta(days=2)
+    certificate = leaf(pki, key, not_before=start, not_after=start + dt.timedelta(minutes=10))
+    image = push_image(http, repo, "v1")
+    sign_legacy_keyless(http, repo, image, key, certificate, pki["fulcio"].chain_pem.decode(), tsa=stranger_tsa)
+    run = admit(tmp_path, config(http, pki), image)
+    assert not run.allowed
+    assert "no verified time, so the current time" in run.message
 
 
 @pytest.mark.parametrize("ct, expected", [(None, "its certificate carries no SCT"), ("other-ct", "its certificate's SCT does not verify with a CT log key of trusted root test-good")])

@@ -188,8 +188,9 @@ def new_fulcio(name: str = "test-fulcio") -> TestFulcio:
     return TestFulcio(name, root, root_key, intermediate, intermediate_key)
 
 
-def trusted_root(path: Path, fulcio: TestFulcio, ct_logs: Iterable[TestCTLog] = (), tlogs: Iterable[Any] = ()) -> Path:
-    """Write a trusted_root.json (media type v0.1) for the CA, CT logs and transparency logs."""
+def trusted_root(path: Path, fulcio: TestFulcio, ct_logs: Iterable[TestCTLog] = (), tlogs: Iterable[Any] = (), tsas: Iterable[Any] = ()) -> Path:
+    """Write a trusted_root.json (media type v0.1) for the CA, CT logs, transparency logs and TSAs
+    (tests/support/tsa.py: their chain is the TSA certificate, then its root)."""
     start = (NOW - dt.timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def log_entry(key: Any, log_id: bytes, details: str, url: str) -> dict[str, Any]:
@@ -215,7 +216,15 @@ def trusted_root(path: Path, fulcio: TestFulcio, ct_logs: Iterable[TestCTLog] = 
             }
         ],
         "ctlogs": [log_entry(ct.private.public_key(), ct.log_id, "PKIX_ECDSA_P256_SHA_256", "https://ct.test") for ct in ct_logs],
-        "timestampAuthorities": [],
+        "timestampAuthorities": [
+            {
+                "subject": {"organization": "signgate tests", "commonName": "tsa"},
+                "uri": "https://tsa.test",
+                "certChain": {"certificates": [{"rawBytes": b64(c.public_bytes(serialization.Encoding.DER))} for c in (tsa.certificate, tsa.root)]},
+                "validFor": {"start": start},
+            }
+            for tsa in tsas
+        ],
     }
     path.write_text(json.dumps(document, indent=1))
     return path
