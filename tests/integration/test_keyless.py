@@ -291,6 +291,24 @@ def test_a_malformed_certificate_is_a_clear_denial(tmp_path, http, repo, keys, p
     assert expected in run.message
 
 
+def test_a_malformed_chain_annotation_is_a_clear_denial(tmp_path, http, repo, keys, pki) -> None:
+    key, image = keys["ecdsa-p256"], push_image(http, repo, "v1")
+    sign_legacy_keyless(http, repo, image, key, leaf(pki, key), "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+    run = admit(tmp_path, config(http, pki), image)
+    assert not run.allowed
+    assert "none is valid: its certificate chain annotation is malformed (not PEM certificates)" in run.message
+
+
+def test_a_bundle_certificate_that_is_not_der_is_a_clear_denial(tmp_path, http, repo, keys, pki) -> None:
+    key, image = keys["ecdsa-p256"], push_image(http, repo, "v1")
+    bundle = json.loads(certificate_bundle(image, key, [leaf(pki, key)], None, as_chain=False))
+    bundle["verificationMaterial"]["certificate"]["rawBytes"] = b64(b"not a certificate")
+    attach_bundle(http, repo, image, json.dumps(bundle).encode())
+    run = admit(tmp_path, config(http, pki), image)
+    assert not run.allowed
+    assert "1 bundle found; none is valid: its certificate is malformed (not a DER X.509 certificate)" in run.message
+
+
 def test_an_oversized_chain_is_capped(tmp_path, http, repo, keys, pki) -> None:
     key, image = keys["ecdsa-p256"], push_image(http, repo, "v1")
     sign_legacy_keyless(http, repo, image, key, leaf(pki, key), pki["fulcio"].chain_pem.decode() * 6)
