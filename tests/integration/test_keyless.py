@@ -417,6 +417,25 @@ def test_a_private_ca_rule_admits_without_sct_or_log(tmp_path, http, repo, keys,
     assert run.allowed, run.message
 
 
+def test_an_intermediate_in_the_ca_bundle_does_not_anchor_on_its_own(tmp_path, http, repo, keys, pki) -> None:
+    # The bundle holds corp's intermediate beside another CA's root: the leaf's chain must reach a
+    # self-signed root of the bundle, so the intermediate alone proves nothing.
+    from cryptography.hazmat.primitives import serialization
+
+    key, image = keys["ecdsa-p256"], push_image(http, repo, "v1")
+    certificate = leaf(pki, key, fulcio="corp", ct=None, subject="release@corp.example", issuer=None)
+    sign_legacy_keyless(http, repo, image, key, certificate, pki["corp"].chain_pem.decode())
+    mixed = pki["dir"] / "mixed-bundle.pem"
+    mixed.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (pki["corp"].intermediate, pki["other"].root)))
+    data = config(http, pki, identity={"subject": "release@corp.example", "issuerRegExp": ".*"})
+    data["certificateAuthorities"] = {"corp": str(mixed)}
+    data["policy"][0].pop("trustedRoot")
+    data["policy"][0].update({"certificateAuthority": "corp", "ignoreSct": True})
+    run = admit(tmp_path, data, image)
+    assert not run.allowed
+    assert "its certificate does not chain to certificate authority corp" in run.message
+
+
 def test_a_private_ca_rule_without_ignore_sct_is_a_configuration_error(tmp_path, http, pki) -> None:
     data = config(http, pki)
     data["policy"][0].pop("trustedRoot")

@@ -90,10 +90,21 @@ def trust_from_pem(name: str, path: str, pem: bytes, ignore_sct: bool) -> Certif
         raise CertificateProblem(f"certificate authority {name} ({path}) is not a PEM certificate bundle: {exc}") from None
     if not certificates or len(certificates) > 64:
         raise CertificateProblem(f"certificate authority {name} ({path}) must hold 1 to 64 certificates")
-    authorities = tuple(
-        Authority(path, (c.public_bytes(Encoding.DER),), Validity(c.not_valid_before_utc, c.not_valid_after_utc))
-        for c in certificates
-    )
+    # Self-signed certificates anchor; the others only complete chains (as cosign's
+    # --certificate-chain, whose last certificate is the root). A bundle without a self-signed
+    # certificate pins what it holds: each of its certificates anchors.
+    roots = [c for c in certificates if c.issuer == c.subject]
+    others = tuple(c.public_bytes(Encoding.DER) for c in certificates if c.issuer != c.subject)
+    if roots:
+        authorities = tuple(
+            Authority(path, others + (r.public_bytes(Encoding.DER),), Validity(r.not_valid_before_utc, r.not_valid_after_utc))
+            for r in roots
+        )
+    else:
+        authorities = tuple(
+            Authority(path, (c.public_bytes(Encoding.DER),), Validity(c.not_valid_before_utc, c.not_valid_after_utc))
+            for c in certificates
+        )
     return CertificateTrust(f"certificate authority {name}", authorities, {}, (), ignore_sct)
 
 
