@@ -41,10 +41,11 @@ demo: $(VENV)/.runtime
 test: system-packages venv tools
 	$(PY) -m pytest
 
-# The unit tests alone: no registry, no subprocess, and none of tests/conftest.py's fixtures
-# (--confcutdir keeps it from loading), so they run in seconds with requirements.txt only.
+# The unit tests alone (tests/unit): no registry, no subprocess, so they run in seconds with
+# requirements.txt, pytest and hypothesis only. tests/integration holds the real registry,
+# notary-server, chart and service tests; `make e2e` the real peers.
 unit: venv
-	$(PY) -m pytest tests/unit --confcutdir=tests/unit
+	$(PY) -m pytest tests/unit
 
 # Only the real-peers tests: a control plane, shell-operator and real cosign.
 e2e: system-packages venv tools

@@ -29,7 +29,7 @@ from typing import Callable
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "tests"), str(REPO / "hooks" / "lib")]
 
-from contract import hook_env, request_for  # noqa: E402
+from support.contract import hook_env, request_for  # noqa: E402
 from support.oci import RegistryHTTP, push_image  # noqa: E402
 from support.registry import Registry  # noqa: E402
 from support.service import VerifierService  # noqa: E402

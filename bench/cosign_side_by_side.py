@@ -35,7 +35,7 @@ sys.path[:0] = [str(REPO / "tests"), str(REPO / "hooks" / "lib")]
 
 import yaml  # noqa: E402
 
-import contract  # noqa: E402
+from support import contract  # noqa: E402
 from support import tools  # noqa: E402
 from support.oci import RegistryHTTP, push_image  # noqa: E402
 from support.registry import Registry  # noqa: E402

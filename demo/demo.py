@@ -17,7 +17,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "tests"), str(REPO / "hooks" / "lib")]
 
-from contract import admission_request, pod_spec, run_config, run_request, workload  # noqa: E402
+from support.contract import admission_request, pod_spec, run_config, run_request, workload  # noqa: E402
 from support.oci import RegistryHTTP, push_image  # noqa: E402
 from support.registry import Registry  # noqa: E402
 from support.signer import generate_key, sign_legacy  # noqa: E402

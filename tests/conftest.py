@@ -1,4 +1,9 @@
-"""Shared fixtures: real registries on 127.0.0.1, signing keys and test-side registry clients."""
+"""Shared fixtures: real registries on 127.0.0.1, signing keys and test-side registry clients.
+
+Used by tests/integration, tests/e2e and tests/interop. The test support (registries, bcrypt for
+htpasswd, the signer) is imported inside the fixtures, not here: tests/unit must run with
+requirements.txt, pytest and hypothesis only, and this file is loaded for them too.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import pytest
 
@@ -18,9 +23,10 @@ sys.path.insert(0, str(REPO_ROOT / "hooks" / "lib"))
 # `tests` is not a package, so make `support` importable for test modules.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from support.oci import RegistryHTTP  # noqa: E402
-from support.registry import Mode, Registry, fast_storage_root, registry_binary  # noqa: E402
-from support.signer import KEY_KINDS, TestKey, generate_key  # noqa: E402
+if TYPE_CHECKING:
+    from support.oci import RegistryHTTP
+    from support.registry import Mode, Registry
+    from support.signer import TestKey
 
 NO_REGISTRY_REASON = (
     "docker-registry (Debian package docker-registry, distribution 2.8) is not on PATH; "
@@ -33,6 +39,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _require_registry_binary() -> None:
+    from support.registry import registry_binary
+
     if registry_binary() is None:
         pytest.skip(NO_REGISTRY_REASON)
 
@@ -40,6 +48,8 @@ def _require_registry_binary() -> None:
 @pytest.fixture(scope="session")
 def _storage_root() -> Iterator[Path | None]:
     """Session-wide tmpfs directory for registry blob storage (None → keep it in tmp_path)."""
+    from support.registry import fast_storage_root
+
     base = fast_storage_root()
     if base is None:
         yield None
@@ -51,6 +61,8 @@ def _storage_root() -> Iterator[Path | None]:
 
 def _new_registry(factory: pytest.TempPathFactory, storage_root: Path | None,
                   mode: Mode) -> Registry:
+    from support.registry import Registry
+
     _require_registry_binary()
     directory = factory.mktemp(f"registry-{mode}")
     data_dir = Path(tempfile.mkdtemp(dir=storage_root)) if storage_root else None
@@ -115,6 +127,8 @@ def fresh_registry(tmp_path_factory: pytest.TempPathFactory,
 def http_for() -> Iterator[Callable[..., RegistryHTTP]]:
     """``http_for(registry, **kwargs)`` → a RegistryHTTP with the registry's credentials and CA
     (``anonymous=True``, ``password=...`` etc. to deviate). Sessions are closed at teardown."""
+    from support.oci import RegistryHTTP
+
     clients: list[RegistryHTTP] = []
 
     def make(reg: Registry, **kwargs: object) -> RegistryHTTP:
@@ -150,6 +164,8 @@ def repo(request: pytest.FixtureRequest) -> str:
 def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TestKey]:
     """One key of every kind (``keys["ecdsa-p256"]`` …) plus ``keys["other-ecdsa-p256"]``, an
     unrelated key of the same type for wrong-key cases. RSA also has a PKCS#1 PEM."""
+    from support.signer import KEY_KINDS, generate_key
+
     directory = tmp_path_factory.mktemp("keys")
     made = {kind: generate_key(kind, directory, rsa_pkcs1_pem=kind.startswith("rsa"))
             for kind in KEY_KINDS}

@@ -588,8 +588,12 @@ class SigngatePod:
 
     def __init__(self, directory: Path, *, shell_operator: Path, venv: Path, kubectl: Kubectl,
                  apiserver: ApiServer, config: dict, keys: dict[str, Path],
-                 registry_auth: Path | None = None, registry_ca: Path | None = None) -> None:
+                 registry_auth: Path | None = None, registry_ca: Path | None = None,
+                 token: str | None = None) -> None:
+        """`token`: shell-operator authenticates with this ServiceAccount token instead of the
+        admin certificate, so that the RBAC bound to that account is what it runs with."""
         self.directory = directory
+        self.token = token
         self.shell_operator_binary = stage(shell_operator, directory / "image" / "shell-operator")
         self.venv = stage(venv, directory / "image" / "venv")
         self.kubectl = kubectl
@@ -666,8 +670,8 @@ class SigngatePod:
             "apiVersion": "v1", "kind": "Config", "current-context": "e2e",
             "clusters": [{"name": "e2e", "cluster": {"server": self.apiserver.url,
                                                      "certificate-authority-data": data(pki.ca.cert_path)}}],
-            "users": [{"name": "admin", "user": {"client-certificate-data": data(pki.admin_cert),
-                                                  "client-key-data": data(pki.admin_key)}}],
+            "users": [{"name": "admin", "user": {"token": self.token} if self.token else {
+                "client-certificate-data": data(pki.admin_cert), "client-key-data": data(pki.admin_key)}}],
             "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": "admin"}}],
         }))
         (self.kubeconfig_dir / "kubeconfig").chmod(0o400)

@@ -22,7 +22,7 @@ from typing import Any, Mapping
 
 import pytest
 
-from contract import HookRun, request_for, run_config, run_request
+from support.contract import HookRun, request_for, run_config, run_request
 from support.fulcio import NOW, TestCTLog, TestFulcio, new_ct_log, new_fulcio, pem, trusted_root
 from support.oci import OCI_INDEX, OCI_MANIFEST, PushedImage, RegistryHTTP, push_image, sha256_digest
 from support.signer import (

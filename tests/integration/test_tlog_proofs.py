@@ -23,7 +23,7 @@ from typing import Any, Mapping
 
 import pytest
 
-from contract import HookRun, request_for, run_request
+from support.contract import HookRun, request_for, run_request
 from support.oci import OCI_INDEX, OCI_MANIFEST, PushedImage, RegistryHTTP, push_image, sha256_digest
 from support.signer import (
     BUNDLE_MEDIA_TYPE,

@@ -27,7 +27,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-import contract
+from support import contract
 from support import tools
 from support.fulcio import TestFulcio, new_ct_log, new_fulcio, pem, trusted_root
 from support.oci import push_image

@@ -29,7 +29,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-import contract
+from support import contract
 from support import tools
 from support.oci import PushedImage, PushedIndex, RegistryHTTP, push_image, push_index
 from support.registry import Registry

@@ -20,7 +20,8 @@ LIB = REPO / "hooks" / "lib"
 class VerifierService:
     """`signgate serve` on a socket in `directory`; stopped with SIGTERM on exit."""
 
-    def __init__(self, directory: Path, *, max_workers: int = 32, env: dict[str, str] | None = None) -> None:
+    def __init__(self, directory: Path, *, max_workers: int = 32, env: dict[str, str] | None = None,
+                 args: tuple[str, ...] = ()) -> None:
         # Unix socket paths are limited to 107 bytes; pytest's tmp paths can be longer.
         self.directory = Path(directory)
         self.socket = self.directory / "v.sock"
@@ -28,6 +29,7 @@ class VerifierService:
             raise ValueError(f"socket path too long for AF_UNIX: {self.socket}")
         self.max_workers = max_workers
         self.env = env
+        self.args = args  # more `signgate serve` options (--worker-requests)
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = self.directory / "service.log"
 
@@ -38,7 +40,7 @@ class VerifierService:
         self.directory.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "signgate", "serve", "--socket", str(self.socket), "--max-workers", str(self.max_workers)],
+            [sys.executable, "-m", "signgate", "serve", "--socket", str(self.socket), "--max-workers", str(self.max_workers), *self.args],
             env=environment, stdout=log, stderr=log, cwd=self.directory,
         )
         log.close()
@@ -131,7 +133,7 @@ def busy_worker(socket_path: Path, directory: Path, key_path: Path) -> Iterator[
     sys.path.insert(0, str(LIB))
     from signgate.relay import PROTOCOL
 
-    from contract import BINDING, request_for
+    from support.contract import BINDING, request_for
 
     silent = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     silent.bind(("127.0.0.1", 0))

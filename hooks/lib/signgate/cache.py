@@ -9,7 +9,10 @@ in a directory (an emptyDir in the chart):
   Rekor keys when the rule needs them, and the limits. Any change to any of them is a miss.
   Verified verdicts live `ttlSeconds` (default 600), definite failures (no or invalid
   signatures) `negativeTtlSeconds` (default 60). Transient failures (timeouts, unreachable or
-  rate-limiting registries) are never cached: the next request should try again.
+  rate-limiting registries, refused credentials) are never cached: the next request should try
+  again. With pull secrets (`registries.pullSecrets: pod`), a failure's key also holds who asked
+  (the namespace and a digest of the pod's credentials), so it serves no other namespace; a pass
+  serves all (decision._CachedVerifier, README "Pull secrets").
 - `t/<key>.json`: tag -> digest, for `tagTtlSeconds` (default 30; 0 disables it). Trade-off: for
   that long, a tag that was moved in the registry still resolves to its old digest here. The
   gap exists anyway between admission and the kubelet's pull; `requireDigest` closes both.
@@ -73,29 +76,25 @@ class VerdictCache:
 
     # ---- keys -------------------------------------------------------------------------------
 
-    def verdict_key(self, rule: Rule, ref: ImageReference, digest: str) -> str:
+    def verdict_key(self, rule: Rule, ref: ImageReference, digest: str, asker: str | None = None) -> str:
+        """`asker`: whose credentials found a failure (pull secrets: decision._CachedVerifier)."""
+        verifier = verifier_for(rule)
         material = {
             "format": CACHE_FORMAT,
             "digest": digest,
             "name": ref.name,
             # The tag matters only where it changes the outcome (a platform digest found through its index).
-            "tag": ref.tag if rule.multi_arch != "exact" else None,
+            "tag": ref.tag if verifier.uses_tag(rule) else None,
             "rule": {k: v for k, v in asdict(rule).items() if k != "index"},
-            "keys": [self._key_material(self.config.keys[name]) for name in _key_names(rule)],
-            # Rekor keys also judge the inclusion proofs bundles carry under `tlog: ignore` (issue 16).
-            "rekor": [self._key_material(spec) for spec in self.config.rekor_keys.values()],
-            # A certificate rule's verdict depends on its identities and on the trust files' content.
+            "keys": [self._key_material(self.config.keys[name]) for name in verifier.key_names(rule)],
+            # Every other file a verdict depends on (Rekor keys, trust roots), by content.
+            "trust": [self._file_digest(path) for path in verifier.trust_files(self.config, rule)],
+            # A certificate rule's verdict also depends on its identities' specifications.
             "identities": [asdict(self.config.identities[name]) for name in rule.identities if name in self.config.identities],
-            "trust": [
-                self._key_material(KeySpec(name, path))
-                for name, path in (
-                    (rule.trusted_root, self.config.trusted_roots.get(rule.trusted_root or "")),
-                    (rule.certificate_authority, self.config.certificate_authorities.get(rule.certificate_authority or "")),
-                )
-                if name and path
-            ],
             "limits": asdict(self.config.limits),
         }
+        if asker is not None:
+            material["asker"] = asker
         return _hash(material)
 
     def tag_key(self, ref: ImageReference) -> str:
@@ -105,15 +104,18 @@ class VerdictCache:
         return _hash({"format": CACHE_FORMAT, "ref": str(ref), "rule": rule.index, "images": rule.images})
 
     def _key_material(self, spec: KeySpec) -> list[Any]:
+        return [spec.name, self._file_digest(spec.path), spec.hash_algorithm]
+
+    def _file_digest(self, path: str) -> str:
         # The file's bytes, not its path: a rotated key behind the same path is a new key.
-        content = self._key_digests.get(spec.path)
+        content = self._key_digests.get(path)
         if content is None:
             try:
-                content = hashlib.sha256(read_regular(spec.path, 64 * 1024)[: 64 * 1024]).hexdigest()
+                content = hashlib.sha256(read_regular(path, 64 * 1024)[: 64 * 1024]).hexdigest()
             except OSError:  # unreadable, or not a regular file (a FIFO would block: never waited on)
                 content = "unreadable"
-            self._key_digests[spec.path] = content
-        return [spec.name, content, spec.hash_algorithm]
+            self._key_digests[path] = content
+        return content
 
     # ---- entries ----------------------------------------------------------------------------
 
@@ -295,10 +297,6 @@ def _is_time(value: Any) -> bool:
     """A finite number of seconds since the epoch. The comparisons are false for NaN, and exact
     for integers of any size (math.isfinite raises OverflowError on a huge one)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and -1e12 < value < 1e12
-
-
-def _key_names(rule: Rule) -> tuple[str, ...]:
-    return verifier_for(rule).key_names(rule)
 
 
 def _hash(material: Any) -> str:

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = 
         return service_main(argv, out=out, err=err)
     if argv[:2] == ["notary", "root-key"]:
         # Needs no configuration: it is how the configuration's pinned key is obtained.
-        from .notary import root_key_main
+        from .verifiers.notaryv1.cli import root_key_main
 
         return root_key_main(argv[2:], out=out, err=err)
     if argv[:1] == ["sigstore"]:
@@ -58,12 +58,12 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = 
         parser.print_help(err)
         return EXIT_ERROR
     try:
-        from .hook import check_key_files
+        from .hook import verify_key_files
 
         config = load_config(args.config or config_path_from_env(os.environ), os.environ)
         # As the hook's --config call does: with a broken key file the webhook never starts, so
         # no command may answer as if it would (a missing key is exit 2, not "image denied").
-        check_key_files(config)
+        verify_key_files(config)
         return int(args.handler(args, config, out, err))
     except SigngateError as exc:
         err.write(f"signgate: {exc}\n")

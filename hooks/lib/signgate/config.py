@@ -17,7 +17,7 @@ from .errors import ConfigError, InvalidReference
 from .fields import LongInteger as _LongInteger, Section as _Section, ca_bundle_problem, clip as _clip, short as _short, type_name as _type_name
 from .files import read_regular
 from .podspec import config_path
-from .policy import canonical_pattern, validate_pattern
+from .policy import canonical_pattern, check_pattern
 from .reference import canonical_insecure
 # Deferred imports: the network guard (socket, threading) loads only for a configuration that
 # lists registries.allowNetworks; the hook's other paths never need it.
@@ -28,6 +28,7 @@ from .settings import (  # noqa: F401  (re-exported: the configuration's types)
     DEFAULT_BINDING_NAME,
     DEFAULT_MUTATING_NAME,
     PIN_SCOPES,
+    PULL_SECRET_SOURCES,
     DEFAULT_SELECTOR,
     ALWAYS_EXCLUDED_NAMESPACES,
     MODES,
@@ -43,7 +44,6 @@ from .settings import (  # noqa: F401  (re-exported: the configuration's types)
     RegistrySettings,
     Limits,
     CacheSettings,
-    NotarySettings,
     Rule,
     Config,
 )
@@ -221,7 +221,7 @@ def _webhook(section: "_Section", environ: Mapping[str, str]) -> WebhookSettings
     selector = section.raw("namespaceSelector", None)
     if selector is None:
         selector = json.loads(json.dumps(DEFAULT_SELECTOR))  # a copy: never hand out the shared default
-    _check_selector(section, "namespaceSelector", selector)
+    _verify_selector(section, "namespaceSelector", selector)
     timeout = section.integer("timeoutSeconds", 10, *RANGES["webhook.timeoutSeconds"])
     default_deadline = max(timeout * 0.5, timeout - 2.0)
     deadline = section.number("deadlineSeconds", default_deadline, *RANGES["webhook.deadlineSeconds"])
@@ -247,7 +247,7 @@ def _webhook(section: "_Section", environ: Mapping[str, str]) -> WebhookSettings
     )
 
 
-def _check_selector(section: "_Section", name: str, selector: Any) -> None:
+def _verify_selector(section: "_Section", name: str, selector: Any) -> None:
     path = section.path_of(name)
     if not isinstance(selector, dict):
         section.fail(name, "must be a label selector mapping with matchLabels and/or matchExpressions")
@@ -339,6 +339,9 @@ def _registries(section: "_Section") -> RegistrySettings:
     auth = section.string("auth", None)
     insecure = section.string_list("insecure", ())
     networks = section.string_list("allowNetworks", ())
+    # Whose credentials the registry client uses: `pod` reads the pod's imagePullSecrets from
+    # shell-operator snapshots (pullsecrets.py); `none` only the mounted `auth` file.
+    pull_secrets = section.choice("pullSecrets", PULL_SECRET_SOURCES, "none")
     section.done()
     canonical: set[str] = set()
     for number, entry in enumerate(insecure):
@@ -364,7 +367,11 @@ def _registries(section: "_Section") -> RegistrySettings:
         if problem:
             section.fail("caBundle", problem)
     return RegistrySettings(
-        ca_bundle=ca_bundle, auth=auth, insecure=frozenset(canonical), allow_networks=tuple(dict.fromkeys(allow_networks))
+        ca_bundle=ca_bundle,
+        auth=auth,
+        insecure=frozenset(canonical),
+        allow_networks=tuple(dict.fromkeys(allow_networks)),
+        pull_secrets=pull_secrets,
     )
 
 
@@ -424,7 +431,7 @@ def _policy(
     for index, item in enumerate(items):
         section = _Section(item, f"policy[{index}]", top.source)
         images = section.string("images", None, required=True)
-        problem = validate_pattern(images)
+        problem = check_pattern(images)
         if problem:
             section.fail("images", problem)
         try:

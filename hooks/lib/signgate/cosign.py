@@ -239,50 +239,70 @@ def check_legacy_signature(
     return SignatureCheck("legacy", source, signers, None, names)
 
 
+class PayloadError(ValueError):
+    """A simple-signing payload that is not shaped as the format says; the message reads after "it"."""
+
+
+@dataclass(frozen=True)
+class SimpleSigningPayload:
+    """A verified simple-signing payload, parsed once. Built only through `parse`, which checks
+    the shape, so the claims checks work on typed fields.
+
+    `type` and `docker_reference` are kept as written (any JSON value, or None when absent): the
+    claims check compares them, and names a wrong value in its message.
+    """
+
+    manifest_digest: str  # critical.image.docker-manifest-digest
+    type: Any  # critical.type
+    docker_reference: Any  # critical.identity.docker-reference; None when there is no identity
+    optional: Mapping[str, Any]  # the `optional` section; empty when absent or null
+
+    @classmethod
+    def parse(cls, payload: bytes) -> "SimpleSigningPayload":
+        try:
+            document = json.loads(payload)
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly nested JSON
+            raise PayloadError("its payload is not valid JSON") from None
+        if not isinstance(document, dict):
+            raise PayloadError("its payload is not a JSON object")
+        critical = document.get("critical")
+        if not isinstance(critical, dict):
+            raise PayloadError("its payload has no 'critical' section")
+        image = critical.get("image")
+        if not isinstance(image, dict) or not isinstance(image.get("docker-manifest-digest"), str):
+            raise PayloadError("its payload has no critical.image.docker-manifest-digest")
+        identity = critical.get("identity", {})
+        if identity is not None and not isinstance(identity, dict):
+            raise PayloadError("its payload's critical.identity is not an object")
+        optional = document.get("optional")
+        if optional is not None and not isinstance(optional, dict):
+            raise PayloadError("its payload's 'optional' section is not an object")
+        return cls(
+            manifest_digest=image["docker-manifest-digest"],
+            type=critical.get("type"),
+            docker_reference=(identity or {}).get("docker-reference"),  # `"identity": null` is accepted
+            optional=optional or {},
+        )
+
+
 def check_simple_signing_claims(payload: bytes, image_digest: str, requirements: Requirements) -> str | None:
     """Check a verified payload's claims. Returns a problem, or None when they hold."""
     try:
-        document = parse_simple_signing(payload)
-    except ValueError as exc:
+        claims = SimpleSigningPayload.parse(payload)
+    except PayloadError as exc:
         return str(exc)
-    claimed = document["critical"]["image"]["docker-manifest-digest"]
-    if claimed != image_digest:
-        return DigestMismatch(f"the signature is for digest {claimed}, but the image resolves to {image_digest}")
-    if document["critical"].get("type") != COSIGN_SIGNATURE_TYPE:
-        return f"its payload type is {_short(document['critical'].get('type'))}, not {COSIGN_SIGNATURE_TYPE!r}"
-    problem = check_annotations(document.get("optional") or {}, requirements.annotations)
+    if claims.manifest_digest != image_digest:
+        return DigestMismatch(f"the signature is for digest {claims.manifest_digest}, but the image resolves to {image_digest}")
+    if claims.type != COSIGN_SIGNATURE_TYPE:
+        return f"its payload type is {_short(claims.type)}, not {COSIGN_SIGNATURE_TYPE!r}"
+    problem = check_annotations(claims.optional, requirements.annotations)
     if problem:
         return problem
     if requirements.identity is not None:
-        # parse_simple_signing accepts `"identity": null`, so `.get("identity", {})` is not enough.
-        reference = (document["critical"].get("identity") or {}).get("docker-reference")
-        problem = check_identity(reference, requirements.identity, requirements.insecure)
+        problem = check_identity(claims.docker_reference, requirements.identity, requirements.insecure)
         if problem:
             return problem
     return None
-
-
-def parse_simple_signing(payload: bytes) -> dict[str, Any]:
-    """Parse a simple-signing payload; ValueError with a readable message when malformed."""
-    try:
-        document = json.loads(payload)
-    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly nested JSON
-        raise ValueError("its payload is not valid JSON") from None
-    if not isinstance(document, dict):
-        raise ValueError("its payload is not a JSON object")
-    critical = document.get("critical")
-    if not isinstance(critical, dict):
-        raise ValueError("its payload has no 'critical' section")
-    image = critical.get("image")
-    if not isinstance(image, dict) or not isinstance(image.get("docker-manifest-digest"), str):
-        raise ValueError("its payload has no critical.image.docker-manifest-digest")
-    identity = critical.get("identity", {})
-    if identity is not None and not isinstance(identity, dict):
-        raise ValueError("its payload's critical.identity is not an object")
-    optional = document.get("optional")
-    if optional is not None and not isinstance(optional, dict):
-        raise ValueError("its payload's 'optional' section is not an object")
-    return document
 
 
 def check_annotations(signed: Any, required: Iterable[tuple[str, str]]) -> str | None:

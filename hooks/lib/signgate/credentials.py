@@ -9,7 +9,10 @@ A key that has no canonical form is a configuration error, not a guess.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import os
 from dataclasses import dataclass, field
 from typing import AbstractSet, Any, Mapping
 
@@ -23,10 +26,40 @@ MAX_AUTH_FILE_BYTES = 1024 * 1024
 _DOCKER_HUB_KEYS = ("https://index.docker.io/v1/", "index.docker.io", "docker.io", "registry-1.docker.io")
 
 
+# Fingerprints tell credentials apart without holding them. `fingerprint` keys what lives in this
+# process only (tokens): an HMAC under a random key of the process, cheap, and meaningless outside.
+# `stable_fingerprint` reaches cache keys on disk, shared by processes, so it cannot use a process
+# key: a fixed salt and enough iterations (about 4 ms) that it is no cheap oracle for guessing a
+# short password. Neither is the secret nor reversible.
+_PROCESS_KEY = os.urandom(32)
+_FINGERPRINT_SALT = b"signgate registry credential fingerprint v1"
+_FINGERPRINT_ITERATIONS = 10000
+
+
 @dataclass(frozen=True)
 class Credentials:
     username: str
     password: str = field(repr=False)
+
+    def _material(self) -> bytes:
+        return f"{self.username}\0{self.password}".encode("utf-8", "surrogatepass")
+
+    @property
+    def fingerprint(self) -> str:
+        """A one-way digest for keys within this process (the registry client's token cache)."""
+        return hmac.new(_PROCESS_KEY, self._material(), hashlib.sha256).hexdigest()[:32]
+
+    @property
+    def stable_fingerprint(self) -> str:
+        """A one-way digest that is the same in every process (verdict cache keys)."""
+        cached = _FINGERPRINTS.get((self.username, self.password))
+        if cached is None:
+            cached = hashlib.pbkdf2_hmac("sha256", self._material(), _FINGERPRINT_SALT, _FINGERPRINT_ITERATIONS).hex()[:32]
+            _FINGERPRINTS[(self.username, self.password)] = cached
+        return cached
+
+
+_FINGERPRINTS: dict[tuple[str, str], str] = {}
 
 
 @dataclass(frozen=True)
@@ -36,6 +69,12 @@ class CredentialStore:
     def for_host(self, host: str) -> Credentials | None:
         """Credentials for the canonical `host[:port]` the client contacts (the registry's API host)."""
         return self.by_host.get(host.lower())
+
+    def candidates(self, host: str, repository: str) -> tuple[Credentials, ...]:
+        """Every credential to try for `repository` on `host`, in order (pullsecrets.py has a
+        store where there can be several); here the one filed under the host, if any."""
+        found = self.for_host(host)
+        return (found,) if found is not None else ()
 
 
 def load_credentials(path: str | None, insecure: AbstractSet[str] = frozenset()) -> CredentialStore:

@@ -15,15 +15,14 @@ Steps, in order:
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from .admission import ContainerImage, container_images, pod_spec_kind
+from .admission import AdmissionRequest, ContainerImage
 from .settings import Config, Rule
 from .deadline import Deadline
-from .errors import AmbiguousRegistry, InputError, InvalidReference, SigngateError
-from .podspec import CHECKED_OPERATIONS
+from .errors import AmbiguousRegistry, InvalidReference, SigngateError
+from .podspec import is_checked
 from .policy import match_rule, static_decision
 from .reference import ImageReference, parse_reference
 from .verifiers import verifier_endpoints, verify_image
@@ -33,6 +32,7 @@ from .verify import ImageVerdict, KeyRing
 # only when an image must be fetched; requests settled by allow/deny rules never pay for them.
 if TYPE_CHECKING:
     from .cache import VerdictCache
+    from .pullsecrets import PodCredentials
 
 
 
@@ -80,21 +80,22 @@ def decide(
     deadline: Deadline,
     cache: "VerdictCache | None" = None,
     verifier: Verifier | None = None,
+    pull_secrets: "PodCredentials | None" = None,
 ) -> Decision:
-    """The answer to one admission request. `verifier` replaces the registries (the hook's shedding
-    path passes one that answers "overloaded" for every image that would need a signature)."""
-    if not isinstance(request, dict):
-        raise InputError("the admission review has no request object")
-    operation = request.get("operation")
-    if operation not in CHECKED_OPERATIONS:
-        return Decision(True, summary=f"operation {operation} not checked")
-    kind = pod_spec_kind(request)
+    """The answer to one admission request: an AdmissionRequest, or the review's request object
+    (parsed here). `verifier` replaces the registries (the hook's shedding path passes one that
+    answers "overloaded" for every image that would need a signature). `pull_secrets`: the pod's
+    own registry credentials (`registries.pullSecrets: pod`), tried before the mounted ones;
+    failures found with them are cached for this pod's namespace and credentials only (see
+    _CachedVerifier)."""
+    if not isinstance(request, AdmissionRequest):
+        request = AdmissionRequest.parse(request)
+    if not is_checked(request.operation):
+        return Decision(True, summary=f"operation {request.operation} not checked")
+    kind = request.pod_kind
     if kind is None:
         return Decision(True, summary="no pod spec")
-    obj = request.get("object")
-    if obj is None:
-        raise InputError(f"the {operation} request for a {kind} carries no object")
-    containers = container_images(kind, obj)
+    containers = request.containers
     if len(containers) > config.limits.max_images_per_request:
         return Decision(
             False,
@@ -128,9 +129,12 @@ def decide(
     hits = misses = 0
     network = None
     if pending:
-        network = RegistryVerifier(config, deadline) if verifier is None else None
+        network = RegistryVerifier(config, deadline, pull_secrets) if verifier is None else None
         verify: Verifier = verifier or network  # type: ignore[assignment]
-        cached = _CachedVerifier(cache, verify, deadline) if cache is not None and cache.enabled else None
+        cached = None
+        if cache is not None and cache.enabled:
+            asker = pull_secrets.identity() if pull_secrets is not None else None
+            cached = _CachedVerifier(cache, verify, deadline, asker)
         verdicts: dict[tuple[str, int], ImageVerdict] = {}
         if cached is not None:
             # Lookups in this thread first: when the cache decides everything, no thread starts,
@@ -194,11 +198,12 @@ def _run_concurrently(
 class RegistryVerifier:
     """Verifies against registries. The client (and `requests`) is created on first use only."""
 
-    def __init__(self, config: Config, deadline: Deadline) -> None:
+    def __init__(self, config: Config, deadline: Deadline, pull_secrets: "PodCredentials | None" = None) -> None:
         import threading
 
         self.config = config
         self.deadline = deadline
+        self.pull_secrets = pull_secrets
         self.keyring = KeyRing(config.keys, config.rekor_keys)
         self._client: Any = None
         self._lock = threading.Lock()
@@ -211,11 +216,15 @@ class RegistryVerifier:
                 from .registry import RegistryClient
 
                 hosts = HostPolicy.from_config(self.config, verifier_endpoints(self.config))
+                credentials: Any = load_credentials(self.config.registries.auth, self.config.registries.insecure)
+                if self.pull_secrets is not None:
+                    # The pod's pull secrets first; the mounted file only where none matches.
+                    credentials = self.pull_secrets.with_fallback(credentials)
                 self._client = RegistryClient(
                     self.config.registries,
                     self.config.limits,
                     self.deadline,
-                    credentials=load_credentials(self.config.registries.auth, self.config.registries.insecure),
+                    credentials=credentials,
                     host_allowed=hosts.check,
                     host_named=hosts.is_named,
                 )
@@ -236,19 +245,43 @@ class RegistryVerifier:
 
 
 class _CachedVerifier:
-    """Consults the disk cache, and lets one process per image go to the registry at a time."""
+    """Consults the disk cache, and lets one process per image go to the registry at a time.
+
+    With pull secrets (`asker` is set: the pod's namespace and credentials, pullsecrets.py), the
+    decision of the README's "Pull secrets": a pass is about the image and serves every
+    namespace (a pod elsewhere still cannot pull without credentials of its own), but a failure
+    may come from what these credentials could not read, so it is filed under `asker` and serves
+    only requests with the same namespace and credentials. Errors such as "unauthorized" are
+    never cached at all (cache.py).
+    """
 
     POLL_SECONDS = 0.02
 
-    def __init__(self, cache: "VerdictCache", inner: Verifier, deadline: Deadline) -> None:
-        self.cache, self.inner, self.deadline = cache, inner, deadline
+    def __init__(self, cache: "VerdictCache", inner: Verifier, deadline: Deadline, asker: str | None = None) -> None:
+        self.cache, self.inner, self.deadline, self.asker = cache, inner, deadline, asker
+
+    def _entry(self, rule: Rule, ref: ImageReference, digest: str, read: Callable[[str], Any]) -> Any:
+        entry = read(self.cache.verdict_key(rule, ref, digest))
+        if self.asker is None:
+            return entry
+        if entry is not None and entry.get("passed") is True:
+            return entry
+        # Only a pass is shared; a failure must be this asker's own.
+        return self.cache.peek_verdict(self.cache.verdict_key(rule, ref, digest, asker=self.asker))
 
     def lookup(self, rule: Rule, ref: ImageReference) -> ImageVerdict | None:
         digest = ref.digest or self.cache.get_tag(self.cache.tag_key(ref))
         if digest is None:
             self.cache.misses += 1
             return None
-        entry = self.cache.get_verdict(self.cache.verdict_key(rule, ref, digest))
+        if self.asker is None:
+            entry = self.cache.get_verdict(self.cache.verdict_key(rule, ref, digest))
+        else:
+            entry = self._entry(rule, ref, digest, self.cache.peek_verdict)
+            if entry is None:
+                self.cache.misses += 1
+            else:
+                self.cache.hits += 1
         return _verdict_from(entry) if entry is not None else None
 
     def __call__(self, rule: Rule, ref: ImageReference) -> ImageVerdict:
@@ -279,7 +312,7 @@ class _CachedVerifier:
         digest = ref.digest or self.cache.get_tag(self.cache.tag_key(ref))
         if digest is None:
             return None
-        entry = self.cache.peek_verdict(self.cache.verdict_key(rule, ref, digest))
+        entry = self._entry(rule, ref, digest, self.cache.peek_verdict)
         if entry is None:
             return None
         # The lookup before the wait counted a miss; the verdict another process fetched is a hit.
@@ -292,7 +325,8 @@ class _CachedVerifier:
             return
         if ref.digest is None and ref.tag is not None:
             self.cache.put_tag(self.cache.tag_key(ref), verdict.digest)
-        self.cache.put_verdict(self.cache.verdict_key(rule, ref, verdict.digest), _verdict_to(verdict))
+        asker = None if verdict.passed else self.asker
+        self.cache.put_verdict(self.cache.verdict_key(rule, ref, verdict.digest, asker=asker), _verdict_to(verdict))
 
 
 def _verdict_to(verdict: ImageVerdict) -> dict[str, Any]:
@@ -334,7 +368,3 @@ def _quote(image: Any) -> str:
     if isinstance(image, str):
         return f'"{image if len(image) <= 200 else image[:200] + "…"}"'
     return "(missing)" if image is None else f"({type(image).__name__}, not a string)"
-
-
-def monotonic_ms(start: float) -> int:
-    return int((time.monotonic() - start) * 1000)

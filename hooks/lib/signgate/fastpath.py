@@ -45,7 +45,7 @@ except ImportError:  # Python 3.11
 # Small standard-library-only modules of the library (primitives): no third-party import, no I/O
 # at import time. The fast path's whole budget is the interpreter's start.
 from .files import read_regular
-from .podspec import CHECKED_OPERATIONS, config_path, pod_spec_kind, walk_containers
+from .podspec import config_path, is_checked, pod_spec_kind, walk_containers
 from .totals import append_metric_operations, record_metrics
 
 FORMAT = 1
@@ -307,7 +307,7 @@ def _cached_answer(environ: object, cache_dir: str, context_path: str, started: 
         return None
     review = validating[0].get("review")
     request = review.get("request") if isinstance(review, dict) else None
-    if not isinstance(request, dict) or request.get("operation") not in CHECKED_OPERATIONS:
+    if not isinstance(request, dict) or not is_checked(request.get("operation")):
         return None
     kind = pod_spec_kind(request)
     if kind is None or request.get("object") is None:
@@ -382,7 +382,7 @@ def _metrics(path: str | None, cache_dir: str, images: list[tuple], started: flo
     if not path:
         return
     reasons = {reason for _, _, _, reason, _ in images}
-    reason = "verified" if any(r.startswith("verified") for r in reasons) else "static"
+    reason = "verified" if any(r in ("verified", "verified-index", "verified-platforms") for r in reasons) else "static"
     per_image: dict[tuple[str, str], int] = {}
     for _, _, _, image_reason, mode in images:
         per_image[(image_reason, mode)] = per_image.get((image_reason, mode), 0) + 1

@@ -17,8 +17,10 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, TextIO
 
+from .admission import AdmissionRequest, RequestFields
 from .config import Config, config_path_from_env, load_config, parse_config, read_config_bytes
 from .deadline import Deadline
 from .errors import ConfigError, InputError, SigngateError
@@ -86,7 +88,7 @@ def print_config(environ: Mapping[str, str], out: TextIO, err: TextIO) -> int:
     path = config_path_from_env(environ)
     try:
         config = load_config(path, environ)
-        check_key_files(config)
+        verify_key_files(config)
     except SigngateError as exc:
         err.write(json.dumps({"level": "error", "msg": f"signgate: invalid configuration: {exc}"}) + "\n")
         return 1
@@ -98,7 +100,7 @@ def print_config(environ: Mapping[str, str], out: TextIO, err: TextIO) -> int:
     return 0
 
 
-def check_key_files(config: Config) -> None:
+def verify_key_files(config: Config) -> None:
     """Load every key once, so that a broken key stops start-up instead of denying later."""
     from .keys import load_public_key
 
@@ -115,10 +117,10 @@ def check_key_files(config: Config) -> None:
                 load_public_key(spec)
             except SigngateError as exc:
                 raise ConfigError(f"{config.source}: {section}.{spec.name}: {exc}") from None
-    check_trust_files(config)
+    verify_trust_files(config)
 
 
-def check_trust_files(config: Config) -> None:
+def verify_trust_files(config: Config) -> None:
     """Load every trusted root and CA bundle once, so that a broken one stops start-up."""
     if not config.trusted_roots and not config.certificate_authorities:
         return
@@ -157,6 +159,17 @@ def binding_config(config: Config) -> dict[str, Any]:
         mutating["rules"] = POD_RULES if config.pin_scope == "pods" else WORKLOAD_RULES
         mutating["rules"] = [dict(rule, resources=[r for r in rule["resources"] if "/" not in r]) for rule in mutating["rules"]]
         output["kubernetesMutating"] = [mutating]
+    if config.registries.pull_secrets == "pod":
+        from .pullsecrets import snapshot_bindings
+
+        # Pull secrets and ServiceAccounts reach the hook as snapshots in its binding context
+        # (pullsecrets.py): shell-operator watches them, the hook makes no API call. They are
+        # watched only in the namespaces the webhook checks.
+        kubernetes = snapshot_bindings({"labelSelector": namespace_selector(config)})
+        output["kubernetes"] = kubernetes
+        names = [item["name"] for item in kubernetes]
+        for admission in output["kubernetesValidating"] + output.get("kubernetesMutating", []):
+            admission["includeSnapshotsFrom"] = names
     return output
 
 
@@ -176,6 +189,123 @@ def namespace_selector(config: Config) -> dict[str, Any]:
 
 
 # ---- admission -----------------------------------------------------------------------------------
+#
+# `run` is the hook's decision in memory: it takes the binding context and the parsed configuration
+# and returns the response, the log lines and the metrics to add, reading no environment variable
+# and no file (only the verdict cache and the fast path's records, when it is given their
+# directory). `run_admission` is the shell-operator side around it: it reads the configuration and
+# the binding context from the files the environment names, and writes what `run` returns. The hook
+# process (`main`) and the verifier service's workers (service.py) both call `run_admission`.
+
+
+@dataclass
+class HookResult:
+    """What one call of the hook produces. `response` is None when the binding context holds no
+    admission review (nothing is answered); `metrics` is what the run adds to the totals, to be
+    written before `give_up_at` (time.monotonic()); `reason` is set when the response is an error's
+    denial (or warning) rather than a decision; `unfinished`: worker threads were still running at
+    the deadline, and the process should leave once the answer is out."""
+
+    response: dict[str, Any] | None
+    log_lines: list[str] = field(default_factory=list)
+    metrics: Any = None
+    give_up_at: float = 0.0
+    reason: str | None = None
+    unfinished: bool = False
+    decision: Any = None  # the decision.Decision, when one was made
+    fields: RequestFields = field(default_factory=RequestFields)  # the request, as the log names it
+
+
+def run(
+    binding_context: bytes | list[Any] | dict[str, Any],
+    config: Config,
+    *,
+    started: float | None = None,
+    fallback: Any = None,
+    cache_dir: str | None = None,
+    config_digest: str | None = None,
+    verifier: Any = None,
+) -> HookResult:
+    """Answer the binding context in memory. Never raises: every error becomes the response it
+    would be in the hook (a denial naming its cause, or a warning in warn mode).
+
+    `binding_context`: the file's bytes (the size limit and the JSON syntax are checked here) or
+    the parsed array (or one object). `started`: when the request started, on the monotonic clock.
+    `fallback`: why the verifier service did not answer (relay.Fallback), see `_shed`.
+    `cache_dir`: the verdict cache and the fast path's records ($SIGNGATE_CACHE_DIR); None: no
+    cache. `config_digest`: fastpath.config_digest of the configuration's bytes, which keys the
+    fast path's records (without it nothing is recorded for the fast path). `verifier`: a callable
+    (rule, reference) -> ImageVerdict that replaces the registries (decision.decide)."""
+    started = time.monotonic() if started is None else started
+    lines: list[str] = []
+    fields = RequestFields()
+    try:
+        contexts = parse_binding_context(binding_context, config.limits.max_binding_context_bytes)
+        # Logged: snapshots (pull secrets) make the context grow toward limits.maxBindingContextBytes.
+        context_bytes = len(binding_context) if isinstance(binding_context, (bytes, bytearray)) else None
+        admission = [c for c in contexts if isinstance(c, dict) and c.get("type") in ADMISSION_TYPES]
+        if not admission:
+            types = sorted({str(c.get("type")) for c in contexts if isinstance(c, dict)})
+            _log(lines, "info", "no admission context; nothing to do", types=types)
+            return HookResult(None, lines)
+        review = admission[0].get("review")
+        raw_request = review.get("request") if isinstance(review, dict) else None
+        fields = RequestFields.of(raw_request)
+        request = AdmissionRequest.parse(raw_request, "the binding context has no review.request object")
+        from .cache import VerdictCache
+        from .decision import decide
+        from . import metrics
+
+        deadline = Deadline(config.webhook.deadline_seconds, start=started)
+        cache = VerdictCache(replace(config.cache, directory=cache_dir), config)
+        mutating = admission[0].get("type") == "Mutating"
+        if mutating and not _pinning_applies(config, request):
+            _log(lines, "info", "signgate: nothing to pin", **fields.as_log(), verdict="allowed")
+            return HookResult({"allowed": True}, lines, fields=fields)
+        # An injected verifier needs no registry library: nothing is left to import before it runs.
+        shed = _shed(deadline, fallback, started, loaded=verifier is not None)
+        if shed is not None:
+            # Too little time left to verify: every image that needs a signature is denied (or
+            # warned about, by its rule's mode) at once, naming why; static rules still apply.
+            # No registry is contacted and nothing heavy is imported. The Deadline given here
+            # only bounds the threads that hand out these verdicts.
+            decision = decide(request, config, Deadline(deadline.seconds), verifier=_unverified(*shed, deadline.seconds))
+        else:
+            if not mutating:
+                _elect_for_fast_path(cache_dir, config_digest, request)
+            pull_secrets = None
+            if config.registries.pull_secrets == "pod":
+                from .pullsecrets import pod_credentials
+
+                # From the snapshots shell-operator put in this context: no API call (pullsecrets.py).
+                pull_secrets = pod_credentials(admission[0], raw_request, config.registries.insecure)
+            decision = decide(request, config, deadline, cache=cache, verifier=verifier, pull_secrets=pull_secrets)
+        body = decision.response()
+        if mutating and decision.allowed:
+            from .pinning import encode_patch, pin_operations
+
+            old_object = request.old_object if request.operation == "UPDATE" else None
+            operations = pin_operations(decision.results, old_object)
+            if operations:
+                body["patch"] = encode_patch(operations)
+        result = HookResult(body, lines, give_up_at=deadline.expires_at, unfinished=decision.unfinished,
+                            decision=decision, fields=fields)
+        # The answer is made: nothing below may replace it with an error response.
+        try:
+            lines.append(decision_line(fields, decision, started, binding_context_bytes=context_bytes))
+            remember_passes(cache_dir, config_digest, config, decision)
+            # Last: the totals a run shows are those at its update, and shell-operator applies
+            # runs' metrics in about the order they exit (fastpath.py, "cumulative metrics").
+            seconds = time.monotonic() - started
+            result.metrics = metrics.increments(decision, seconds, decision.registry_requests)
+        except Exception as exc:  # bookkeeping only
+            _log(lines, "error", f"signgate: after answering: {type(exc).__name__}: {exc}")
+        return result
+    except SigngateError as exc:
+        return error_result(started, config, fields, exc.reason, str(exc), lines)
+    except Exception as exc:  # the last line of defence: never crash into "Hook failed"
+        text = f"internal error: {type(exc).__name__}: {exc}"
+        return error_result(started, config, fields, "internal-error", text, lines)
 
 
 def run_admission(
@@ -185,85 +315,72 @@ def run_admission(
     on_unfinished: Callable[[], None] | None = None,
     fallback: Any = None,
 ) -> int:
-    """Answer one admission call. `on_unfinished` replaces the default exit when worker threads
-    are stuck past the deadline (the verifier service must tell the hook before leaving).
-    `fallback` (a relay.Fallback) says why the verifier service did not answer: see `_shed`."""
+    """Answer one admission call from shell-operator's files: `run`, with its inputs read from
+    and its outputs written to the paths in `environ`. `on_unfinished` replaces the default exit
+    when worker threads are stuck past the deadline (the verifier service must tell the hook
+    before leaving). `fallback` (a relay.Fallback) says why the verifier service did not answer."""
     response_path = environ.get("VALIDATING_RESPONSE_PATH") or environ.get("ADMISSION_RESPONSE_PATH")
     config: Config | None = None
-    request: dict[str, Any] = {}
     try:
         config_path = config_path_from_env(environ)
         try:
             raw_config = read_config_bytes(config_path)
             config = parse_config(raw_config, config_path, environ)
         except ConfigError as exc:
-            return _respond_error(
-                response_path, log, started, None, request, "invalid-config", f"invalid configuration: {exc}", environ
-            )
-        contexts = read_binding_context(environ, config.limits.max_binding_context_bytes)
-        admission = [c for c in contexts if isinstance(c, dict) and c.get("type") in ADMISSION_TYPES]
-        if not admission:
-            types = sorted({str(c.get("type")) for c in contexts if isinstance(c, dict)})
-            _log(log, "info", "no admission context; nothing to do", types=types)
-            return 0
-        review = admission[0].get("review")
-        found = review.get("request") if isinstance(review, dict) else None
-        if not isinstance(found, dict):
-            raise InputError("the binding context has no review.request object")
-        request = found
-        from .cache import VerdictCache, settings_from
-        from .decision import decide
-        from . import metrics
-
-        deadline = Deadline(config.webhook.deadline_seconds, start=started)
-        cache = VerdictCache(settings_from(config, environ), config)
-        mutating = admission[0].get("type") == "Mutating"
-        if mutating and not _pinning_applies(config, request):
-            write_response(response_path, {"allowed": True})
-            _log(log, "info", "signgate: nothing to pin", **_request_fields(request), verdict="allowed")
-            return 0
-        shed = _shed(deadline, fallback, started)
-        if shed is not None:
-            # Too little time left to verify: every image that needs a signature is denied (or
-            # warned about, by its rule's mode) at once, naming why; static rules still apply.
-            # No registry is contacted and nothing heavy is imported. The Deadline given here
-            # only bounds the threads that hand out these verdicts.
-            decision = decide(request, config, Deadline(deadline.seconds), verifier=_unverified(*shed, deadline.seconds))
+            result = error_result(started, None, RequestFields(), "invalid-config", f"invalid configuration: {exc}")
         else:
-            _elect_for_fast_path(environ, raw_config, request, mutating)
-            decision = decide(request, config, deadline, cache=cache)
-        body = decision.response()
-        if mutating and decision.allowed:
-            from .pinning import encode_patch, pin_operations
+            try:
+                raw_context = read_binding_context_bytes(environ, config.limits.max_binding_context_bytes)
+            except SigngateError as exc:
+                result = error_result(started, config, RequestFields(), exc.reason, str(exc))
+            else:
+                cache_dir = environ.get("SIGNGATE_CACHE_DIR") or None
+                digest = None
+                if cache_dir:
+                    from .fastpath import config_digest
 
-            old_object = request.get("oldObject") if request.get("operation") == "UPDATE" else None
-            operations = pin_operations(decision.results, old_object)
-            if operations:
-                body["patch"] = encode_patch(operations)
-        write_response(response_path, body)
-        # The answer is written: nothing below may replace it with an error response.
+                    digest = config_digest(raw_config)
+                result = run(raw_context, config, started=started, fallback=fallback, cache_dir=cache_dir,
+                             config_digest=digest)
+    except Exception as exc:  # reading the configuration failed in an unforeseen way
+        result = error_result(started, config, RequestFields(), "internal-error",
+                              f"internal error: {type(exc).__name__}: {exc}")
+    if result.response is None:
+        _write_lines(log, result.log_lines)
+        return 0
+    try:
+        write_response(response_path, result.response)
+    except Exception as exc:
+        if result.reason is not None:
+            _log(log, "error", f"signgate: cannot write the response: {exc}", reason=result.reason)
+        else:
+            # As if the decision had failed: its own log lines and metrics are dropped, and the
+            # error's denial is tried once more (it fails the same way, and says so).
+            if isinstance(exc, SigngateError):
+                reason, text = exc.reason, str(exc)
+            else:
+                reason, text = "internal-error", f"internal error: {type(exc).__name__}: {exc}"
+            result = error_result(started, config, result.fields, reason, text)
+            try:
+                write_response(response_path, result.response or {})
+            except Exception as again:
+                _log(log, "error", f"signgate: cannot write the response: {again}", reason=reason)
+    _write_lines(log, result.log_lines)
+    if result.metrics is not None:
         try:
-            log_decision(log, request, decision, started)
-            remember_passes(environ, config, raw_config, decision)
-            # Last: the totals a run shows are those at its update, and shell-operator applies
-            # runs' metrics in about the order they exit (fastpath.py, "cumulative metrics").
-            seconds = time.monotonic() - started
-            metrics.write(environ, metrics.increments(decision, seconds, decision.registry_requests), deadline.expires_at)
+            from . import metrics
+
+            metrics.write(environ, result.metrics, result.give_up_at)
         except Exception as exc:  # bookkeeping only
             _log(log, "error", f"signgate: after answering: {type(exc).__name__}: {exc}")
-        if decision.unfinished:
-            # Worker threads are stuck on a slow registry past the deadline. The answer is written;
-            # leave now instead of waiting for them (shell-operator would never kill us).
-            log.flush()
-            if on_unfinished is not None:
-                on_unfinished()
-            os._exit(0)
-        return 0
-    except SigngateError as exc:
-        return _respond_error(response_path, log, started, config, request, exc.reason, str(exc), environ)
-    except Exception as exc:  # the last line of defence: never crash into "Hook failed"
-        text = f"internal error: {type(exc).__name__}: {exc}"
-        return _respond_error(response_path, log, started, config, request, "internal-error", text, environ)
+    if result.unfinished:
+        # Worker threads are stuck on a slow registry past the deadline. The answer is written;
+        # leave now instead of waiting for them (shell-operator would never kill us).
+        log.flush()
+        if on_unfinished is not None:
+            on_unfinished()
+        os._exit(0)
+    return 0
 
 
 # CPU seconds a verification still costs a hook process once the library is imported: importing
@@ -271,11 +388,12 @@ def run_admission(
 REMAINING_VERIFY_CPU = 0.25
 
 
-def _shed(deadline: Deadline, fallback: Any, started: float) -> tuple[str, str] | None:
-    """Whether to answer without verifying, and why: (reason, text) or None (see shed.py)."""
+def _shed(deadline: Deadline, fallback: Any, started: float, loaded: bool = False) -> tuple[str, str] | None:
+    """Whether to answer without verifying, and why: (reason, text) or None (see shed.py).
+    `loaded`: the verification needs no further imports."""
     from .shed import reason_to_shed
 
-    cost = 0.0 if "requests" in sys.modules else REMAINING_VERIFY_CPU
+    cost = 0.0 if loaded or "requests" in sys.modules else REMAINING_VERIFY_CPU
     return reason_to_shed(deadline.seconds, deadline.remaining(), fallback, time.monotonic() - started, cost)
 
 
@@ -286,42 +404,29 @@ def _unverified(reason: str, text: str, seconds: float) -> Callable[..., Any]:
     return lambda rule, ref: verdict
 
 
-def _elect_for_fast_path(environ: Mapping[str, str], raw_config: bytes, request: Any, mutating: bool) -> None:
+def _elect_for_fast_path(cache_dir: str | None, config_digest: str | None, request: AdmissionRequest) -> None:
     """Tell fast-path processes that this one is deciding these images (see fastpath.elect)."""
-    cache_dir = environ.get("SIGNGATE_CACHE_DIR")
-    if not cache_dir or mutating:
+    if not cache_dir or not config_digest or not request.checked:
         return
     from . import fastpath
-    from .podspec import pod_spec_kind, walk_containers
 
-    kind = pod_spec_kind(request)
-    if kind is None or request.get("operation") not in ("CREATE", "UPDATE"):
-        return
-    try:
-        images = [image for _, _, image, _ in walk_containers(kind, request.get("object")) if isinstance(image, str)]
-    except SigngateError:
-        return  # decide() reports the malformed object
-    fastpath.elect(cache_dir, fastpath.config_digest(raw_config), images)
+    images = [c.image for c in request.containers if isinstance(c.image, str)]
+    fastpath.elect(cache_dir, config_digest, images)
 
 
-def _pinning_applies(config: Config, request: dict[str, Any]) -> bool:
-    from .podspec import pod_spec_kind
-
-    kind = pod_spec_kind(request)
-    if not config.pinning or kind is None or request.get("operation") not in ("CREATE", "UPDATE"):
+def _pinning_applies(config: Config, request: AdmissionRequest) -> bool:
+    if not config.pinning or not request.checked:
         return False
-    return kind == "Pod" or config.pin_scope == "workloads"
+    return request.pod_kind == "Pod" or config.pin_scope == "workloads"
 
 
-def remember_passes(environ: Mapping[str, str], config: Config, raw_config: bytes, decision: Any) -> None:
+def remember_passes(cache_dir: str | None, config_digest: str | None, config: Config, decision: Any) -> None:
     """Record passed images for the fast path (fastpath.py), which reads $SIGNGATE_CACHE_DIR."""
-    cache_dir = environ.get("SIGNGATE_CACHE_DIR")
-    if not cache_dir or not decision.results:
+    if not cache_dir or not config_digest or not decision.results:
         return
     from . import fastpath
     from .verifiers import verifier_for
 
-    digest = fastpath.config_digest(raw_config)
     now = time.time()
     settings = config.cache
     for result in decision.results:
@@ -341,26 +446,34 @@ def remember_passes(environ: Mapping[str, str], config: Config, raw_config: byte
                 expires = min(expires, now + settings.tag_ttl_seconds)
             dependencies = verifier_for(rule).trust_files(config, rule)
         fastpath.remember(
-            cache_dir, digest, result.container.image, dependencies, expires,
+            cache_dir, config_digest, result.container.image, dependencies, expires,
             config.limits.max_images_per_request, verdict.reason, result.mode,
         )
 
 
-def read_binding_context(environ: Mapping[str, str], max_bytes: int) -> list[Any]:
+def read_binding_context_bytes(environ: Mapping[str, str], max_bytes: int) -> bytes:
+    """At most `max_bytes` + 1 bytes of $BINDING_CONTEXT_PATH (one more shows it is too large)."""
     path = environ.get("BINDING_CONTEXT_PATH")
     if not path:
         raise InputError("BINDING_CONTEXT_PATH is not set")
     try:
         with open(path, "rb") as handle:
-            raw = handle.read(max_bytes + 1)
+            return handle.read(max_bytes + 1)
     except OSError as exc:
         raise InputError(f"cannot read the binding context: {exc.strerror}") from None
-    if len(raw) > max_bytes:
-        raise InputError(f"the binding context is larger than the limit of {max_bytes} bytes")
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise InputError("the binding context is not valid JSON") from None
+
+
+def parse_binding_context(raw: bytes | list[Any] | dict[str, Any], max_bytes: int) -> list[Any]:
+    """The binding context as a list of contexts (shell-operator may send one object)."""
+    if isinstance(raw, (bytes, bytearray)):
+        if len(raw) > max_bytes:
+            raise InputError(f"the binding context is larger than the limit of {max_bytes} bytes")
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            raise InputError("the binding context is not valid JSON") from None
+    else:
+        data = raw
     if isinstance(data, dict):
         data = [data]
     if not isinstance(data, list):
@@ -375,45 +488,40 @@ def write_response(path: str | None, body: dict[str, Any]) -> None:
         json.dump(body, handle)
 
 
-def _respond_error(
-    response_path: str | None,
-    log: TextIO,
+def error_result(
     started: float,
     config: Config | None,
-    request: dict[str, Any],
+    fields: RequestFields,
     reason: str,
     text: str,
-    environ: Mapping[str, str] | None = None,
-) -> int:
+    lines: list[str] | None = None,
+) -> HookResult:
+    """The answer to an error: a denial naming it, or in warn mode an admission with a warning."""
+    from . import metrics
+
+    lines = [] if lines is None else lines
     warn = config is not None and config.mode == "warn"
     if warn:
         body: dict[str, Any] = {"allowed": True, "warnings": [f"signgate (warn mode) would deny: {text}"]}
     else:
         body = {"allowed": False, "message": f"signgate: {text}"}
-    try:
-        write_response(response_path, body)
-    except (OSError, SigngateError) as exc:
-        _log(log, "error", f"signgate: cannot write the response: {exc}", reason=reason)
-    from . import metrics
-
-    if environ is not None:
-        # Bounded by the deadline like the rest of the run; without a configuration, by a second.
-        seconds = config.webhook.deadline_seconds if config is not None else 1.0
-        metrics.write(environ, metrics.error_increments(reason, warn), started + seconds)
+    # Bounded by the deadline like the rest of the run; without a configuration, by a second.
+    seconds = config.webhook.deadline_seconds if config is not None else 1.0
     _log(
-        log,
+        lines,
         "error",
         "signgate decision",
-        **_request_fields(request),
+        **fields.as_log(),
         verdict="allowed" if warn else "denied",
         reasons=[reason],
         error=text,
         duration_ms=int((time.monotonic() - started) * 1000),
     )
-    return 0
+    return HookResult(body, lines, metrics.error_increments(reason, warn), started + seconds, reason, fields=fields)
 
 
-def log_decision(log: TextIO, request: dict[str, Any], decision: Any, started: float) -> None:
+def decision_line(fields: RequestFields, decision: Any, started: float, **extra: Any) -> str:
+    """The decision's log line (JSON, without the newline); `extra` fields are added when not None."""
     images = [
         {
             "container": r.container.container,
@@ -431,13 +539,12 @@ def log_decision(log: TextIO, request: dict[str, Any], decision: Any, started: f
         for r in decision.results
     ]
     reasons = sorted({r.verdict.reason for r in decision.results if not r.verdict.passed})
-    _log(
-        log,
+    return _line(
         # shell-operator re-logs the hook's JSON lines at their level and knows "warn", not
         # "warning" (which it would log as info).
         "info" if decision.allowed else "warn",
         "signgate decision",
-        **_request_fields(request),
+        **fields.as_log(),
         verdict="allowed" if decision.allowed else "denied",
         reasons=reasons or ([decision.summary] if decision.summary else []),
         images=images,
@@ -445,27 +552,29 @@ def log_decision(log: TextIO, request: dict[str, Any], decision: Any, started: f
         cache={"hits": decision.cache_hits, "misses": decision.cache_misses},
         registry_requests=len(decision.registry_requests),
         duration_ms=int((time.monotonic() - started) * 1000),
+        **{k: v for k, v in extra.items() if v is not None},
     )
 
 
-def _request_fields(request: Any) -> dict[str, Any]:
-    if not isinstance(request, dict):
-        request = {}
-    kind = request.get("kind") if isinstance(request.get("kind"), dict) else {}
-    obj = request.get("object") if isinstance(request.get("object"), dict) else {}
-    metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
-    name = request.get("name") or metadata.get("name") or metadata.get("generateName") or ""
-    return {
-        "uid": request.get("uid") if isinstance(request.get("uid"), str) else "",
-        "namespace": request.get("namespace") if isinstance(request.get("namespace"), str) else "",
-        "kind": kind.get("kind", "") if isinstance(kind.get("kind"), str) else "",
-        "name": name if isinstance(name, str) else "",
-        "operation": request.get("operation") if isinstance(request.get("operation"), str) else "",
-    }
+def _line(level: str, msg: str, **fields: Any) -> str:
+    return json.dumps({"level": level, "msg": msg, **fields}, default=str)
 
 
-def _log(log: TextIO, level: str, msg: str, **fields: Any) -> None:
+def _log(log: TextIO | list[str], level: str, msg: str, **fields: Any) -> None:
+    """One JSON log line, to a stream or to a run's list of lines."""
     try:
-        log.write(json.dumps({"level": level, "msg": msg, **fields}, default=str) + "\n")
+        line = _line(level, msg, **fields)
+        if isinstance(log, list):
+            log.append(line)
+        else:
+            log.write(line + "\n")
     except Exception:
         pass
+
+
+def _write_lines(log: TextIO, lines: list[str]) -> None:
+    for line in lines:
+        try:
+            log.write(line + "\n")
+        except Exception:
+            pass

@@ -42,7 +42,7 @@ class PublicKey:
         """True when `signature` over `data` verifies with this key. Never raises on bad input."""
         from cryptography.exceptions import InvalidSignature
         from cryptography.hazmat.primitives import hashes
-        from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa, utils
+        from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
         if not signature or len(signature) > 16 * 1024:
             return False
@@ -53,7 +53,7 @@ class PublicKey:
             for name in self.hash_algorithms:
                 algorithm = _hash(hashes, name)
                 if isinstance(self.key, ec.EllipticCurvePublicKey):
-                    for encoded in _ecdsa_encodings(self.key, signature, utils):
+                    for encoded in ecdsa_encodings(self.key, signature):
                         try:
                             self.key.verify(encoded, data, ec.ECDSA(algorithm))
                             return True
@@ -74,8 +74,13 @@ def _hash(hashes: Any, name: str) -> Any:
     return {"sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512}[name]()
 
 
-def _ecdsa_encodings(key: Any, signature: bytes, utils: Any) -> list[bytes]:
-    """DER as given, plus a DER re-encoding when the bytes look like raw r||s."""
+def ecdsa_encodings(key: Any, signature: bytes) -> list[bytes]:
+    """DER as given, plus a DER re-encoding when the bytes look like raw r||s (IEEE P1363).
+
+    Shared with Notary's TUF keys (verifiers/notaryv1/keys.py), which accept both encodings too.
+    """
+    from cryptography.hazmat.primitives.asymmetric import utils
+
     encodings = [signature]
     size = (key.curve.key_size + 7) // 8
     if len(signature) == 2 * size:

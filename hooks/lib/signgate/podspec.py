@@ -45,6 +45,11 @@ POD_SPEC_PATHS: dict[str, str] = {
 CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
 
 
+def is_checked(operation: object) -> bool:
+    """Whether objects sent with this operation are checked (the one place that says so)."""
+    return operation in CHECKED_OPERATIONS
+
+
 def pod_spec_kind(request: dict[str, object]) -> str | None:
     """The kind of the object under admission, if it is one that carries a pod spec."""
     kind = request.get("kind")

@@ -37,7 +37,7 @@ from .reference import ImageReference, canonical_registry
 _ALLOWED_PATTERN = re.compile(r"[A-Za-z0-9._\-:/*\[\]]+")
 
 
-def validate_pattern(pattern: str) -> str | None:
+def check_pattern(pattern: str) -> str | None:
     """Return a problem description, or None when the pattern is usable."""
     if not pattern:
         return "must not be empty"
@@ -67,7 +67,7 @@ def validate_pattern(pattern: str) -> str | None:
 def canonical_pattern(pattern: str, insecure: AbstractSet[str]) -> str:
     """The pattern with its registry in canonical form, or InvalidReference saying why it has none.
 
-    Call after validate_pattern. A literal registry is canonicalised as image names are, so that
+    Call after check_pattern. A literal registry is canonicalised as image names are, so that
     the rule matches however the pod spells the registry. A registry with a wildcard cannot be
     canonicalised as a whole; its literal port must then be canonical itself, and it must not
     target `localhost` names, which image names never keep (they become 127.0.0.1).

@@ -97,6 +97,28 @@ class RequestRecord:
     seconds: float
 
 
+@dataclass(frozen=True)
+class Wording:
+    """How the client's messages name the server it talks to.
+
+    A Notary server speaks the registry's HTTP, token authentication and TLS, so the Notary
+    fetcher uses this client with its own words (`the Notary server`, its URL, its caBundle
+    setting) instead of rewriting the registry's messages afterwards.
+    """
+
+    server: str = "the registry"  # "access denied by the registry (403)"
+    ca_setting: str = "registries.caBundle"  # where a missing CA is configured
+    own_host: str | None = None  # the canonical host[:port] that `own_name` names
+    own_name: str = ""
+
+    def host(self, host: str) -> str:
+        """`registry <host>`, or the client's own name for its own host."""
+        return self.own_name if self.own_host is not None and host == self.own_host else f"registry {host}"
+
+
+REGISTRY_WORDING = Wording()
+
+
 def digest_of(data: bytes, algorithm: str = "sha256") -> str:
     return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
 
@@ -119,6 +141,7 @@ class RegistryClient:
         credentials: CredentialStore | None = None,
         host_allowed: Callable[[str, str, str], str | None] | None = None,
         host_named: Callable[[str, str], bool] | None = None,
+        wording: Wording = REGISTRY_WORDING,
     ) -> None:
         import requests  # noqa: F401  (deferred: see the module docstring)
 
@@ -131,14 +154,36 @@ class RegistryClient:
         self.host_allowed = host_allowed or (lambda host, scheme, role: None)
         # (host[:port], scheme) -> True when the configuration names the host: errors in detail.
         self.host_named = host_named or (lambda host, scheme: True)
-        self._sessions: dict[str, Any] = {}
+        self.wording = wording
+        # Connections, tokens and Basic hosts: this client's own (the hook: one admission per
+        # process), or the process's warm pool when the verifier service's long-lived worker has
+        # enabled it (enable_warm_pool). Either way everything in it is filed under the credential
+        # that obtained or used it (its fingerprint, "" when anonymous): one credential's token or
+        # connection never serves another's request.
+        self._pool = _WARM_POOL if _WARM_POOL is not None else WarmPool(shared=False)
         self._proxies: dict[str, dict[str, str]] = {}
-        self._tokens: dict[tuple[str, str], str] = {}
-        self._basic_hosts: set[str] = set()
+        # The tokens this client uses, whatever their age: a token taken or obtained during this
+        # admission serves it to its end (a 401 fetches a new one); the pool decides reuse by others.
+        self._tokens: dict[tuple[str, str, str], str] = {}
+        self._tls_context: Any = None
+        # (host, scope) -> the credentials to try, in order, and which one is in use (pullsecrets.py:
+        # several pull-secret entries may match; each is tried in turn on a 401).
+        self._candidate_lists: dict[tuple[str, str], tuple[Credentials, ...]] = {}
+        self._chosen: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
         self.records: list[RequestRecord] = []
 
     # ---- public API -------------------------------------------------------------------------
+
+    def for_server(self, settings: RegistrySettings, wording: Wording) -> RegistryClient:
+        """A client for another server speaking the registry protocol (a Notary server), with this
+        client's limits, deadline, credentials (a pull secret may carry that host), host policy
+        and request log."""
+        client = RegistryClient(
+            settings, self.limits, self.deadline, self.credentials, self.host_allowed, self.host_named, wording
+        )
+        client.records = self.records
+        return client
 
     def get_manifest(self, host: str, repository: str, reference: str, *, accept: str = MANIFEST_ACCEPT) -> Manifest:
         """Fetch a manifest by tag or digest. Raises NotFound on 404."""
@@ -218,28 +263,39 @@ class RegistryClient:
         return descriptors[:max_descriptors]
 
     def close(self) -> None:
-        for session in self._sessions.values():
-            session.close()
+        if not self._pool.shared:
+            self._pool.close()
 
     # ---- transport --------------------------------------------------------------------------
 
     def _scheme(self, host: str) -> str:
         return "http" if host.lower() in self.settings.insecure else "https"
 
-    def _session(self, host: str) -> Any:
-        with self._lock:
-            session = self._sessions.get(host)
-            if session is None:
-                session = self._requests.Session()
-                # No .netrc and no environment CA overrides; proxies are passed explicitly.
-                session.trust_env = False
-                session.headers["User-Agent"] = USER_AGENT
-                session.headers["Accept-Encoding"] = "identity"
-                session.verify = True
-                session.mount("https://", _adapter_with_shared_context(self._requests, self.settings.ca_bundle or None))
-                self._sessions[host] = session
-            return session
+    def _session(self, host: str, fingerprint: str) -> tuple[Any, bool]:
+        """The Session for `host` used on behalf of the credential `fingerprint`, and whether it
+        comes from an earlier admission (its connections may have been closed by the registry)."""
+        if self._tls_context is None:
+            self._tls_context = shared_tls_context(self.settings.ca_bundle or None, self.wording.ca_setting)
+        context = self._tls_context
+        # The TLS context stands for the trust (certifi, plus the caBundle's content when it has
+        # one): a changed bundle yields a new context, hence new connections verified under it.
+        key = (host, id(context), fingerprint)
+        return self._pool.session(key, context, lambda: self._new_session(context))
 
+    def _new_session(self, context: Any) -> Any:
+        session = self._requests.Session()
+        # No .netrc and no environment CA overrides; proxies are passed explicitly.
+        session.trust_env = False
+        # No cookies: a registry's session cookie must not carry one credential's login
+        # into a request made with another's (pull secrets of other pods, pullsecrets.py).
+        import http.cookiejar
+
+        session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+        session.headers["User-Agent"] = USER_AGENT
+        session.headers["Accept-Encoding"] = "identity"
+        session.verify = True
+        session.mount("https://", _adapter_with_context(self._requests, context))
+        return session
 
     def _proxies_for(self, url: str) -> dict[str, str]:
         # The environment's proxies and NO_PROXY depend only on scheme and host; reading them
@@ -294,20 +350,22 @@ class RegistryClient:
             authorization = self._authorization(host, scope)
             if authorization:
                 headers["Authorization"] = authorization
-            response = self._send(host, url, headers, what)
+            response = self._send(host, url, headers, what, self._fingerprint(host, scope))
             status = response.status_code
-            if status == 401 and not auth_tried:
+            if status == 401 and (not auth_tried or self._next_credentials(host, scope)):
+                # The first 401 asks for a login; a later one refuses the credential just used,
+                # and the next candidate (another matching pull-secret entry) is tried.
                 auth_tried = True
                 challenge = response.headers.get("WWW-Authenticate", "")
                 self._discard(response)
-                self._authenticate(host, scope, challenge, what)
+                self._authenticate_any(host, scope, challenge, what)
                 continue
             if status == 401:
                 self._discard(response)
-                raise RegistryAuthError(f"{what}: the registry rejected the credentials (401)")
+                raise RegistryAuthError(f"{what}: {self.wording.server} rejected the credentials (401){self._note()}")
             if status == 403:
                 self._discard(response)
-                raise RegistryAuthError(f"{what}: access denied by the registry (403)")
+                raise RegistryAuthError(f"{what}: access denied by {self.wording.server} (403)")
             if status in RETRY_STATUSES:
                 header = response.headers.get("Retry-After")
                 wait = _retry_after(header, attempt)
@@ -320,7 +378,7 @@ class RegistryClient:
                 time.sleep(wait)
                 continue
             if follow_redirects and status in (301, 302, 303, 307, 308):
-                response = self._follow_redirects(host, url, response, accept, what)
+                response = self._follow_redirects(host, url, response, accept, what, scope, self._fingerprint(host, scope))
                 status = response.status_code
             if status in passthrough:
                 return response
@@ -334,8 +392,8 @@ class RegistryClient:
 
     def _status_error(self, status: int, what: str, attempts: int) -> RegistryError:
         if status == 429:
-            return RegistryRateLimited(f"{what}: rate-limited by the registry (429) after {attempts} attempts")
-        return RegistryUnreachable(f"{what}: the registry answered HTTP {status} after {attempts} attempts")
+            return RegistryRateLimited(f"{what}: rate-limited by {self.wording.server} (429) after {attempts} attempts")
+        return RegistryUnreachable(f"{what}: {self.wording.server} answered HTTP {status} after {attempts} attempts")
 
     def _cannot_wait_error(
         self, status: int, what: str, attempts: int, asked: float | None, left: float
@@ -355,10 +413,10 @@ class RegistryClient:
             limit = f"more than the {left:.1f} s left of the {seconds:g} s deadline"
         request = f"it asks to retry after {asked:g} s, {limit}"
         if status == 429:
-            return RegistryRateLimited(f"{what}: rate-limited by the registry (429); {request}")
-        return RegistryUnreachable(f"{what}: the registry answered HTTP {status}; {request}")
+            return RegistryRateLimited(f"{what}: rate-limited by {self.wording.server} (429); {request}")
+        return RegistryUnreachable(f"{what}: {self.wording.server} answered HTTP {status}; {request}")
 
-    def _send(self, host: str, url: str, headers: dict[str, str], what: str) -> Any:
+    def _send(self, host: str, url: str, headers: dict[str, str], what: str, fingerprint: str) -> Any:
         requests = self._requests
         timeout = (
             self.deadline.timeout(self.limits.connect_timeout_seconds),
@@ -367,10 +425,26 @@ class RegistryClient:
         proxies = self._proxies_for(url)
         started = time.monotonic()
         status = None
+        session, warm = self._session(host, fingerprint)
         try:
-            response = self._session(host).get(
-                url, headers=headers, timeout=timeout, stream=True, allow_redirects=False, proxies=proxies
-            )
+            try:
+                response = session.get(
+                    url, headers=headers, timeout=timeout, stream=True, allow_redirects=False, proxies=proxies
+                )
+            except requests.exceptions.ConnectionError as exc:
+                # A connection kept from an earlier admission may have been closed by the registry
+                # (its idle timeout) just as this request went out. A GET is safe to send again,
+                # once, on a new connection; a refused or timed-out connect is not that case.
+                if not warm or isinstance(exc, (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError,
+                                                requests.exceptions.ProxyError)) or self.deadline.expired():
+                    raise
+                self._pool.discard_connections(session)
+                response = session.get(
+                    url, headers=headers, timeout=(
+                        self.deadline.timeout(self.limits.connect_timeout_seconds),
+                        self.deadline.timeout(self.limits.read_timeout_seconds),
+                    ), stream=True, allow_redirects=False, proxies=proxies
+                )
             status = response.status_code
             return response
         except requests.exceptions.RequestException as exc:
@@ -379,7 +453,7 @@ class RegistryClient:
                 # Only a wildcard rule allows this host: whether its port refused, timed out or
                 # spoke something other than TLS must not be readable in kubectl (network.py).
                 error = RegistryUnreachable(
-                    f"registry {host} unreachable (the cause is in the signgate log)", log_detail=str(error)
+                    f"{self.wording.host(host)} unreachable (the cause is in the signgate log)", log_detail=str(error)
                 )
             raise error from None
         finally:
@@ -389,19 +463,22 @@ class RegistryClient:
 
     def _transport_error(self, exc: Exception, host: str, what: str) -> RegistryError | DeadlineExceeded:
         requests = self._requests
+        wording = self.wording
         if isinstance(exc, requests.exceptions.SSLError):
-            return RegistryUnreachable(f"{what}: TLS verification of {host} failed ({_tls_problem(exc)})")
+            return RegistryUnreachable(f"{what}: TLS verification of {host} failed ({_tls_problem(exc, wording)})")
         if isinstance(exc, requests.exceptions.ConnectTimeout):
-            return RegistryUnreachable(f"registry {host} unreachable: connection timed out")
+            return RegistryUnreachable(f"{wording.host(host)} unreachable: connection timed out")
         if isinstance(exc, requests.exceptions.ReadTimeout):
             if self.deadline.expired():
                 return DeadlineExceeded(f"not verified within {self.deadline.seconds:g} s")
-            return RegistryUnreachable(f"registry {host} did not answer in time")
+            return RegistryUnreachable(f"{wording.host(host)} did not answer in time")
         if isinstance(exc, requests.exceptions.ConnectionError):
-            return RegistryUnreachable(f"registry {host} unreachable: {_connection_problem(exc)}")
-        return RegistryUnreachable(f"registry {host}: request failed ({type(exc).__name__})")
+            return RegistryUnreachable(f"{wording.host(host)} unreachable: {_connection_problem(exc, wording)}")
+        return RegistryUnreachable(f"{wording.host(host)}: request failed ({type(exc).__name__})")
 
-    def _follow_redirects(self, host: str, url: str, response: Any, accept: str, what: str) -> Any:
+    def _follow_redirects(
+        self, host: str, url: str, response: Any, accept: str, what: str, scope: str | None = None, fingerprint: str = ""
+    ) -> Any:
         current_url = url
         for _ in range(MAX_REDIRECTS):
             location = response.headers.get("Location")
@@ -419,10 +496,12 @@ class RegistryClient:
             headers = {"Accept": accept}
             if target_host == host:
                 # Same host: the same credentials apply. Another host (a CDN) gets none.
-                authorization = self._authorization(host, None)
+                authorization = self._authorization(host, scope)
                 if authorization:
                     headers["Authorization"] = authorization
-            response = self._send(target_host, target, headers, what)
+            # Another host (a CDN) gets no credentials, but its connections are still filed under
+            # the credential of the request that led there.
+            response = self._send(target_host, target, headers, what, fingerprint)
             current_url = target
             if response.status_code not in (301, 302, 303, 307, 308):
                 return response
@@ -503,42 +582,102 @@ class RegistryClient:
 
     # ---- authentication ---------------------------------------------------------------------
 
-    def _authorization(self, host: str, scope: str | None) -> str | None:
+    def _credentials_for(self, host: str, scope: str | None) -> Credentials | None:
+        """The credential in use for `scope` on `host`: the first candidate until a 401 moves on."""
+        key = (host, scope or "")
         with self._lock:
-            if scope is not None and (host, scope) in self._tokens:
-                return f"Bearer {self._tokens[(host, scope)]}"
-            if scope is None:
-                for (token_host, _), token in self._tokens.items():
-                    if token_host == host:
-                        return f"Bearer {token}"
-            basic = host in self._basic_hosts
-        if basic:
-            credentials = self.credentials.for_host(host)
-            if credentials is not None:
-                return _basic_header(credentials)
+            found = self._candidate_lists.get(key)
+        if found is None:
+            repository = ""
+            if scope and scope.startswith("repository:") and scope.endswith(":pull"):
+                repository = scope[len("repository:") : -len(":pull")]
+            candidates = getattr(self.credentials, "candidates", None)
+            if candidates is not None:
+                found = tuple(candidates(host, repository))  # may raise (an unreadable pull secret)
+            else:
+                single = self.credentials.for_host(host)
+                found = (single,) if single is not None else ()
+            with self._lock:
+                self._candidate_lists[key] = found
+        with self._lock:
+            index = self._chosen.get(key, 0)
+        return found[index] if index < len(found) else None
+
+    def _next_credentials(self, host: str, scope: str) -> bool:
+        """Move to the next credential for `scope` on `host`; False when none is left."""
+        key = (host, scope)
+        with self._lock:
+            found = self._candidate_lists.get(key, ())
+            index = self._chosen.get(key, 0)
+            if index + 1 >= len(found):
+                return False
+            self._chosen[key] = index + 1
+            return True
+
+    def _note(self) -> str:
+        note = getattr(self.credentials, "note", None)
+        return note() if note is not None else ""
+
+    def _fingerprint(self, host: str, scope: str | None) -> str:
+        credentials = self._credentials_for(host, scope)
+        return credentials.fingerprint if credentials is not None else ""
+
+    def _authorization(self, host: str, scope: str | None) -> str | None:
+        credentials = self._credentials_for(host, scope)
+        fingerprint = credentials.fingerprint if credentials is not None else ""
+        key = (host, scope or "", fingerprint)
+        with self._lock:
+            token = self._tokens.get(key)
+        if token is None:
+            # One that an earlier admission obtained with this very credential, if it is still
+            # valid for longer than this whole admission may take.
+            token = self._pool.token(key, max(TOKEN_MARGIN_SECONDS, self.deadline.seconds))
+            if token is not None:
+                with self._lock:
+                    self._tokens[key] = token
+        if token is not None:
+            return f"Bearer {token}"
+        if credentials is not None and self._pool.is_basic(host, fingerprint):
+            return _basic_header(credentials)
         return None
+
+    def _authenticate_any(self, host: str, scope: str, challenge: str, what: str) -> None:
+        """Log in with the credential in use, and with each next one that the token service refuses."""
+        while True:
+            try:
+                self._authenticate(host, scope, challenge, what)
+                return
+            except _CredentialsRefused:
+                if not self._next_credentials(host, scope):
+                    raise
 
     def _authenticate(self, host: str, scope: str, challenge: str, what: str) -> None:
         scheme, params = parse_challenge(challenge)
-        credentials = self.credentials.for_host(host)
+        credentials = self._credentials_for(host, scope)
+        fingerprint = credentials.fingerprint if credentials is not None else ""
         if scheme == "basic":
             if credentials is None:
-                raise RegistryAuthError(f"{what}: the registry requires a login and no credentials are configured for {host}")
-            with self._lock:
-                self._basic_hosts.add(host)
+                raise RegistryAuthError(
+                    f"{what}: {self.wording.server} requires a login and no credentials are configured for {host}{self._note()}"
+                )
+            self._pool.add_basic(host, fingerprint)
             return
         if scheme != "bearer" or not params.get("realm"):
-            raise RegistryAuthError(f"{what}: the registry asks for an unsupported authentication scheme")
-        token = self._fetch_token(host, params, scope, credentials, what)
+            raise RegistryAuthError(f"{what}: {self.wording.server} asks for an unsupported authentication scheme")
+        sent_at = time.monotonic()
+        token, lifetime = self._fetch_token(host, params, scope, credentials, what)
         with self._lock:
-            self._tokens[(host, scope)] = token
+            self._tokens[(host, scope, fingerprint)] = token
+        # Counted from before the request went out, so never later than the token service meant.
+        self._pool.add_token((host, scope, fingerprint), token, sent_at + lifetime)
 
     def _fetch_token(
         self, host: str, params: dict[str, str], scope: str, credentials: Credentials | None, what: str
-    ) -> str:
+    ) -> tuple[str, float]:
+        """A token from the token service and its lifetime in seconds (`expires_in`)."""
         realm_host = _unambiguous_netloc(params["realm"])
         if realm_host is None:
-            raise RegistryAuthError(f"{what}: the registry names an unusable token service")
+            raise RegistryAuthError(f"{what}: {self.wording.server} names an unusable token service")
         realm_url, realm_host = self._checked_url(params["realm"], realm_host, "token")
         realm = urllib.parse.urlsplit(realm_url)
         query = {"scope": scope}
@@ -553,7 +692,8 @@ class RegistryClient:
         withheld = credentials is not None and not (realm.scheme == "https" or realm_host == host)
         if credentials is not None and not withheld:
             headers["Authorization"] = _basic_header(credentials)
-        response = self._send(realm_host, url, headers, f"token for {what}")
+        fingerprint = credentials.fingerprint if credentials is not None else ""
+        response = self._send(realm_host, url, headers, f"token for {what}", fingerprint)
         if response.status_code in (401, 403) and withheld:
             # "refused the credentials" would send the reader checking a password that was never sent.
             self._discard(response)
@@ -563,7 +703,7 @@ class RegistryClient:
             )
         if response.status_code in (401, 403):
             self._discard(response)
-            raise RegistryAuthError(f"{what}: the token service refused the credentials ({response.status_code})")
+            raise _CredentialsRefused(f"{what}: the token service refused the credentials ({response.status_code}){self._note()}")
         if response.status_code != 200:
             self._discard(response)
             raise RegistryAuthError(f"{what}: the token service answered HTTP {response.status_code}")
@@ -583,7 +723,11 @@ class RegistryClient:
                 f"{what}: the token service sent no usable token for {host}: it holds characters other than "
                 "visible ASCII, which an HTTP header cannot carry"
             )
-        return token
+        return token, _token_lifetime(data)
+
+
+class _CredentialsRefused(RegistryAuthError):
+    """The token service refused a credential: the next matching one may still be accepted."""
 
 
 def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
@@ -624,6 +768,155 @@ def _challenge_params(text: str) -> Iterator[tuple[str, str]]:
             yield key, text[start:i].strip()
 
 
+# ---- warm connections and tokens across admissions (the verifier service) ----------------------
+
+# A token from the pool serves a new admission only while it stays valid for longer than that
+# admission may take (its deadline), and never for less than this.
+TOKEN_MARGIN_SECONDS = 10.0
+# The distribution token spec: "When omitted, this defaults to 60 seconds".
+DEFAULT_TOKEN_SECONDS = 60.0
+# Registries keep idle connections for a minute or so; a Session idle for longer holds only
+# connections the registry has probably closed, and descriptors.
+SESSION_IDLE_SECONDS = 90.0
+MAX_SESSIONS = 64
+MAX_TOKENS = 1024
+MAX_BASIC_HOSTS = 256
+
+
+@dataclass
+class _PooledSession:
+    session: Any
+    context: Any  # kept alive: the key holds its id()
+    generation: int
+    last_used: float
+
+
+class WarmPool:
+    """Sessions (with their keep-alive connections), bearer tokens and Basic hosts.
+
+    Sessions are keyed by (canonical host, TLS trust, credential fingerprint) and tokens by (host,
+    scope, credential fingerprint): nothing obtained or opened for one credential is ever handed
+    to a request made with another. A token is kept only until its `expires_in` (counted from
+    before it was requested) less a margin. Nothing here says anything about an image: verdicts
+    and tag resolutions live in the on-disk cache alone, under its own rules (tagTtlSeconds).
+
+    Each RegistryClient has its own pool unless enable_warm_pool() made this process's pool shared:
+    the verifier service's long-lived workers do, so that an admission finds the connections and
+    tokens of the previous ones. A hook process, one admission long, never does.
+    """
+
+    def __init__(self, shared: bool) -> None:
+        self.shared = shared
+        self.generation = 0  # one per admission (new_admission): older sessions are warm
+        self._lock = threading.Lock()
+        self._sessions: dict[tuple[str, int, str], _PooledSession] = {}
+        self._tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
+        self._basic: dict[tuple[str, str], None] = {}
+
+    def session(self, key: tuple[str, int, str], context: Any, factory: Callable[[], Any]) -> tuple[Any, bool]:
+        now = time.monotonic()
+        with self._lock:
+            entry = self._sessions.pop(key, None)  # re-inserted last: the dict's order is LRU
+            if entry is None:
+                entry = _PooledSession(factory(), context, self.generation, now)
+            entry.last_used = now
+            self._sessions[key] = entry
+            evicted = []
+            while len(self._sessions) > MAX_SESSIONS:
+                oldest = next(iter(self._sessions))
+                evicted.append(self._sessions.pop(oldest).session)
+        for session in evicted:
+            session.close()
+        return entry.session, entry.generation != self.generation
+
+    def discard_connections(self, session: Any) -> None:
+        """Close the idle connections of `session` (it stays usable and opens new ones)."""
+        session.close()
+
+    def token(self, key: tuple[str, str, str], margin: float) -> str | None:
+        with self._lock:
+            found = self._tokens.get(key)
+            if found is None:
+                return None
+            token, expires_at = found
+            if time.monotonic() + margin >= expires_at:
+                if time.monotonic() >= expires_at:
+                    del self._tokens[key]
+                return None
+            return token
+
+    def add_token(self, key: tuple[str, str, str], token: str, expires_at: float) -> None:
+        with self._lock:
+            self._tokens.pop(key, None)
+            self._tokens[key] = (token, expires_at)
+            if len(self._tokens) > MAX_TOKENS:
+                self._drop_expired_tokens(time.monotonic())
+            while len(self._tokens) > MAX_TOKENS:
+                del self._tokens[next(iter(self._tokens))]
+
+    def is_basic(self, host: str, fingerprint: str) -> bool:
+        with self._lock:
+            return (host, fingerprint) in self._basic
+
+    def add_basic(self, host: str, fingerprint: str) -> None:
+        with self._lock:
+            self._basic[(host, fingerprint)] = None
+            while len(self._basic) > MAX_BASIC_HOSTS:
+                del self._basic[next(iter(self._basic))]
+
+    def new_admission(self) -> None:
+        """Between two admissions: forget expired tokens, close Sessions idle for too long."""
+        now = time.monotonic()
+        with self._lock:
+            self.generation += 1
+            self._drop_expired_tokens(now)
+            idle = [key for key, entry in self._sessions.items() if now - entry.last_used > SESSION_IDLE_SECONDS]
+            closing = [self._sessions.pop(key).session for key in idle]
+        for session in closing:
+            session.close()
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return {"sessions": len(self._sessions), "tokens": len(self._tokens)}
+
+    def close(self) -> None:
+        with self._lock:
+            sessions = [entry.session for entry in self._sessions.values()]
+            self._sessions.clear()
+            self._tokens.clear()
+            self._basic.clear()
+        for session in sessions:
+            session.close()
+
+    def _drop_expired_tokens(self, now: float) -> None:
+        for key in [key for key, (_, expires_at) in self._tokens.items() if now >= expires_at]:
+            del self._tokens[key]
+
+
+_WARM_POOL: WarmPool | None = None
+
+
+def enable_warm_pool() -> WarmPool:
+    """Keep connections and tokens across the RegistryClients of this process (the verifier
+    service's long-lived worker calls this once; see WarmPool)."""
+    global _WARM_POOL
+    if _WARM_POOL is None:
+        _WARM_POOL = WarmPool(shared=True)
+    return _WARM_POOL
+
+
+def warm_pool() -> WarmPool | None:
+    return _WARM_POOL
+
+
+def _token_lifetime(data: Any) -> float:
+    """`expires_in` of a token answer in seconds; the spec's 60 when absent or unusable."""
+    value = data.get("expires_in") if isinstance(data, dict) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 10**7:
+        return DEFAULT_TOKEN_SECONDS
+    return float(value)
+
+
 _TLS_CONTEXTS: dict[str | None, tuple[Any, Any]] = {}
 _TLS_CONTEXTS_LOCK = threading.Lock()
 
@@ -639,7 +932,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_tls_lock_in_child)
 
 
-def shared_tls_context(ca_bundle: str | None) -> Any:
+def shared_tls_context(ca_bundle: str | None, setting: str = REGISTRY_WORDING.ca_setting) -> Any:
     """The client TLS context for `ca_bundle` (None: none configured), built once per process.
 
     Left to itself, requests hands urllib3 the path of certifi's bundle for every connection, and
@@ -661,7 +954,7 @@ def shared_tls_context(ca_bundle: str | None) -> Any:
             with open(ca_bundle, "rb") as handle:
                 version = hashlib.sha256(handle.read()).digest()
         except OSError as exc:
-            raise RegistryError(f"cannot load registries.caBundle {ca_bundle}: {exc.strerror or exc}") from None
+            raise RegistryError(f"cannot load {setting} {ca_bundle}: {exc.strerror or exc}") from None
     with _TLS_CONTEXTS_LOCK:
         cached = _TLS_CONTEXTS.get(ca_bundle)
         if cached is not None and cached[0] == version:
@@ -679,14 +972,13 @@ def shared_tls_context(ca_bundle: str | None) -> Any:
             try:
                 context.load_verify_locations(cafile=ca_bundle)
             except (OSError, ssl.SSLError) as exc:
-                raise RegistryError(f"cannot load registries.caBundle {ca_bundle}: {exc}") from None
+                raise RegistryError(f"cannot load {setting} {ca_bundle}: {exc}") from None
         _TLS_CONTEXTS[ca_bundle] = (version, context)
         return context
 
 
-def _adapter_with_shared_context(requests: Any, ca_bundle: str | None) -> Any:
-    """An HTTPS adapter whose connections all use the process's TLS context for `ca_bundle`."""
-    context = shared_tls_context(ca_bundle)
+def _adapter_with_context(requests: Any, context: Any) -> Any:
+    """An HTTPS adapter whose connections all use `context` (shared_tls_context)."""
 
     class SharedContextAdapter(requests.adapters.HTTPAdapter):
         def init_poolmanager(self, *args: Any, **kwargs: Any) -> Any:
@@ -808,23 +1100,23 @@ _NAME_MISMATCH = {62, 64}  # hostname mismatch, IP address mismatch
 _EXPIRED = {10}
 
 
-def _tls_problem(exc: Exception) -> str:
+def _tls_problem(exc: Exception, wording: Wording = REGISTRY_WORDING) -> str:
     for cause in _causes(exc):
         if isinstance(cause, ssl.SSLCertVerificationError):
             code = cause.verify_code
             if code in _UNKNOWN_AUTHORITY:
-                return "certificate signed by an unknown authority; set registries.caBundle"
+                return f"certificate signed by an unknown authority; set {wording.ca_setting}"
             if code in _NAME_MISMATCH:
                 return "the certificate does not match the host name"
             if code in _EXPIRED:
                 return "the certificate has expired"
             return "certificate verification failed"
         if isinstance(cause, ssl.SSLError) and cause.reason == "WRONG_VERSION_NUMBER":
-            return "the registry does not speak TLS; list it under registries.insecure if it is plain HTTP"
+            return f"{wording.server} does not speak TLS; list it under registries.insecure if it is plain HTTP"
     return "TLS handshake failed"
 
 
-def _connection_problem(exc: Exception) -> str:
+def _connection_problem(exc: Exception, wording: Wording = REGISTRY_WORDING) -> str:
     for cause in _causes(exc):
         if isinstance(cause, ConnectionRefusedError):
             return "connection refused"
@@ -833,7 +1125,7 @@ def _connection_problem(exc: Exception) -> str:
         if isinstance(cause, ConnectionResetError):
             return "connection reset"
         if isinstance(cause, http.client.RemoteDisconnected):
-            return "the registry closed the connection"
+            return f"{wording.server} closed the connection"
         if isinstance(cause, OSError) and cause.errno == errno.ENETUNREACH:
             return "network unreachable"
         if isinstance(cause, OSError) and cause.errno == errno.EHOSTUNREACH:

@@ -133,7 +133,7 @@ def _relay(environ: dict[str, str] | os._Environ[str], path: str, started: float
         sock.settimeout(min(HANDSHAKE_TIMEOUT, accept_by - now))
         sock.connect(path)
         handshake_by = min(time.monotonic() + HANDSHAKE_TIMEOUT, done_by)
-        _check_peer(sock, _socket)
+        _verify_peer(sock, _socket)
         context = os.open(context_path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             # The kernel keeps its own reference while the descriptor is in flight.
@@ -183,7 +183,7 @@ def _relay(environ: dict[str, str] | os._Environ[str], path: str, started: float
     return 0
 
 
-def _check_peer(sock: object, _socket: object) -> None:
+def _verify_peer(sock: object, _socket: object) -> None:
     """Only a service running as this user, or as root, may answer for this hook."""
     raw = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)  # type: ignore[attr-defined]
     uid = int.from_bytes(raw[4:8], sys.byteorder)  # struct ucred: pid, uid, gid

@@ -23,11 +23,13 @@ Mode = Literal["enforce", "warn"]
 Action = Literal["verify", "allow", "deny"]
 Tlog = Literal["ignore", "required"]
 MultiArch = Literal["exact", "index-or-platforms"]
+PullSecretSource = Literal["none", "pod"]
 MODES: tuple[str, ...] = get_args(Mode)
 ACTIONS: tuple[str, ...] = get_args(Action)
 HASH_ALGORITHMS = ("sha256", "sha384", "sha512")
 MULTI_ARCH_CHOICES: tuple[str, ...] = get_args(MultiArch)
 TLOG_CHOICES: tuple[str, ...] = get_args(Tlog)
+PULL_SECRET_SOURCES: tuple[str, ...] = get_args(PullSecretSource)
 MIB = 1024 * 1024
 # (minimum, maximum) of every number in the configuration; the README's reference lists them.
 # Every number must lie in its range, which also keeps out NaN and infinity (YAML .nan, .inf)
@@ -94,6 +96,9 @@ class RegistrySettings:
     auth: str | None = None
     insecure: frozenset[str] = frozenset()  # canonical (reference.canonical_insecure)
     allow_networks: tuple[str, ...] = ()  # CIDRs of internal networks that may be contacted (network.py)
+    # "pod": credentials from the pod's imagePullSecrets (and its ServiceAccount's), read from
+    # shell-operator snapshots (pullsecrets.py), before `auth`; "none": `auth` only.
+    pull_secrets: PullSecretSource = "none"
 
 
 @dataclass(frozen=True)
@@ -120,16 +125,6 @@ class CacheSettings:
 
 
 @dataclass(frozen=True)
-class NotarySettings:
-    """A notaryv1 rule: Docker Content Trust data for the image's GUN on a Notary server."""
-
-    server: str  # https://notary.example.com[:port]
-    root_keys: tuple[str, ...]  # names in `keys`: pinned root public keys (PEM)
-    ca_bundle: str | None = None  # CA for the Notary server's TLS; default: the system CAs
-    delegations: tuple[str, ...] = ()  # roles that must have signed the target, e.g. targets/releases
-
-
-@dataclass(frozen=True)
 class Rule:
     """One policy rule. `index` is its position in the file, used in messages and as a tiebreak."""
 
@@ -149,7 +144,6 @@ class Rule:
     tlog: Tlog = "ignore"
     multi_arch: MultiArch = "exact"
     type: str = "cosign"  # a name in verifiers.VERIFIERS (config checks it)
-    notary: "NotarySettings | None" = None
     # The parsed settings of a verifier type whose fields do not sit on the rule (see docs/architecture.md).
     settings: Any = None
     pin_digest: bool = False  # the mutating call rewrites name:tag to name:tag@sha256:<verified digest>

@@ -27,7 +27,7 @@ import sys
 import time
 
 from .fastpath import read_regular  # already loaded: the hook tries fastpath.py first
-from .podspec import config_path, pod_spec_kind, walk_containers
+from .podspec import config_path, is_checked, pod_spec_kind, walk_containers
 
 MAX_CONFIG_BYTES = 1024 * 1024
 # Kubernetes caps a webhook's timeoutSeconds at 30; 10 is its default and shell-operator's.
@@ -149,7 +149,7 @@ def _sheddable(environ: dict[str, str] | os._Environ[str]) -> tuple[float, dict,
         return None  # a mutating call, or an unexpected shape: the full path
     review = validating[0].get("review")
     request = review.get("request") if isinstance(review, dict) else None
-    if not isinstance(request, dict) or request.get("operation") not in ("CREATE", "UPDATE"):
+    if not isinstance(request, dict) or not is_checked(request.get("operation")):
         return None
     kind = pod_spec_kind(request)
     if kind is None or not isinstance(request.get("object"), dict):

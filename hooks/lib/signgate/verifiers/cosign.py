@@ -111,6 +111,10 @@ class CosignVerifier:
             return set()
         return {registry_endpoint(parse_reference(rule.signature_repository, insecure).registry, insecure)}
 
+    def uses_tag(self, rule: Rule) -> bool:
+        # Only when a platform digest may pass through the tag's signed index (verify.py).
+        return rule.multi_arch != "exact"
+
     def key_names(self, rule: Rule) -> tuple[str, ...]:
         return rule.keys
 
@@ -118,10 +122,10 @@ class CosignVerifier:
         files = [config.keys[name].path for name in rule.keys]
         # Rekor keys also check the inclusion proofs bundles carry under `tlog: ignore`.
         files += [spec.path for spec in config.rekor_keys.values()]
-        if rule.trusted_root:
-            files.append(config.trusted_roots[rule.trusted_root])
-        if rule.certificate_authority:
-            files.append(config.certificate_authorities[rule.certificate_authority])
+        # The configuration checks these names; .get keeps a rule built by hand from raising here.
+        for path in (config.trusted_roots.get(rule.trusted_root or ""), config.certificate_authorities.get(rule.certificate_authority or "")):
+            if path:
+                files.append(path)
         return files
 
     def describe(self, rule: Rule) -> list[str]:

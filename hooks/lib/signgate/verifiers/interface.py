@@ -51,6 +51,9 @@ class Verifier(Protocol):
     def endpoints(self, rule: Rule, insecure: frozenset[str]) -> set[Endpoint]:
         """Hosts beyond the image's own registry that the rule may contact (for the SSRF guard)."""
 
+    def uses_tag(self, rule: Rule) -> bool:
+        """Whether a verdict depends on the tag as well as the resolved digest (for cache keys)."""
+
     def key_names(self, rule: Rule) -> tuple[str, ...]:
         """Names in the configuration's `keys` the rule reads (for cache keys)."""
 
