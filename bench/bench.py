@@ -33,7 +33,9 @@ from support.contract import hook_env, request_for  # noqa: E402
 from support.oci import RegistryHTTP, push_image  # noqa: E402
 from support.registry import Registry  # noqa: E402
 from support.service import VerifierService  # noqa: E402
-from support.signer import generate_key, sign_bundle, sign_legacy  # noqa: E402
+from support.fulcio import new_ct_log, new_fulcio, pem, trusted_root  # noqa: E402
+from support.signer import b64, generate_key, sign_bundle, sign_legacy, simple_signing_payload  # noqa: E402
+from support.tlog import new_log  # noqa: E402
 
 HOOK = REPO / "hooks" / "verify-images.py"
 FLOOR = REPO / "bench" / "floor_hook.py"
@@ -177,6 +179,36 @@ def raw_fetch_times(host: str, fetch_paths: list[list[str]], runs: int = 15) -> 
     return timed(1), timed(len(fetch_paths))
 
 
+KEYLESS_SUBJECT = "https://github.com/org/repo/.github/workflows/release.yml@refs/tags/v1"
+KEYLESS_ISSUER = "https://token.actions.githubusercontent.com"
+
+
+def keyless_signature(tmp: Path, http: RegistryHTTP, image, key) -> Path:
+    """Sign `image` like cosign v2 keyless: a certificate with an SCT, its chain, and a SET from a
+    test Rekor log; returns the trusted_root.json that trusts them."""
+    import hashlib
+
+    fulcio, ct, log = new_fulcio("bench-fulcio"), new_ct_log(), new_log(tmp / "logs", "rekor.bench", "v1")
+    certificate = fulcio.issue(key.public_key, subject=KEYLESS_SUBJECT, issuer=KEYLESS_ISSUER, ct_log=ct)
+    payload = simple_signing_payload(f"{http.host}/bench/keyless", image.digest)
+    signature = key.sign(payload)
+    body = json.dumps({
+        "apiVersion": "0.0.1", "kind": "hashedrekord",
+        "spec": {"data": {"hash": {"algorithm": "sha256", "value": hashlib.sha256(payload).hexdigest()}},
+                 "signature": {"content": b64(signature), "publicKey": {"content": b64(pem(certificate).encode())}}},
+    }, sort_keys=True, separators=(",", ":")).encode()
+    index, integrated = log.append(body), int(time.time())
+    rekor_bundle = json.dumps({
+        "SignedEntryTimestamp": b64(log.set_over(b64(body), integrated, index)),
+        "Payload": {"body": b64(body), "integratedTime": integrated, "logIndex": index, "logID": log.log_id.hex()},
+    })
+    sign_legacy(http, "bench/keyless", image.digest, key, payload=payload, signature_override=signature, extra_layer_annotations={
+        "dev.sigstore.cosign/certificate": pem(certificate), "dev.sigstore.cosign/chain": fulcio.chain_pem.decode(),
+        "dev.sigstore.cosign/bundle": rekor_bundle,
+    })
+    return trusted_root(tmp / "trusted_root.json", fulcio, [ct], [log])
+
+
 def import_costs() -> list[tuple[str, float]]:
     """Median wall time of `python -c 'import X'` minus `python -c pass`, over 7 runs each."""
     env = dict(os.environ, PYTHONPATH=str(REPO / "hooks" / "lib"))
@@ -198,6 +230,8 @@ def import_costs() -> list[tuple[str, float]]:
         ("yaml (only for YAML configs; the chart renders JSON)", "import yaml"),
         ("jsonpath_ng (not imported by the hook)", "import jsonpath_ng"),
         ("requests (only when a registry is contacted)", "import requests"),
+        ("signgate.certificates + cryptography.x509.verification (certificate rules only)",
+         "import signgate.certificates, cryptography.x509, cryptography.x509.verification"),
         ("cryptography (only when a signature is checked)",
          "from cryptography.hazmat.primitives.asymmetric import ec, rsa, ed25519, padding, utils\n"
          "from cryptography.hazmat.primitives import hashes, serialization"),
@@ -441,11 +475,20 @@ def main() -> int:
                     f"/v2/{repo}/blobs/{signature.payload_digest}",
                 ])
 
+            keyless = push_image(http, "bench/keyless", "v1", content=b"keyless")
+            root_path = keyless_signature(tmp, http, keyless, key)
+
             config = tmp / "config.json"
             config.write_text(json.dumps({
                 "keys": {"default": str(key.pub_path)},
                 "registries": {"insecure": [registry.host]},
-                "policy": [{"images": f"{registry.host}/**"}],
+                # A keyless rule (issue 16): a Fulcio-shaped test CA with SCTs, a test Rekor log.
+                "identities": {"release": {"issuer": KEYLESS_ISSUER, "subject": KEYLESS_SUBJECT}},
+                "trustedRoots": {"test": str(root_path)},
+                "policy": [
+                    {"images": f"{registry.host}/bench/keyless", "identities": ["release"], "trustedRoot": "test", "tlog": "required"},
+                    {"images": f"{registry.host}/**"},
+                ],
             }))
             by_digest = f"{registry.host}/bench/legacy@{legacy.digest}"
             one = request_for("Pod", [legacy.reference])
@@ -491,6 +534,7 @@ def main() -> int:
                     ("cold, 1 image, legacy signature, tag", one),
                     ("cold, 1 image, legacy signature, digest", one_digest),
                     ("cold, 1 image, bundle, tag", request_for("Pod", [bundled.reference])),
+                    ("cold, 1 image, keyless legacy signature (certificate rule: chain, SCT, SET), tag", request_for("Pod", [keyless.reference])),
                     ("cold, 10 distinct images", ten),
                 ):
                     timed(name, request, max(5, n // 2), fresh_cache)

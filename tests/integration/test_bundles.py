@@ -630,7 +630,8 @@ def test_url_safe_unpadded_base64_is_read_strictly(trusted) -> None:
     urlsafe = lambda data: base64.urlsafe_b64encode(data).decode().rstrip("=")  # noqa: E731
     assert any(c in urlsafe(payload) + urlsafe(signature) for c in "-_")
     envelope = {"payload": urlsafe(payload), "payloadType": INTOTO_PAYLOAD_TYPE, "signatures": [{"sig": urlsafe(signature)}]}
-    data = json.dumps({"mediaType": BUNDLE_MEDIA_TYPE, "dsseEnvelope": envelope}).encode()
+    material = {"publicKey": {"hint": trusted.hint}}  # required since bundles are typed (issue 15)
+    data = json.dumps({"mediaType": BUNDLE_MEDIA_TYPE, "verificationMaterial": material, "dsseEnvelope": envelope}).encode()
     assert check_bundle("b", data, [public_key(trusted)], DIGEST, Requirements()).counts
     envelope["payload"] = urlsafe(payload) + "!!"
     data = json.dumps({"mediaType": BUNDLE_MEDIA_TYPE, "dsseEnvelope": envelope}).encode()

@@ -133,6 +133,11 @@ RULE_FIELD_CHANGES: dict[str, Any] = {
     "type": "notaryv1",
     "settings": NotarySettings(server="https://notary.example", root_keys=("default",)),
     "pin_digest": True,
+    "settings": {"other": "settings"},
+    "identities": ("release",),
+    "trusted_root": "public-good",
+    "certificate_authority": "corp",
+    "ignore_sct": True,
 }
 
 
@@ -248,8 +253,9 @@ KEY_CASES: list[tuple[str, Callable[[Inputs], Inputs] | None, Callable[[Inputs, 
     ("unused-key-rotated-hit", None, _unused_key_rotated, True),
     ("rekor-key-rotated-tlog-required-miss", _tlog_required, _rekor_rotated, False),
     ("rekor-key-added-tlog-required-miss", _tlog_required, _rekor_added, False),
-    ("rekor-key-rotated-tlog-ignored-hit", None, _rekor_rotated, True),
-    ("rekor-key-added-tlog-ignored-hit", None, _rekor_added, True),
+    # Rekor keys also judge the inclusion proofs a bundle carries under `tlog: ignore` (issue 16).
+    ("rekor-key-rotated-tlog-ignored-miss", None, _rekor_rotated, False),
+    ("rekor-key-added-tlog-ignored-miss", None, _rekor_added, False),
     ("cache-lifetimes-changed-hit", None, lambda i, f: replace(i, config=replace(i.config, cache=CacheSettings(ttl_seconds=5))), True),
     ("top-level-mode-changed-hit", None, lambda i, f: replace(i, config=replace(i.config, mode="warn")), True),
 ]

@@ -21,7 +21,7 @@ import pytest
 
 from support.oci import PushedIndex, RegistryHTTP, push_index
 from support.signer import TestKey, sign_bundle, sign_legacy
-from test_bundles import admit, config_data, verify
+from integration.test_bundles import admit, config_data, verify
 
 ATTESTATION_PLATFORM = ("unknown", "unknown")
 
@@ -213,7 +213,7 @@ def test_recursive_signing_admits_tag_and_platforms_under_exact(tmp_path, http, 
 
 def test_multi_arch_must_be_one_of_the_two_settings(tmp_path, http, trusted) -> None:
     from support.contract import run_config
-    from test_bundles import write_config
+    from integration.test_bundles import write_config
 
     completed = run_config(write_config(tmp_path, rule(http, trusted, "any-platform")))
     assert completed.returncode != 0 and "policy[0].multiArch" in completed.stderr

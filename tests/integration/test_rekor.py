@@ -46,7 +46,7 @@ from support.signer import (
     sigstore_bundle,
     simple_signing_payload,
 )
-from test_bundles import MemoryRegistry, admit, attach_bundle, config_data, public_key, write_config
+from integration.test_bundles import MemoryRegistry, admit, attach_bundle, config_data, public_key, write_config
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "cosign-interop"
 REKOR_CASE = FIXTURES / "key-rekor-valid"
@@ -598,17 +598,21 @@ def test_an_unsupported_entry_kind_is_named(keys, rekor) -> None:
     assert result.problem == "its transparency-log entry kind 'rekord' is not supported"
 
 
-def test_tlog_entries_are_ignored_unless_required(keys) -> None:
+def test_a_malformed_tlog_entry_is_refused_even_unless_required(keys) -> None:
+    # The typed bundle model (issue 15) refuses a bundle that breaks the format, as sigstore's
+    # clients do, whether or not the rule needs its entries; the signer is still named.
     key = keys["ecdsa-p256"]
     signed = sign_statement(key)
     bundle = bundle_with(key, signed, [{"logIndex": "garbage"}])
-    assert check(key, bundle, None).counts
+    result = check(key, bundle, None)
+    assert not result.counts
+    assert result.problem == "its transparency-log entry is malformed" and result.signed_by == ("release",)
 
 
 def test_check_bundle_tlog_directly_names_the_missing_material(keys, rekor) -> None:
     key = keys["ecdsa-p256"]
     signed = sign_statement(key)
-    problem = check_bundle_tlog({"verificationMaterial": "nope"}, signed.statement, signed.signature, public_key(key), rekor_keys(rekor))
+    problem = check_bundle_tlog((), signed.statement, signed.signature, public_key(key), rekor_keys(rekor))
     assert problem == "it carries no transparency-log entry, but the rule requires one"
 
 

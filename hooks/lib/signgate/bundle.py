@@ -9,8 +9,12 @@ Pure code over bundle bytes already fetched and digest-checked. What one bundle 
    type `https://sigstore.dev/cosign/sign/v1` (an attestation by the same key is not a signature,
    a check cosign itself does not make), and a subject must carry the image's sha256 digest;
 4. the rule's annotations must equal string values in that subject's annotations;
-5. with `tlog: required`, an inclusion promise (signed entry timestamp) must verify offline for
-   this very signature and key (see rekor.py).
+5. every inclusion proof it carries must verify (path, root, checkpoint) and be about this very
+   signature and key; with `tlog: required`, an inclusion promise (signed entry timestamp) or an
+   inclusion proof up to a checkpoint signed by a configured Rekor key (Rekor v2) must prove it
+   offline (see rekor.py).
+
+Bundle media types are accepted for the known versions only (v0.1 to v0.3, both v0.3 spellings).
 
 `checkIdentity` cannot be met by a bundle: the statement names no repository. A rule that sets it
 therefore accepts only legacy signatures, and says so.
@@ -18,23 +22,37 @@ therefore accepts only legacy signatures, and says so.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Sequence
 
-from .cosign import DigestMismatch, Requirements, SignatureCheck, check_annotations
+from .bundle_model import (  # noqa: F401  (BUNDLE_MEDIA_TYPES, is_bundle_media_type re-exported)
+    BUNDLE_MEDIA_TYPE_PREFIX,
+    BUNDLE_MEDIA_TYPES,
+    MAX_DSSE_SIGNATURES,
+    STATEMENT_TYPES,
+    BundleFormatError,
+    DsseEnvelope,
+    InTotoStatement,
+    is_bundle_media_type,
+    load_document,
+    parse_bundle,
+)
+from .bundle_model import Bundle
+from .certificates import (
+    CertificateProblem,
+    CertificateRule,
+    check_signer,
+    describe_problem,
+    identity_of,
+    identity_signer,
+    leaf_public_key,
+    load_leaf,
+)
+from .cosign import DigestMismatch, Requirements, SignatureCheck, check_annotations, merge_checks
 from .dsse import INTOTO_PAYLOAD_TYPE, pae  # noqa: F401  (re-exported)
-from .encoding import b64_protobuf
 from .keys import PublicKey
-from .rekor import RekorKeys, check_bundle_tlog
+from .rekor import RekorKeys, check_bundle_tlog, proven_integrated_times
 
-BUNDLE_MEDIA_TYPE_PREFIX = "application/vnd.dev.sigstore.bundle"
 COSIGN_SIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"
-STATEMENT_TYPES = ("https://in-toto.io/Statement/v1", "https://in-toto.io/Statement/v0.1")
-MAX_DSSE_SIGNATURES = 16
-
-
-def is_bundle_media_type(media_type: Any) -> bool:
-    return isinstance(media_type, str) and media_type.startswith(BUNDLE_MEDIA_TYPE_PREFIX)
 
 
 def check_bundle(
@@ -44,97 +62,143 @@ def check_bundle(
     image_digest: str,
     requirements: Requirements,
     rekor: RekorKeys | None = None,
+    require_tlog: bool | None = None,
+    certs: CertificateRule | None = None,
 ) -> SignatureCheck:
+    """Check one bundle. `rekor`: the configured log keys; `require_tlog` (default: whether keys
+    were given, as before) whether a transparency proof must count; `certs`: the rule's
+    identities, for bundles signed with a certificate. Inclusion proofs are verified whenever the
+    bundle carries them."""
+    if require_tlog is None:
+        require_tlog = rekor is not None
+    format_problem: BundleFormatError | None = None
     try:
-        bundle = json.loads(data)
-    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly nested JSON
-        return _fail(source, "it is not valid JSON")
-    if not isinstance(bundle, dict) or not is_bundle_media_type(bundle.get("mediaType")):
-        return _fail(source, "it is not a sigstore bundle")
-    envelope = bundle.get("dsseEnvelope")
-    if not isinstance(envelope, dict):
+        bundle = parse_bundle(data)
+        envelope = bundle.dsse
+    except BundleFormatError as exc:
+        if exc.part in ("document", "envelope") and not exc.version_unknown:
+            return _fail(source, exc.message)
+        if certs is not None and exc.part == "material":
+            # A rule with identities: a broken chain or certificate is worth naming even though
+            # no key can have signed it.
+            return SignatureCheck("bundle", source, (), exc.message, signer_kind="certificate")
+        # Only the media type version or the verification material is wrong: the envelope is
+        # whole, so its signature is still checked, and the reader learns who signed it.
+        format_problem = exc
+        try:
+            envelope = DsseEnvelope.parse(load_document(data).get("dsseEnvelope"))
+        except BundleFormatError as envelope_problem:  # a message-signature bundle
+            return _fail(source, envelope_problem.message)
+    if envelope is None:
         return _fail(source, "the bundle does not contain a DSSE envelope")
-    payload_type = envelope.get("payloadType")
-    if not isinstance(payload_type, str):
-        return _fail(source, f"its DSSE payloadType is {_short(payload_type)}, not {INTOTO_PAYLOAD_TYPE}")
-    payload = b64_protobuf(envelope.get("payload"))
-    if payload is None:
-        return _fail(source, "its DSSE payload is missing or not base64")
-    signatures = envelope.get("signatures")
-    if not isinstance(signatures, list) or not signatures:
-        return _fail(source, "its DSSE envelope has no signatures")
+    if format_problem is None and certs is not None and bundle.material.kind != "publicKey":
+        by_certificate = _check_certificate_bundle(source, bundle, envelope, image_digest, requirements, certs)
+        if not keys:
+            return by_certificate
+        return merge_checks(_check_with_keys(source, bundle, envelope, keys, image_digest, requirements, rekor, require_tlog), by_certificate)
+    return _check_with_keys(source, bundle if format_problem is None else None, envelope, keys, image_digest, requirements, rekor, require_tlog, format_problem)
 
-    signed = pae(payload_type, payload)
+
+def _check_with_keys(
+    source: str,
+    bundle: Bundle | None,
+    envelope: DsseEnvelope,
+    keys: Sequence[PublicKey],
+    image_digest: str,
+    requirements: Requirements,
+    rekor: RekorKeys | None,
+    require_tlog: bool,
+    format_problem: BundleFormatError | None = None,
+) -> SignatureCheck:
+    """The key path: a DSSE signature by one of `keys` (`bundle` is None only with a format problem)."""
+    signed = pae(envelope.payload_type, envelope.payload)
     matches: list[tuple[PublicKey, bytes]] = []
-    for entry in signatures[:MAX_DSSE_SIGNATURES]:
-        signature = b64_protobuf(entry.get("sig")) if isinstance(entry, dict) else None
-        if signature is None:
-            continue
+    for signature in envelope.signatures:
         for key in keys:
             if key.verify(signature, signed) and all(key is not k for k, _ in matches):
                 matches.append((key, signature))
     if not matches:
         return _fail(source, "it does not verify with the configured key(s)")
     names = tuple(key.name for key, _ in matches)
+    if format_problem is not None:
+        return SignatureCheck("bundle", source, (), format_problem.message, names)
     # The type is checked after the signature: the PAE binds it, so a key that verifies really
     # signed this payload as this type, and the reader learns that rather than "wrong key".
-    if payload_type != INTOTO_PAYLOAD_TYPE:
-        problem = f"its DSSE payloadType is {_short(payload_type)}, not {INTOTO_PAYLOAD_TYPE}"
+    if envelope.payload_type != INTOTO_PAYLOAD_TYPE:
+        problem = f"its DSSE payloadType is {_short(envelope.payload_type)}, not {INTOTO_PAYLOAD_TYPE}"
         return SignatureCheck("bundle", source, (), problem, names)
 
-    problem = check_statement(payload, image_digest, requirements)
+    problem = check_statement(envelope.payload, image_digest, requirements)
     if problem:
         return SignatureCheck("bundle", source, (), problem, names)
-    if rekor is not None:
-        valid = []
-        last_problem = "it carries no transparency-log entry, but the rule requires one"
-        for key, signature in matches:
-            tlog_problem = check_bundle_tlog(bundle, payload, signature, key, rekor)
-            if tlog_problem is None:
-                valid.append(key)
-            else:
-                last_problem = tlog_problem
-        if not valid:
-            return SignatureCheck("bundle", source, (), last_problem, names)
-        return SignatureCheck("bundle", source, tuple(valid), None, names)
-    return SignatureCheck("bundle", source, tuple(key for key, _ in matches), None, names)
+    assert bundle is not None
+    valid = []
+    last_problem = "it carries no transparency-log entry, but the rule requires one"
+    for key, signature in matches:
+        tlog_problem = check_bundle_tlog(bundle.material.tlog_entries, envelope.payload, signature, key, rekor, required=require_tlog)
+        if tlog_problem is None:
+            valid.append(key)
+        else:
+            last_problem = tlog_problem
+    if not valid:
+        return SignatureCheck("bundle", source, (), last_problem, names)
+    return SignatureCheck("bundle", source, tuple(valid), None, names)
+
+
+def _check_certificate_bundle(
+    source: str, bundle: Bundle, envelope: DsseEnvelope, image_digest: str, requirements: Requirements, certs: CertificateRule
+) -> SignatureCheck:
+    """A bundle whose verificationMaterial is a certificate or chain, against the rule's identities."""
+
+    def fail(problem: str, signed_by: tuple[str, ...] = ()) -> SignatureCheck:
+        return SignatureCheck("bundle", source, (), problem, signed_by, signer_kind="certificate")
+
+    try:
+        leaf = load_leaf(bundle.material.certificates[0])
+        chain = [load_leaf(der) for der in bundle.material.certificates[1:]]
+        key = leaf_public_key(leaf)
+        found = identity_of(leaf).describe()
+    except CertificateProblem as exc:
+        return fail(str(exc))
+    signed = pae(envelope.payload_type, envelope.payload)
+    signature = next((s for s in envelope.signatures if key.verify(s, signed)), None)
+    if signature is None:
+        return fail(f"its signature does not verify with its certificate's key (certificate of {found})")
+    if envelope.payload_type != INTOTO_PAYLOAD_TYPE:
+        return fail(f"signed by {found}, but its DSSE payloadType is {_short(envelope.payload_type)}, not {INTOTO_PAYLOAD_TYPE}", (found,))
+    problem = check_statement(envelope.payload, image_digest, requirements)
+    if problem:
+        return fail(f"signed by {found}, but {problem}", (found,))
+    entries = bundle.material.tlog_entries
+    tlog_problem = check_bundle_tlog(entries, envelope.payload, signature, key, certs.rekor, required=certs.require_tlog)
+    if tlog_problem:
+        return fail(f"signed by {found}, but {tlog_problem}", (found,))
+    set_times = proven_integrated_times(entries, envelope.payload, signature, key, certs.rekor)
+    try:
+        names = check_signer(leaf, chain, signature, certs, set_times, bundle.material.timestamps)
+    except CertificateProblem as exc:
+        return fail(describe_problem(exc, found), (found,))
+    return SignatureCheck("bundle", source, tuple(identity_signer(n) for n in names), None, (found,), signer_kind="certificate")
 
 
 def check_statement(payload: bytes, image_digest: str, requirements: Requirements) -> str | None:
     """Check a verified in-toto statement. Returns a problem, or None."""
     try:
-        statement = json.loads(payload)
-    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly nested JSON
-        return "its in-toto statement is not valid JSON"
-    if not isinstance(statement, dict):
-        return "its in-toto statement is not a JSON object"
-    if statement.get("_type") not in STATEMENT_TYPES:
-        return f"its statement type {_short(statement.get('_type'))} is not in-toto"
-    predicate_type = statement.get("predicateType")
-    if predicate_type != COSIGN_SIGN_PREDICATE:
-        return f"it is an attestation (predicateType {_short(predicate_type)}), not a signature"
-    algorithm, _, hex_digest = image_digest.partition(":")
-    subjects = statement.get("subject")
-    if not isinstance(subjects, list):
+        statement = InTotoStatement.parse(payload)
+    except BundleFormatError as exc:
+        return exc.message
+    if statement.predicate_type != COSIGN_SIGN_PREDICATE:
+        return f"it is an attestation (predicateType {_short(statement.predicate_type)}), not a signature"
+    if not statement.has_subject_list:
         return "its statement has no subject list"
-    subject = next(
-        (
-            s
-            for s in subjects
-            if isinstance(s, dict) and isinstance(s.get("digest"), dict) and s["digest"].get(algorithm) == hex_digest
-        ),
-        None,
-    )
+    algorithm, _, hex_digest = image_digest.partition(":")
+    subject = next((s for s in statement.subjects if s.digests.get(algorithm) == hex_digest), None)
     if subject is None:
-        named = [
-            f"{algorithm}:{s['digest'].get(algorithm)}"
-            for s in subjects
-            if isinstance(s, dict) and isinstance(s.get("digest"), dict) and isinstance(s["digest"].get(algorithm), str)
-        ]
+        named = [f"{algorithm}:{s.digests[algorithm]}" for s in statement.subjects if algorithm in s.digests]
         if named:
             return DigestMismatch(f"the signature is for digest {named[0]}, but the image resolves to {image_digest}")
         return f"its statement has no subject with the image digest {image_digest}"
-    problem = check_annotations(subject.get("annotations") or {}, requirements.annotations)
+    problem = check_annotations(subject.annotations, requirements.annotations)
     if problem:
         return problem
     if requirements.identity is not None:

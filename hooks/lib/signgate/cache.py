@@ -89,6 +89,8 @@ class VerdictCache:
             "keys": [self._key_material(self.config.keys[name]) for name in verifier.key_names(rule)],
             # Every other file a verdict depends on (Rekor keys, trust roots), by content.
             "trust": [self._file_digest(path) for path in verifier.trust_files(self.config, rule)],
+            # A certificate rule's verdict also depends on its identities' specifications.
+            "identities": [asdict(self.config.identities[name]) for name in rule.identities if name in self.config.identities],
             "limits": asdict(self.config.limits),
         }
         if asker is not None:

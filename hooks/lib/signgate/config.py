@@ -8,6 +8,7 @@ documented in the README; keep the two in step.
 from __future__ import annotations
 
 import json
+import re
 import os
 from typing import Any, Mapping
 
@@ -37,6 +38,7 @@ from .settings import (  # noqa: F401  (re-exported: the configuration's types)
     TLOG_CHOICES,
     MIB,
     RANGES,
+    IdentitySpec,
     KeySpec,
     WebhookSettings,
     RegistrySettings,
@@ -174,6 +176,9 @@ def build_config(data: Any, source: str, environ: Mapping[str, str] = os.environ
     webhook = _webhook(top.section("webhook"), environ)
     keys = _keys(top.section("keys"))
     rekor_keys = _keys(top.section("rekorKeys"))
+    identities = _identities(top.section("identities"))
+    trusted_roots = _paths(top.section("trustedRoots"), "trusted_root.json")
+    certificate_authorities = _paths(top.section("certificateAuthorities"), "PEM CA bundle")
     registries = _registries(top.section("registries"))
     limits = _limits(top.section("limits"))
     cache = _cache(top.section("cache"))
@@ -182,7 +187,8 @@ def build_config(data: Any, source: str, environ: Mapping[str, str] = os.environ
     require_digest = top.boolean("requireDigest", False)
     unmatched = top.choice("unmatchedImages", ("deny", "allow"), "deny")
     pin_scope = top.choice("pinScope", PIN_SCOPES, "pods")
-    policy = _policy(top, keys, rekor_keys, registries.insecure)
+    trust = {"identities": identities, "trusted_roots": trusted_roots, "certificate_authorities": certificate_authorities}
+    policy = _policy(top, keys, rekor_keys, registries.insecure, trust)
     top.done()
     return Config(
         source=source,
@@ -192,6 +198,9 @@ def build_config(data: Any, source: str, environ: Mapping[str, str] = os.environ
         limits=limits,
         policy=policy,
         rekor_keys=rekor_keys,
+        identities=identities,
+        trusted_roots=trusted_roots,
+        certificate_authorities=certificate_authorities,
         cache=cache,
         mode=mode,
         deny_latest=deny_latest,
@@ -285,6 +294,46 @@ def _keys(section: "_Section") -> dict[str, KeySpec]:
     return keys
 
 
+IDENTITY_FIELDS = {
+    "issuer": "issuer", "issuerRegExp": "issuer_regexp", "subject": "subject", "subjectRegExp": "subject_regexp",
+    "githubWorkflowRepository": "github_workflow_repository", "githubWorkflowRef": "github_workflow_ref",
+    "githubWorkflowTrigger": "github_workflow_trigger",
+}
+
+
+def _identities(section: "_Section") -> dict[str, IdentitySpec]:
+    """`identities: {name: {issuer|issuerRegExp, subject|subjectRegExp, github...}}`; regular
+    expressions are compiled here, so an invalid one stops `--config` naming its field."""
+    identities: dict[str, IdentitySpec] = {}
+    for name in section.keys():
+        entry = section.section(name)
+        values = {attribute: entry.string(field_name, None) for field_name, attribute in IDENTITY_FIELDS.items()}
+        entry.done()
+        for exact, pattern, what in (("issuer", "issuerRegExp", "issuer"), ("subject", "subjectRegExp", "subject")):
+            given = [f for f in (exact, pattern) if values[IDENTITY_FIELDS[f]] is not None]
+            if len(given) != 1:
+                entry.fail(exact, f"exactly one of {exact} and {pattern} is required: the certificate's {what} must be matched")
+            if pattern in given:
+                try:
+                    re.compile(values[IDENTITY_FIELDS[pattern]])
+                except (re.error, RecursionError, OverflowError) as exc:
+                    entry.fail(pattern, f"is not a valid regular expression: {exc}")
+        identities[name] = IdentitySpec(name=name, **values)
+    section.done()
+    return identities
+
+
+def _paths(section: "_Section", what: str) -> dict[str, str]:
+    paths: dict[str, str] = {}
+    for name in section.keys():
+        value = section.raw(name, None)
+        if not isinstance(value, str) or not value:
+            section.fail(name, f"must be the path of a {what} file")
+        paths[name] = value
+    section.done()
+    return paths
+
+
 def _registries(section: "_Section") -> RegistrySettings:
     ca_bundle = section.string("caBundle", None)
     auth = section.string("auth", None)
@@ -367,7 +416,11 @@ def _cache(section: "_Section") -> CacheSettings:
 
 
 def _policy(
-    top: "_Section", keys: Mapping[str, KeySpec], rekor_keys: Mapping[str, KeySpec], insecure: frozenset[str]
+    top: "_Section",
+    keys: Mapping[str, KeySpec],
+    rekor_keys: Mapping[str, KeySpec],
+    insecure: frozenset[str],
+    trust: Mapping[str, Any] | None = None,
 ) -> tuple[Rule, ...]:
     items = top.raw("policy", None)
     if items is None:
@@ -398,7 +451,7 @@ def _policy(
             owners = [other.type_name for other in VERIFIERS.values() if name in other.fields]
             if owners and rule_type not in owners:
                 section.fail(name, f"is only used by rules with type {' or '.join(owners)}, and this rule's type is {rule_type}")
-        settings = verifier.parse_settings(section, RuleContext(action, keys, rekor_keys, insecure))
+        settings = verifier.parse_settings(section, RuleContext(action, keys, rekor_keys, insecure, **(trust or {})))
         section.done()
         if pin_digest and action != "verify":
             section.fail("pinDigest", f"has no meaning for a static {action!r} rule: only verified digests are pinned")

@@ -16,7 +16,7 @@ and checked against their digests. What one signature layer must satisfy to coun
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterable, Mapping, Sequence
 
 from .encoding import b64_strict
@@ -24,11 +24,24 @@ from .errors import InvalidReference
 from .keys import PublicKey
 from .media_types import DOCKER_MANIFEST, OCI_MANIFEST
 from .reference import parse_reference
-from .rekor import RekorKeys, check_legacy_tlog
+from .certificates import (
+    CertificateProblem,
+    CertificateRule,
+    check_signer,
+    describe_problem,
+    identity_of,
+    identity_signer,
+    leaf_public_key,
+    load_pem_chain,
+)
+from .rekor import RekorKeys, check_legacy_tlog, legacy_integrated_time
 
 SIMPLE_SIGNING_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
 REKOR_BUNDLE_ANNOTATION = "dev.sigstore.cosign/bundle"
+CERTIFICATE_ANNOTATION = "dev.sigstore.cosign/certificate"
+CHAIN_ANNOTATION = "dev.sigstore.cosign/chain"
+TIMESTAMP_ANNOTATION = "dev.sigstore.cosign/rfc3161timestamp"
 COSIGN_SIGNATURE_TYPE = "cosign container image signature"
 SIG_MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 
@@ -75,10 +88,80 @@ class SignatureCheck:
     # The reason token of the error when the signature could not be fetched at all (a blob that
     # 404s, a referrer manifest that fails its digest check, ...); `problem` holds its message.
     error: str | None = None
+    # "certificate" when the signer is a certificate: `signed_by` then holds what it says about its
+    # holder, and `problem` is a whole sentence about it.
+    signer_kind: str = "key"
 
     @property
     def counts(self) -> bool:
         return bool(self.keys)
+
+
+def merge_checks(by_key: SignatureCheck, by_certificate: SignatureCheck) -> SignatureCheck:
+    """One signature checked both ways (a rule with keys and identities): the signers of both count."""
+    signers = by_key.keys + by_certificate.keys
+    if signers:
+        return replace(by_key, keys=signers, problem=None, signed_by=by_key.signed_by or by_certificate.signed_by)
+    # Neither counts: report the check that got further (a key that verified, else the certificate).
+    return by_key if by_key.signed_by else by_certificate
+
+
+def check_legacy_certificate(
+    source: str,
+    payload: bytes,
+    annotations: Mapping[str, str],
+    image_digest: str,
+    requirements: Requirements,
+    certs: CertificateRule,
+) -> SignatureCheck:
+    """A legacy layer signed with a certificate (`dev.sigstore.cosign/certificate` and `/chain`,
+    the SET in `dev.sigstore.cosign/bundle`), checked against the rule's identities."""
+
+    def fail(problem: str, signed_by: tuple[str, ...] = ()) -> SignatureCheck:
+        return SignatureCheck("legacy", source, (), problem, signed_by, signer_kind="certificate")
+
+    signature = decode_signature(annotations.get(SIGNATURE_ANNOTATION))
+    if signature is None:
+        return fail("its signature annotation is missing or not base64")
+    try:
+        leaves = load_pem_chain(annotations.get(CERTIFICATE_ANNOTATION), "certificate annotation")
+        if len(leaves) != 1:
+            raise CertificateProblem("its certificate annotation must hold exactly one PEM certificate")
+        leaf = leaves[0]
+        chain = load_pem_chain(annotations.get(CHAIN_ANNOTATION), "certificate chain annotation")
+        key = leaf_public_key(leaf)
+        found = identity_of(leaf).describe()
+    except CertificateProblem as exc:
+        return fail(str(exc))
+    if not key.verify(signature, payload):
+        return fail(f"its signature does not verify with its certificate's key (certificate of {found})")
+    problem = check_simple_signing_claims(payload, image_digest, requirements)
+    if problem:
+        return fail(f"signed by {found}, but {problem}", (found,))
+    set_times = []
+    rekor_bundle = annotations.get(REKOR_BUNDLE_ANNOTATION)
+    tlog_problem = check_legacy_tlog(rekor_bundle, payload, signature, key, certs.rekor)
+    if tlog_problem is None and rekor_bundle:
+        when = legacy_integrated_time(rekor_bundle)
+        if when is not None:
+            set_times.append(when)
+    elif certs.require_tlog:
+        return fail(f"signed by {found}, but {tlog_problem}", (found,))
+    stamps = []
+    stamp_annotation = annotations.get(TIMESTAMP_ANNOTATION)
+    if stamp_annotation:
+        try:
+            stamp = b64_strict(json.loads(stamp_annotation)["SignedRFC3161Timestamp"])
+        except (ValueError, KeyError, TypeError, RecursionError):
+            stamp = None
+        if stamp is None:
+            return fail(f"signed by {found}, but its RFC 3161 timestamp annotation is malformed", (found,))
+        stamps.append(stamp)
+    try:
+        names = check_signer(leaf, chain, signature, certs, set_times, stamps)
+    except CertificateProblem as exc:
+        return fail(describe_problem(exc, found), (found,))
+    return SignatureCheck("legacy", source, tuple(identity_signer(n) for n in names), None, (found,), signer_kind="certificate")
 
 
 def signature_layers(manifest: Any, max_layers: int) -> tuple[list[LayerDescriptor], int]:

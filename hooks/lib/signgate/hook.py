@@ -117,6 +117,29 @@ def verify_key_files(config: Config) -> None:
                 load_public_key(spec)
             except SigngateError as exc:
                 raise ConfigError(f"{config.source}: {section}.{spec.name}: {exc}") from None
+    verify_trust_files(config)
+
+
+def verify_trust_files(config: Config) -> None:
+    """Load every trusted root and CA bundle once, so that a broken one stops start-up."""
+    if not config.trusted_roots and not config.certificate_authorities:
+        return
+    from .certificates import CertificateProblem, trust_from_pem
+    from .trust_root import TrustRootError, load_trust_root
+
+    for name, path in config.trusted_roots.items():
+        try:
+            load_trust_root(path)
+        except TrustRootError as exc:
+            raise ConfigError(f"{config.source}: trustedRoots.{name}: {exc}") from None
+    for name, path in config.certificate_authorities.items():
+        try:
+            with open(path, "rb") as handle:
+                trust_from_pem(name, path, handle.read(4 * 1024 * 1024), False)
+        except OSError as exc:
+            raise ConfigError(f"{config.source}: certificateAuthorities.{name}: cannot read {path}: {exc.strerror}") from None
+        except CertificateProblem as exc:
+            raise ConfigError(f"{config.source}: certificateAuthorities.{name}: {exc}") from None
 
 
 def binding_config(config: Config) -> dict[str, Any]:

@@ -21,13 +21,18 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, Mapping
+from datetime import datetime, timezone
+from typing import Any, Mapping, Sequence
 
 from .dsse import INTOTO_PAYLOAD_TYPE, pae
+from .bundle_model import TlogEntry
 from .encoding import b64_strict
 from .keys import PublicKey
+from .transparency import ProofError, checkpoint_signers, note_key_id, verify_inclusion_proof
+from .trust_root import LogKey, Validity
 
 MAX_TLOG_ENTRIES = 8
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,19 @@ class RekorKeys:
     @classmethod
     def of(cls, keys: list[PublicKey]) -> "RekorKeys":
         return cls({key.fingerprint: key for key in keys})
+
+    def log_for(self, log_id: bytes, checkpoint_names: Sequence[str] = ()) -> LogKey | None:
+        """The configured log whose ID is `log_id`: a Rekor v1 ID (SHA-256 of the key's DER), or a
+        Rekor v2 checkpoint key ID, which binds the key to the name its checkpoints are signed under."""
+        key = self.by_log_id.get(log_id.hex())
+        if key is None:
+            key = next(
+                (k for name in checkpoint_names for k in self.by_log_id.values() if note_key_id(name, k) == log_id), None
+            )
+        if key is None:
+            return None
+        # rekorKeys carry no validity window: a mounted key is trusted until it is removed.
+        return LogKey(key.name, log_id, key, Validity(_EPOCH, None))
 
 
 def check_legacy_tlog(annotation: str | None, payload: bytes, signature: bytes, key: PublicKey, rekor: RekorKeys) -> str | None:
@@ -58,32 +76,99 @@ def check_legacy_tlog(annotation: str | None, payload: bytes, signature: bytes, 
     return _check_body(b64_strict(body_b64), payload, signature, key, pae_payload=None)
 
 
-def check_bundle_tlog(bundle: Mapping[str, Any], payload: bytes, signature: bytes, key: PublicKey, rekor: RekorKeys) -> str | None:
-    """Problem with a sigstore bundle's tlog entries, or None when one proves this signature."""
-    material = bundle.get("verificationMaterial")
-    entries = material.get("tlogEntries") if isinstance(material, dict) else None
-    if not isinstance(entries, list) or not entries:
-        return "it carries no transparency-log entry, but the rule requires one"
+def check_bundle_tlog(
+    entries: Sequence[TlogEntry],
+    payload: bytes,
+    signature: bytes,
+    key: PublicKey,
+    rekor: RekorKeys | None,
+    required: bool = True,
+) -> str | None:
+    """Problem with a sigstore bundle's (typed) tlog entries, or None.
+
+    With `required`, None means one entry proves this signature: a signed entry timestamp, or an
+    inclusion proof up to a checkpoint signed by the log's key (Rekor v2 entries carry no SET).
+    Whatever `required` says, every inclusion proof the bundle carries is verified: a broken
+    proof, a proof of another entry or a checkpoint the log did not sign fails the signature
+    even next to a valid SET (issue 16). Without `required`, an entry from a log whose key is
+    not configured is checked as far as it can be (path, root, body) and otherwise ignored.
+    """
+    if not entries:
+        return "it carries no transparency-log entry, but the rule requires one" if required else None
     problem = "its transparency-log entry has no inclusion promise"
+    proven = False
+    pae_payload = pae(INTOTO_PAYLOAD_TYPE, payload)
     for entry in entries[:MAX_TLOG_ENTRIES]:
-        if not isinstance(entry, dict):
-            continue
-        promise = entry.get("inclusionPromise")
-        body_b64 = entry.get("canonicalizedBody")
-        log_id = entry.get("logId", {}).get("keyId") if isinstance(entry.get("logId"), dict) else None
-        integrated, index = entry.get("integratedTime"), entry.get("logIndex")
-        if not isinstance(promise, dict) or not isinstance(body_b64, str) or not isinstance(log_id, str):
-            continue
-        log_id_bytes = b64_strict(log_id)
-        if log_id_bytes is None or not _is_int(integrated) or not _is_int(index):
-            problem = "its transparency-log entry is malformed"
+        if entry.proof is not None:
+            fatal, proves, note = _check_proof(entry, payload, pae_payload, signature, key, rekor)
+            if fatal:
+                return fatal
+            if proves:
+                proven = True
+            elif note:
+                problem = note
+        if entry.signed_entry_timestamp is None or entry.integrated_time is None or rekor is None:
             continue
         problem = _check_set(
-            rekor, log_id_bytes.hex(), body_b64, int(integrated), int(index), b64_strict(promise.get("signedEntryTimestamp"))
-        ) or _check_body(b64_strict(body_b64), payload, signature, key, pae_payload=pae(INTOTO_PAYLOAD_TYPE, payload))
+            rekor, entry.log_id.hex(), entry.body_b64, entry.integrated_time, entry.log_index, entry.signed_entry_timestamp
+        ) or _check_body(entry.body, payload, signature, key, pae_payload=pae_payload)
         if problem is None:
-            return None
+            proven = True
+    if proven or not required:
+        return None
     return problem
+
+
+def proven_integrated_times(entries: Sequence[TlogEntry], payload: bytes, signature: bytes, key: PublicKey, rekor: RekorKeys) -> list[datetime]:
+    """Integrated times of the entries whose SET a configured log signed and whose body is this
+    signature's: verified times, for checking a certificate chain."""
+    times = []
+    pae_payload = pae(INTOTO_PAYLOAD_TYPE, payload)
+    for entry in entries[:MAX_TLOG_ENTRIES]:
+        if entry.signed_entry_timestamp is None or entry.integrated_time is None:
+            continue
+        if _check_set(rekor, entry.log_id.hex(), entry.body_b64, entry.integrated_time, entry.log_index, entry.signed_entry_timestamp):
+            continue
+        if _check_body(entry.body, payload, signature, key, pae_payload=pae_payload) is None:
+            times.append(_time(entry.integrated_time))
+    return [t for t in times if t is not None]
+
+
+def legacy_integrated_time(annotation: str) -> datetime | None:
+    """The integrated time of a legacy Rekor bundle that check_legacy_tlog has accepted."""
+    try:
+        return _time(int(json.loads(annotation)["Payload"]["integratedTime"]))
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return None
+
+
+def _time(seconds: int) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(seconds, tz=timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def _check_proof(
+    entry: TlogEntry, payload: bytes, pae_payload: bytes, signature: bytes, key: PublicKey, rekor: RekorKeys | None
+) -> tuple[str | None, bool, str | None]:
+    """(fatal problem, whether the proof proves inclusion in a trusted log, a non-fatal note)."""
+    assert entry.proof is not None
+    # The proof's leaf is this body, so the body must be about this signature: otherwise it is a
+    # genuine proof of another entry.
+    problem = _check_body(entry.body, payload, signature, key, pae_payload=pae_payload)
+    if problem:
+        return problem, False, None
+    log = rekor.log_for(entry.log_id, checkpoint_signers(entry.proof.raw)) if rekor is not None else None
+    try:
+        checkpoint = verify_inclusion_proof(entry.proof.raw, entry.body, log, require_checkpoint=False)
+    except ProofError as exc:
+        return f"its transparency-log inclusion proof does not verify: {exc}", False, None
+    if log is None:
+        return None, False, f"its transparency-log entry is from log {entry.log_id.hex()[:16]}…, whose key is not trusted"
+    if checkpoint is None:
+        return None, False, "its inclusion proof has no signed checkpoint, and no inclusion promise proves it"
+    return None, True, None
 
 
 def _check_set(rekor: RekorKeys, log_id: str, body_b64: str, integrated: Any, index: Any, set_bytes: bytes | None) -> str | None:
@@ -111,30 +196,64 @@ def _check_body(body: bytes | None, payload: bytes, signature: bytes, key: Publi
         kind, spec = entry["kind"], entry["spec"]
     except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError):
         return "its transparency-log entry body is malformed"
+    version = entry.get("apiVersion") if isinstance(entry, dict) else None
     try:
-        if kind == "hashedrekord":
+        if kind == "hashedrekord" and version == "0.0.2":
+            # Rekor v2: the digest and the key's DER in base64, the key never as PEM.
+            v2 = spec["hashedRekordV002"]
+            if v2["data"]["algorithm"] != "SHA2_256":
+                return "its transparency-log entry uses an unsupported hash"
+            expected = {hashlib.sha256(payload).digest()}
+            if pae_payload is not None:
+                expected.add(hashlib.sha256(pae_payload).digest())
+            if b64_strict(v2["data"]["digest"]) not in expected:
+                return "the transparency-log entry is for another payload"
+            pairs = [(v2["signature"]["content"], _verifier_der(v2["signature"]["verifier"]))]
+        elif kind == "dsse" and version == "0.0.2":
+            v2 = spec["dsseV002"]
+            if v2["payloadHash"]["algorithm"] != "SHA2_256" or b64_strict(v2["payloadHash"]["digest"]) != hashlib.sha256(payload).digest():
+                return "the transparency-log entry is for another payload"
+            pairs = [(s["content"], _verifier_der(s["verifier"])) for s in v2["signatures"][:16]]
+        elif kind == "hashedrekord":
             logged_hash = spec["data"]["hash"]
             if logged_hash.get("algorithm") != "sha256":
                 return "its transparency-log entry uses an unsupported hash"
-            expected = {hashlib.sha256(payload).hexdigest()}
+            expected_hex = {hashlib.sha256(payload).hexdigest()}
             if pae_payload is not None:
-                expected.add(hashlib.sha256(pae_payload).hexdigest())
-            if logged_hash.get("value") not in expected:
+                expected_hex.add(hashlib.sha256(pae_payload).hexdigest())
+            if logged_hash.get("value") not in expected_hex:
                 return "the transparency-log entry is for another payload"
-            pairs = [(spec["signature"]["content"], spec["signature"]["publicKey"]["content"])]
+            pairs = [(spec["signature"]["content"], _key_der(spec["signature"]["publicKey"]["content"]))]
         elif kind == "dsse":
             payload_hash = spec.get("payloadHash", {})
             if payload_hash.get("algorithm") != "sha256" or payload_hash.get("value") != hashlib.sha256(payload).hexdigest():
                 return "the transparency-log entry is for another payload"
-            pairs = [(s["signature"], s["verifier"]) for s in spec["signatures"]]
+            pairs = [(s["signature"], _key_der(s["verifier"])) for s in spec["signatures"]]
         else:
             return f"its transparency-log entry kind {str(kind)[:40]!r} is not supported"
     except (KeyError, TypeError, AttributeError):
         return "its transparency-log entry body is malformed"
     for logged_signature, logged_key in pairs:
-        if b64_strict(logged_signature) == signature and _key_der(logged_key) == key.spki_der:
+        if b64_strict(logged_signature) == signature and logged_key == key.spki_der:
             return None
     return "the transparency-log entry is for another signature or key"
+
+
+def _verifier_der(verifier: Any) -> bytes | None:
+    """DER SubjectPublicKeyInfo of a Rekor v2 verifier: a public key's rawBytes, or a certificate's key."""
+    if "publicKey" in verifier:
+        return b64_strict(verifier["publicKey"]["rawBytes"])
+    der = b64_strict(verifier["x509Certificate"]["rawBytes"])
+    if der is None:
+        return None
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        public = x509.load_der_x509_certificate(der).public_key()
+    except ValueError:
+        return None
+    return public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def _key_der(pem_b64: Any) -> bytes | None:

@@ -62,6 +62,23 @@ class KeySpec:
 
 
 @dataclass(frozen=True)
+class IdentitySpec:
+    """A certificate identity, as cosign's --certificate-identity(-regexp) and
+    --certificate-oidc-issuer(-regexp): exactly one of each pair is set. Regular expressions are
+    searched (unanchored), as cosign's Go regexp.MatchString does; anchor them with ^...$."""
+
+    name: str
+    issuer: str | None = None
+    issuer_regexp: str | None = None
+    subject: str | None = None
+    subject_regexp: str | None = None
+    # Fulcio's GitHub Actions extensions, matched exactly when set.
+    github_workflow_repository: str | None = None
+    github_workflow_ref: str | None = None
+    github_workflow_trigger: str | None = None
+
+
+@dataclass(frozen=True)
 class WebhookSettings:
     name: str = DEFAULT_BINDING_NAME
     mutating_name: str = DEFAULT_MUTATING_NAME
@@ -130,6 +147,11 @@ class Rule:
     # The parsed settings of a verifier type whose fields do not sit on the rule (see docs/architecture.md).
     settings: Any = None
     pin_digest: bool = False  # the mutating call rewrites name:tag to name:tag@sha256:<verified digest>
+    # Certificate signers (issue 16): names in Config.identities, and the trust material they chain to.
+    identities: tuple[str, ...] = ()
+    trusted_root: str | None = None  # a name in Config.trusted_roots (Sigstore trusted_root.json)
+    certificate_authority: str | None = None  # a name in Config.certificate_authorities (PEM CA bundle)
+    ignore_sct: bool = False  # cosign's --insecure-ignore-sct, for a private PKI
 
     @property
     def label(self) -> str:
@@ -145,6 +167,9 @@ class Config:
     limits: Limits
     policy: tuple[Rule, ...]
     rekor_keys: Mapping[str, KeySpec] = field(default_factory=dict)
+    identities: Mapping[str, IdentitySpec] = field(default_factory=dict)
+    trusted_roots: Mapping[str, str] = field(default_factory=dict)  # name -> trusted_root.json path
+    certificate_authorities: Mapping[str, str] = field(default_factory=dict)  # name -> PEM bundle path
     cache: CacheSettings = field(default_factory=CacheSettings)
     mode: Mode = "enforce"
     deny_latest: bool = False

@@ -34,6 +34,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Sequence, TextIO
 
+from .bundle_model import BUNDLE_MEDIA_TYPES, BundleFormatError
+from .bundle_model import Bundle as TypedBundle
+from .bundle_model import parse_bundle as parse_typed_bundle
 from .dsse import INTOTO_PAYLOAD_TYPE, pae
 from .encoding import b64_strict
 from .errors import SigngateError
@@ -42,12 +45,6 @@ from .rekor import _key_der
 from .transparency import ProofError, verify_inclusion_proof, verify_signed_entry_timestamp
 from .trust_root import Authority, TrustRoot, TrustRootError, load_trust_root, parse_time
 
-BUNDLE_MEDIA_TYPES = {
-    "application/vnd.dev.sigstore.bundle+json;version=0.1": (0, 1),
-    "application/vnd.dev.sigstore.bundle+json;version=0.2": (0, 2),
-    "application/vnd.dev.sigstore.bundle+json;version=0.3": (0, 3),
-    "application/vnd.dev.sigstore.bundle.v0.3+json": (0, 3),
-}
 MAX_BUNDLE_BYTES = 4 * 1024 * 1024
 MAX_TLOG_ENTRIES = 8
 MAX_TIMESTAMPS = 32  # sigstore-go's and sigstore-python's cap
@@ -112,6 +109,7 @@ class Bundle:
     document: dict[str, Any] = field(repr=False)
     raw: bytes = field(repr=False)
     version: tuple[int, int] = (0, 3)
+    typed: TypedBundle | None = field(default=None, repr=False)  # bundle_model's view, checked when parsed
 
 
 @dataclass(frozen=True)
@@ -146,7 +144,12 @@ def parse_bundle(raw: bytes) -> Bundle:
         raise _fail(Reason.MALFORMED, "the bundle has no verificationMaterial")
     if (document.get("messageSignature") is None) == (document.get("dsseEnvelope") is None):
         raise _fail(Reason.MALFORMED, "the bundle must hold exactly one of messageSignature and dsseEnvelope")
-    return Bundle(document, raw, version)
+    # The typed model's invariants (bundle_model.py, shared with the cosign verifier) hold too.
+    try:
+        typed = parse_typed_bundle(raw)
+    except BundleFormatError as exc:
+        raise _fail(Reason.MEDIA_TYPE if exc.version_unknown else Reason.MALFORMED, f"the bundle is malformed: {exc.message}") from None
+    return Bundle(document, raw, version, typed)
 
 
 def material_kind(bundle: Bundle) -> str:

@@ -128,12 +128,16 @@ def verify_checkpoint(checkpoint: Checkpoint, log: LogKey) -> None:
         raise ProofError("its checkpoint's signature does not verify with the log's key")
 
 
-def verify_inclusion_proof(proof: Any, body: bytes, log: LogKey, require_checkpoint: bool = True) -> Checkpoint | None:
+def verify_inclusion_proof(proof: Any, body: bytes, log: LogKey | None, require_checkpoint: bool = True) -> Checkpoint | None:
     """Verify a bundle's `inclusionProof` for the canonicalized `body`, up to its signed checkpoint.
 
     `require_checkpoint=False` is for v0.1 bundles, whose proofs may predate checkpoints: the path
     is still checked against the root it names (a corrupted proof is refused), but an unsigned root
     proves nothing, so such an entry rests on its inclusion promise.
+
+    `log=None` is for a log whose key is not known (the hook with `tlog: ignore`): the path, the
+    root and the checkpoint's tree are still checked, so a broken proof is refused, but the
+    checkpoint's signature cannot be, and the caller must not count it as a proof.
     """
     if not isinstance(proof, dict):
         raise ProofError("its inclusion proof is malformed")
@@ -154,8 +158,45 @@ def verify_inclusion_proof(proof: Any, body: bytes, log: LogKey, require_checkpo
     checkpoint = parse_checkpoint(checkpoint_field.get("envelope") if isinstance(checkpoint_field, dict) else None)
     if checkpoint.root_hash != root or checkpoint.size != size:
         raise ProofError("its checkpoint is for another tree than its inclusion proof")
-    verify_checkpoint(checkpoint, log)
+    if log is not None:
+        verify_checkpoint(checkpoint, log)
     return checkpoint
+
+
+def checkpoint_signers(proof: Any) -> tuple[str, ...]:
+    """The names a proof's checkpoint claims (its origin, then its signatures' key names), for
+    finding a Rekor v2 log by its key ID; the checkpoint's signature is what then decides.
+
+    Parsing errors are left to verify_inclusion_proof, which reports them.
+    """
+    checkpoint_field = proof.get("checkpoint") if isinstance(proof, dict) else None
+    envelope = checkpoint_field.get("envelope") if isinstance(checkpoint_field, dict) else None
+    try:
+        checkpoint = parse_checkpoint(envelope)
+    except ProofError:
+        return ()
+    return tuple(dict.fromkeys([checkpoint.origin, *(name for name, _, _ in checkpoint.signatures)]))
+
+
+def note_key_id(name: str, key: Any) -> bytes | None:
+    """The C2SP signed-note key ID of `key` under `name`: what Rekor v2 uses as its log ID, and
+    whose first four bytes are the checkpoint signature's key hint.
+
+    SHA-256(name || 0x0A || signature type || public key): type 0x01 with the raw 32-byte key for
+    Ed25519, 0x02 with the DER SubjectPublicKeyInfo for ECDSA (the C2SP signed-note spec, and
+    rekor-tiles' CLIENTS.md). Other key types have no note key ID here (None).
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+    public = getattr(key, "key", key)
+    if isinstance(public, ed25519.Ed25519PublicKey):
+        material = b"\x01" + public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    elif isinstance(public, ec.EllipticCurvePublicKey):
+        material = b"\x02" + public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    else:
+        return None
+    return hashlib.sha256(name.encode("utf-8") + b"\n" + material).digest()
 
 
 def verify_signed_entry_timestamp(entry: dict[str, Any], log: LogKey) -> datetime:

@@ -28,14 +28,18 @@ from typing import TYPE_CHECKING, Any
 
 from .bundle import check_bundle, is_bundle_media_type
 from .settings import Config, KeySpec, Rule
+from .certificates import CertificateProblem, CertificateRule, identity_signer, trust_from_pem, trust_from_root
 from .cosign import (
+    CERTIFICATE_ANNOTATION,
     DigestMismatch,
     REKOR_BUNDLE_ANNOTATION,
     SIG_MANIFEST_TYPES,
     SIGNATURE_ANNOTATION,
     Requirements,
     SignatureCheck,
+    check_legacy_certificate,
     check_legacy_signature,
+    merge_checks,
     signature_layers,
     signature_tag,
 )
@@ -45,6 +49,7 @@ from .keys import PublicKey
 from .media_types import OCI_INDEX, OCI_MANIFEST
 from .reference import ImageReference, parse_reference
 from .rekor import RekorKeys
+from .trust_root import TrustRootError, load_trust_root
 from .verdict import ImageVerdict
 
 if TYPE_CHECKING:  # the client (and requests) load only when a signature must be fetched
@@ -90,11 +95,18 @@ def verify_cosign(config: Config, rule: Rule, ref: ImageReference, client: "Regi
     """Resolve and verify one image under a cosign rule. Raises nothing: every failure becomes a verdict."""
     try:
         keys = keyring.get(rule.keys)
-        rekor = keyring.rekor() if rule.tlog == "required" else None
+        # Loaded whenever configured: a bundle's inclusion proofs are checked even under `tlog: ignore`.
+        rekor = keyring.rekor() if rule.tlog == "required" or config.rekor_keys else None
     except KeyLoadError as exc:
         return ImageVerdict(False, exc.reason, f"cannot check signatures: {exc}")
+    certs = None
+    if rule.identities:
+        try:
+            certs = certificate_rule(config, rule, rekor)
+        except (TrustRootError, CertificateProblem) as exc:
+            return ImageVerdict(False, "invalid-config", f"cannot check certificates: {exc}")
     try:
-        return _Verification(config, rule, ref, client, keys, rekor).run()
+        return _Verification(config, rule, ref, client, keys, rekor, certs).run()
     except DeadlineExceeded as exc:
         return ImageVerdict(False, exc.reason, str(exc))
     except SigngateError as exc:
@@ -110,10 +122,15 @@ class _Verification:
         client: "RegistryClient",
         keys: list[PublicKey],
         rekor: RekorKeys | None,
+        certs: CertificateRule | None = None,
     ) -> None:
         self.config, self.rule, self.ref, self.client, self.keys, self.rekor = config, rule, ref, client, keys, rekor
+        self.certs = certs
+        # Who may count: the keys, and each identity once by name.
+        self.signers = keys + [identity_signer(name) for name in rule.identities]
         self.sig_host, self.sig_repo = signature_location(rule, ref, config.registries.insecure)
         self.requirements = requirements_for(rule, ref, config.registries.insecure)
+        self.require_tlog = rule.tlog == "required"
 
     def run(self) -> ImageVerdict:
         ref = self.ref
@@ -122,7 +139,7 @@ class _Verification:
         except NotFound:
             what = f"digest {ref.digest}" if ref.digest else f"tag {ref.tag!r}"
             return ImageVerdict(False, "image-not-found", f"the registry has no image {ref.name} with {what}")
-        verdict = evaluate(self.rule, self.keys, manifest.digest, self.find(manifest.digest))
+        verdict = evaluate(self.rule, self.signers, manifest.digest, self.find(manifest.digest))
         if verdict.passed or self.rule.multi_arch == "exact":
             return verdict
         if manifest.is_index:
@@ -162,18 +179,20 @@ class _Verification:
             if len(payload) != layer.size:
                 checks.append(SignatureCheck("legacy", source, (), "its payload size differs from the manifest"))
                 continue
-            checks.append(
-                check_legacy_signature(
-                    source,
-                    payload,
-                    layer.annotations.get(SIGNATURE_ANNOTATION),
-                    self.keys,
-                    digest,
-                    self.requirements,
-                    rekor=self.rekor,
-                    rekor_bundle=layer.annotations.get(REKOR_BUNDLE_ANNOTATION),
-                )
+            check = check_legacy_signature(
+                source,
+                payload,
+                layer.annotations.get(SIGNATURE_ANNOTATION),
+                self.keys,
+                digest,
+                self.requirements,
+                rekor=self.rekor if self.require_tlog else None,
+                rekor_bundle=layer.annotations.get(REKOR_BUNDLE_ANNOTATION),
             )
+            if self.certs is not None and layer.annotations.get(CERTIFICATE_ANNOTATION):
+                by_certificate = check_legacy_certificate(source, payload, layer.annotations, digest, self.requirements, self.certs)
+                check = merge_checks(check, by_certificate) if self.keys else by_certificate
+            checks.append(check)
         return checks, searched
 
     # -- sigstore bundles in referrers ------------------------------------------------------
@@ -226,7 +245,7 @@ class _Verification:
             if len(data) != size:
                 checks.append(SignatureCheck("bundle", source, (), "its bundle size differs from the manifest"))
                 continue
-            checks.append(check_bundle(source, data, self.keys, digest, self.requirements, self.rekor))
+            checks.append(check_bundle(source, data, self.keys, digest, self.requirements, self.rekor, self.require_tlog, self.certs))
         return checks, searched
 
     # -- multi-arch -------------------------------------------------------------------------
@@ -237,7 +256,7 @@ class _Verification:
             return own
         signers: set[str] = set()
         for digest, platform in platforms:
-            verdict = evaluate(self.rule, self.keys, digest, self.find(digest))
+            verdict = evaluate(self.rule, self.signers, digest, self.find(digest))
             if not verdict.passed:
                 text = (
                     f"{own.message}; nor is every platform signed: platform {platform} ({digest}): {verdict.message}"
@@ -258,7 +277,7 @@ class _Verification:
             return own
         if not index.is_index or manifest.digest not in {d for d, _ in _platform_manifests(index.data, all_entries=True)}:
             return own
-        verdict = evaluate(self.rule, self.keys, index.digest, self.find(index.digest))
+        verdict = evaluate(self.rule, self.signers, index.digest, self.find(index.digest))
         if verdict.passed:
             return ImageVerdict(
                 True, "verified-index", "", manifest.digest, verdict.verified_keys,
@@ -266,6 +285,28 @@ class _Verification:
             )
         text = f"{own.message}; nor is its index {index.digest} ({ref.name}:{ref.tag}) signed: {verdict.message}"
         return ImageVerdict(False, own.reason, text, manifest.digest, (), own.details)
+
+
+def certificate_rule(config: Config, rule: Rule, rekor: RekorKeys | None) -> CertificateRule:
+    """The trust a rule's identities are checked against, loaded from the mounted files."""
+    logs = dict(rekor.by_log_id) if rekor is not None else {}
+    if rule.trusted_root:
+        root = load_trust_root(config.trusted_roots[rule.trusted_root])
+        trust = trust_from_root(rule.trusted_root, root, rule.ignore_sct)
+        # The trusted root's transparency logs prove entries beside the rekorKeys.
+        for log in root.tlogs:
+            logs.setdefault(log.log_id.hex(), log.key)
+    else:
+        assert rule.certificate_authority is not None  # the configuration requires one of the two
+        path = config.certificate_authorities[rule.certificate_authority]
+        try:
+            with open(path, "rb") as handle:
+                pem = handle.read(4 * 1024 * 1024)
+        except OSError as exc:
+            raise CertificateProblem(f"cannot read certificate authority {rule.certificate_authority} ({path}): {exc.strerror}") from None
+        trust = trust_from_pem(rule.certificate_authority, path, pem, rule.ignore_sct)
+    identities = tuple(config.identities[name] for name in rule.identities)
+    return CertificateRule(identities, trust, RekorKeys(logs), rule.tlog == "required")
 
 
 def _unreadable(layout: str, source: str, exc: RegistryError) -> SignatureCheck:
@@ -341,6 +382,8 @@ def evaluate(rule: Rule, keys: list[PublicKey], digest: str, found: Found) -> Im
         f"{c.source}: {'valid' if c.counts else c.problem}" for c in checks
     )
     key_list = ", ".join(rule.keys)
+    if rule.identities:
+        key_list = ", ".join(filter(None, [key_list, "identities " + ", ".join(rule.identities)]))
 
     if len(verified) >= rule.threshold and not missing_required:
         return ImageVerdict(True, "verified", "", digest, signers, details)
@@ -351,11 +394,15 @@ def evaluate(rule: Rule, keys: list[PublicKey], digest: str, found: Found) -> Im
         return ImageVerdict(False, "no-signature", text, digest, (), details)
     summary = found.describe()
     if not verified:
-        informative = [c for c in checks if c.signed_by and c.problem]
+        informative = [c for c in checks if c.problem and (c.signed_by or c.signer_kind == "certificate")]
         if informative:
             check = informative[0]
             reason = "digest-mismatch" if isinstance(check.problem, DigestMismatch) else "claims-rejected"
-            text = f"{summary}; none is valid: signature by key {check.signed_by[0]}: {check.problem}"
+            if check.signer_kind == "certificate":
+                # Certificate problems are whole sentences: "signed by <subject> (issuer ...), but ...".
+                text = f"{summary}; none is valid: {check.problem}"
+            else:
+                text = f"{summary}; none is valid: signature by key {check.signed_by[0]}: {check.problem}"
             return ImageVerdict(False, reason, text, digest, (), details)
         return ImageVerdict(False, "no-valid-signature", f"{summary}; none verifies with key(s) {key_list}", digest, (), details)
     if missing_required:

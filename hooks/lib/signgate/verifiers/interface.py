@@ -7,7 +7,7 @@ network guard, through decision) never reads another type's rule fields: it asks
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping, Protocol
 
 if TYPE_CHECKING:
@@ -29,6 +29,9 @@ class RuleContext:
     keys: Mapping[str, KeySpec]  # the configuration's `keys`, by name
     rekor_keys: Mapping[str, KeySpec]  # the configuration's `rekorKeys`, by name
     insecure: frozenset[str]  # registries.insecure, canonical
+    identities: Mapping[str, Any] = field(default_factory=dict)  # the configuration's `identities`, by name
+    trusted_roots: Mapping[str, str] = field(default_factory=dict)  # `trustedRoots`: name -> path
+    certificate_authorities: Mapping[str, str] = field(default_factory=dict)  # `certificateAuthorities`: name -> path
 
 
 class Verifier(Protocol):
