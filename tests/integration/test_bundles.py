@@ -30,10 +30,10 @@ from typing import Any, Iterator, Mapping
 import pytest
 
 from support.contract import HookRun, request_for, run_request
-from signgate.bundle import check_bundle, check_statement
-from signgate.bundle import pae as library_pae
+from signgate.verifiers.cosign.bundle import check_bundle, check_statement
+from signgate.verifiers.cosign.bundle import pae as library_pae
 from signgate.config import build_config
-from signgate.cosign import Requirements
+from signgate.verifiers.cosign.legacy import Requirements
 from signgate.deadline import Deadline
 from signgate.keys import PublicKey, load_public_key
 from signgate.config import KeySpec

@@ -35,13 +35,13 @@ from hypothesis import strategies as st
 from support.contract import BINDING, admission_request, pod_spec, run_contexts, workload
 from support.hostile import ConnectionAudit, write_config
 from signgate import hook
-from signgate.bundle import check_bundle
+from signgate.verifiers.cosign.bundle import check_bundle
 from signgate.config import KeySpec
-from signgate.cosign import COSIGN_SIGNATURE_TYPE, PayloadError, Requirements, SimpleSigningPayload, check_simple_signing_claims
+from signgate.verifiers.cosign.legacy import COSIGN_SIGNATURE_TYPE, PayloadError, Requirements, SimpleSigningPayload, check_simple_signing_claims
 from signgate.errors import InvalidReference
 from signgate.keys import load_public_key
 from signgate.reference import ImageReference, parse_reference
-from signgate.rekor import RekorKeys, check_legacy_tlog
+from signgate.verifiers.cosign.rekor import RekorKeys, check_legacy_tlog
 from support.signer import TestKey, b64, dsse_envelope, in_toto_statement, pae, sigstore_bundle, simple_signing_payload
 
 DIGEST = "sha256:" + "ab" * 32

@@ -27,12 +27,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from support.contract import run_config
-from signgate.bundle import check_bundle
+from signgate.verifiers.cosign.bundle import check_bundle
 from signgate.config import KeySpec
-from signgate.cosign import Requirements, check_legacy_signature
+from signgate.verifiers.cosign.legacy import Requirements, check_legacy_signature
 from signgate.errors import ConfigError
 from signgate.keys import PublicKey, load_public_key
-from signgate.rekor import RekorKeys, check_bundle_tlog, check_legacy_tlog
+from signgate.verifiers.cosign.rekor import RekorKeys, check_bundle_tlog, check_legacy_tlog
 from support.oci import OCI_MANIFEST, push_image, sha256_digest
 from support.signer import (
     INTOTO_PAYLOAD_TYPE,

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from signgate.keys import public_key_from_pem
-from signgate.sigstore_verify import (
+from signgate.verifiers.cosign.conformance import (
     Artifact,
     BundleVerificationError,
     KeyPolicy,
@@ -28,13 +28,13 @@ from signgate.sigstore_verify import (
     parse_bundle,
     verify_bundle,
 )
-from signgate.transparency import (
+from signgate.verifiers.cosign.transparency import (
     ProofError,
     parse_checkpoint,
     root_from_inclusion_proof,
     verify_inclusion_proof,
 )
-from signgate.trust_root import TrustRootError, Validity, parse_time, parse_trust_root
+from signgate.verifiers.cosign.trust_root import TrustRootError, Validity, parse_time, parse_trust_root
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 
@@ -432,7 +432,7 @@ def test_rekor_v2_entry_is_proven_by_its_ed25519_checkpoint(signer: Signer) -> N
 
 
 def test_dsse_key_bundle_with_dsse_entry(signer: Signer, log: Log) -> None:
-    from signgate.bundle import pae
+    from signgate.verifiers.cosign.bundle import pae
 
     statement = json.dumps({"_type": "https://in-toto.io/Statement/v1", "predicateType": "https://example.test/p",
                             "subject": [{"name": "x", "digest": {"sha256": ARTIFACT_SHA.hex()}}], "predicate": {}}).encode()

@@ -10,7 +10,7 @@
     signgate ping --socket PATH         exit 0 if the verifier service answers (for probes)
     signgate sigstore verify-bundle --bundle B (--key K | --certificate-identity I
         --certificate-oidc-issuer O) --trusted-root T (FILE | sha256:HEX)
-                                        verify one sigstore bundle offline (sigstore_verify.py)
+                                        verify one sigstore bundle offline (verifiers/cosign/conformance.py)
 
 All three use the hook's own code (config loader, policy, decision), so what they print is what
 the webhook would answer. Exit codes: 0 pass, 1 a denial or failed image, 2 usage or
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = 
         return root_key_main(argv[2:], out=out, err=err)
     if argv[:1] == ["sigstore"]:
         # Needs no configuration: the sigstore-conformance client protocol, all inputs on the command line.
-        from .sigstore_verify import main as sigstore_main
+        from .verifiers.cosign.conformance import main as sigstore_main
 
         return sigstore_main(argv[1:], out=out, err=err)
     parser = _parser()

@@ -124,8 +124,8 @@ def verify_trust_files(config: Config) -> None:
     """Load every trusted root and CA bundle once, so that a broken one stops start-up."""
     if not config.trusted_roots and not config.certificate_authorities:
         return
-    from .certificates import CertificateProblem, trust_from_pem
-    from .trust_root import TrustRootError, load_trust_root
+    from .verifiers.cosign.certificates import CertificateProblem, trust_from_pem
+    from .verifiers.cosign.trust_root import TrustRootError, load_trust_root
 
     for name, path in config.trusted_roots.items():
         try:

@@ -7,7 +7,7 @@ from typing import Mapping, Sequence
 
 from .errors import KeyLoadError
 from .keys import PublicKey, load_public_key
-from .rekor import RekorKeys
+from .verifiers.cosign.rekor import RekorKeys
 from .settings import KeySpec
 
 

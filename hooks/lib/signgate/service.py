@@ -436,9 +436,10 @@ def preload() -> None:
     from urllib3.util import parse_url  # noqa: F401
 
     from . import (  # noqa: F401
-        bundle, cache, cosign, credentials, decision, fastpath, hook, keys, metrics, network, pinning,
-        podspec, policy, registry, rekor, verify,
+        cache, credentials, decision, fastpath, hook, keys, metrics, network, pinning, podspec, policy,
+        pullsecrets, registry,
     )
+    from .verifiers.cosign import bundle, flow, legacy, models, rekor, transparency  # noqa: F401
     from .verifiers.notaryv1 import decision as notary_decision, transport as notary_transport  # noqa: F401
     from .config import ConfigError, config_path_from_env, load_config
 

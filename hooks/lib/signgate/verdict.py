@@ -1,7 +1,7 @@
 """The verdict on one image: what a verifier returns and the decision, cache and logs read.
 
 A primitive type with no signgate imports, so every verifier can return it without importing the
-dispatcher in verify.py (docs/architecture.md).
+decision code or another verifier (docs/architecture.md).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Mapping
 
-from .cosign import CosignVerifier
+from .cosign.verifier import CosignVerifier
 from .interface import Endpoint, Verifier
 from .notaryv1 import NotaryV1Verifier
 

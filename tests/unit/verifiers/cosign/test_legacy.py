@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from signgate.config import KeySpec
-from signgate.cosign import (
+from signgate.verifiers.cosign.legacy import (
     REKOR_BUNDLE_ANNOTATION,
     SIGNATURE_ANNOTATION,
     SIMPLE_SIGNING_TYPE,
@@ -27,9 +27,9 @@ from signgate.cosign import (
     signature_layers,
 )
 from signgate.keys import PublicKey, load_public_key
-from signgate.rekor import RekorKeys
+from signgate.verifiers.cosign.rekor import RekorKeys
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "cosign-interop"
+FIXTURES = Path(__file__).resolve().parents[5] / "shared" / "fixtures" / "cosign-interop"
 
 if not (FIXTURES / "cases.json").is_file():
     pytest.skip(

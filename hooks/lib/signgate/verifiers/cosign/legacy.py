@@ -19,11 +19,11 @@ import json
 from dataclasses import dataclass, replace
 from typing import Any, Iterable, Mapping, Sequence
 
-from .encoding import b64_strict
-from .errors import InvalidReference
-from .keys import PublicKey
-from .media_types import DOCKER_MANIFEST, OCI_MANIFEST
-from .reference import parse_reference
+from ...encoding import b64_strict
+from ...errors import InvalidReference
+from ...keys import PublicKey
+from ...media_types import DOCKER_MANIFEST, OCI_MANIFEST
+from ...reference import parse_reference
 from .certificates import (
     CertificateProblem,
     CertificateRule,
@@ -72,7 +72,7 @@ class LayerDescriptor:
 class DigestMismatch(str):
     """A claims problem that means the signature is for another digest than the image's.
 
-    A str, so it reads as any other problem; its type is what verify.py classifies by.
+    A str, so it reads as any other problem; its type is what flow.py classifies by.
     """
 
 

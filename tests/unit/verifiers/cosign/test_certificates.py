@@ -4,7 +4,7 @@ extensions, and messages that say what was found against what was required."""
 
 from __future__ import annotations
 
-from signgate.certificates import Found, identity_signer, match_identities
+from signgate.verifiers.cosign.certificates import Found, identity_signer, match_identities
 from signgate.settings import IdentitySpec
 
 WORKFLOW = "https://github.com/org/repo/.github/workflows/release.yml@refs/tags/v1"

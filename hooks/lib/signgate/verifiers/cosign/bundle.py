@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from .bundle_model import (  # noqa: F401  (BUNDLE_MEDIA_TYPES, is_bundle_media_type re-exported)
+from .models import (  # noqa: F401  (BUNDLE_MEDIA_TYPES, is_bundle_media_type re-exported)
     BUNDLE_MEDIA_TYPE_PREFIX,
     BUNDLE_MEDIA_TYPES,
     MAX_DSSE_SIGNATURES,
@@ -36,7 +36,7 @@ from .bundle_model import (  # noqa: F401  (BUNDLE_MEDIA_TYPES, is_bundle_media_
     load_document,
     parse_bundle,
 )
-from .bundle_model import Bundle
+from .models import Bundle
 from .certificates import (
     CertificateProblem,
     CertificateRule,
@@ -47,9 +47,9 @@ from .certificates import (
     leaf_public_key,
     load_leaf,
 )
-from .cosign import DigestMismatch, Requirements, SignatureCheck, check_annotations, merge_checks
+from .legacy import DigestMismatch, Requirements, SignatureCheck, check_annotations, merge_checks
 from .dsse import INTOTO_PAYLOAD_TYPE, pae  # noqa: F401  (re-exported)
-from .keys import PublicKey
+from ...keys import PublicKey
 from .rekor import RekorKeys, check_bundle_tlog, proven_integrated_times
 
 COSIGN_SIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"

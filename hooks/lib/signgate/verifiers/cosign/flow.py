@@ -27,9 +27,9 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from .bundle import check_bundle, is_bundle_media_type
-from .settings import Config, KeySpec, Rule
+from ...settings import Config, KeySpec, Rule
 from .certificates import CertificateProblem, CertificateRule, identity_signer, trust_from_pem, trust_from_root
-from .cosign import (
+from .legacy import (
     CERTIFICATE_ANNOTATION,
     DigestMismatch,
     REKOR_BUNDLE_ANNOTATION,
@@ -43,17 +43,17 @@ from .cosign import (
     signature_layers,
     signature_tag,
 )
-from .errors import DeadlineExceeded, KeyLoadError, NotFound, RegistryError, SigngateError
-from .keyring import KeyRing
-from .keys import PublicKey
-from .media_types import OCI_INDEX, OCI_MANIFEST
-from .reference import ImageReference, parse_reference
+from ...errors import DeadlineExceeded, KeyLoadError, NotFound, RegistryError, SigngateError
+from ...keyring import KeyRing
+from ...keys import PublicKey
+from ...media_types import OCI_INDEX, OCI_MANIFEST
+from ...reference import ImageReference, parse_reference
 from .rekor import RekorKeys
 from .trust_root import TrustRootError, load_trust_root
-from .verdict import ImageVerdict
+from ...verdict import ImageVerdict
 
 if TYPE_CHECKING:  # the client (and requests) load only when a signature must be fetched
-    from .registry import Manifest, RegistryClient
+    from ...registry import Manifest, RegistryClient
 
 UNKNOWN_PLATFORM = ("unknown", "unknown")
 

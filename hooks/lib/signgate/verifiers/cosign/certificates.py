@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Mapping, Sequence
 
-from .keys import PublicKey
-from .settings import IdentitySpec
+from ...keys import PublicKey
+from ...settings import IdentitySpec
 from .trust_root import Authority, TrustRoot
 
 # Deferred imports: cryptography's x509 modules load when a certificate is checked, so rules with
@@ -147,8 +147,8 @@ def leaf_public_key(leaf: Any) -> PublicKey:
     """The leaf's key as a signgate PublicKey, to verify the signature and match log entries."""
     from cryptography.hazmat.primitives import serialization
 
-    from .errors import SigngateError
-    from .keys import public_key_from_pem
+    from ...errors import SigngateError
+    from ...keys import public_key_from_pem
 
     try:
         pem = leaf.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -359,7 +359,7 @@ def signing_times(set_times: Sequence[datetime], stamps: Sequence[bytes], signat
     RFC 3161 timestamps over the signature; with none, the current time (as cosign)."""
     from datetime import timezone
 
-    from .sigstore_verify import BundleVerificationError, _verify_timestamp
+    from .conformance import BundleVerificationError, _verify_timestamp
 
     times = [(when, "transparency-log integrated time") for when in set_times]
     for raw in stamps:

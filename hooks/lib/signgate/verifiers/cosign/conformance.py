@@ -34,13 +34,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Sequence, TextIO
 
-from .bundle_model import BUNDLE_MEDIA_TYPES, BundleFormatError
-from .bundle_model import Bundle as TypedBundle
-from .bundle_model import parse_bundle as parse_typed_bundle
+from .models import BUNDLE_MEDIA_TYPES, BundleFormatError
+from .models import Bundle as TypedBundle
+from .models import parse_bundle as parse_typed_bundle
 from .dsse import INTOTO_PAYLOAD_TYPE, pae
-from .encoding import b64_strict
-from .errors import SigngateError
-from .keys import PublicKey, public_key_from_pem
+from ...encoding import b64_strict
+from ...errors import SigngateError
+from ...keys import PublicKey, public_key_from_pem
 from .rekor import _key_der
 from .transparency import ProofError, verify_inclusion_proof, verify_signed_entry_timestamp
 from .trust_root import Authority, TrustRoot, TrustRootError, load_trust_root, parse_time

@@ -10,7 +10,7 @@ inclusive, as sigstore-go and the conformance suite read it):
 
 The file is parsed here with the standard library and `cryptography` only, so that key-based
 bundles (the hook's common case) never import sigstore-python; certificate-bearing bundles hand the
-same file to sigstore-python (see sigstore_verify.py). A malformed root is a `TrustRootError`: a
+same file to sigstore-python (see conformance.py). A malformed root is a `TrustRootError`: a
 configuration error, found when the root is loaded, not a denial of one image.
 """
 
@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping, Sequence
 
-from .encoding import b64_strict
-from .errors import SigngateError
-from .keys import PublicKey, public_key_from_pem
+from ...encoding import b64_strict
+from ...errors import SigngateError
+from ...keys import PublicKey, public_key_from_pem
 
 MAX_TRUST_ROOT_BYTES = 4 * 1024 * 1024
 MAX_ENTRIES = 64  # per list: the public-good root has fewer than ten of each

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .dsse import INTOTO_PAYLOAD_TYPE
-from .encoding import b64_protobuf as b64_strict  # protobuf JSON: standard or URL-safe base64
+from ...encoding import b64_protobuf as b64_strict  # protobuf JSON: standard or URL-safe base64
 
 BUNDLE_MEDIA_TYPE_PREFIX = "application/vnd.dev.sigstore.bundle"
 BUNDLE_MEDIA_TYPES = {

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
-from .encoding import b64_strict
+from ...encoding import b64_strict
 from .trust_root import LogKey
 
 MAX_PROOF_HASHES = 64  # a tree of 2**64 leaves needs no more

@@ -25,9 +25,9 @@ from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
 from .dsse import INTOTO_PAYLOAD_TYPE, pae
-from .bundle_model import TlogEntry
-from .encoding import b64_strict
-from .keys import PublicKey
+from .models import TlogEntry
+from ...encoding import b64_strict
+from ...keys import PublicKey
 from .transparency import ProofError, checkpoint_signers, note_key_id, verify_inclusion_proof
 from .trust_root import LogKey, Validity
 

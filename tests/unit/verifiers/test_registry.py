@@ -39,7 +39,7 @@ def test_the_chart_schema_lists_exactly_the_registered_types() -> None:
     import json
     from pathlib import Path
 
-    schema = json.loads((Path(__file__).resolve().parents[2] / "chart" / "values.schema.json").read_text())
+    schema = json.loads((Path(__file__).resolve().parents[3] / "chart" / "values.schema.json").read_text())
     rule = schema["properties"]["config"]["properties"]["policy"]["items"]["properties"]
     assert sorted(rule["type"]["enum"]) == sorted(VERIFIERS)
 
@@ -62,7 +62,7 @@ def test_the_chart_schema_lists_exactly_the_rule_fields_the_verifiers_read() -> 
     import json
     from pathlib import Path
 
-    schema = json.loads((Path(__file__).resolve().parents[2] / "chart" / "values.schema.json").read_text())
+    schema = json.loads((Path(__file__).resolve().parents[3] / "chart" / "values.schema.json").read_text())
     rule = schema["properties"]["config"]["properties"]["policy"]["items"]
     declared = {field for verifier in VERIFIERS.values() for field in verifier.fields} | COMMON_RULE_FIELDS
     assert set(rule["properties"]) == declared

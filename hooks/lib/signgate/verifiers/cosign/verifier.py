@@ -1,6 +1,6 @@
 """The cosign verifier type: legacy `.sig` signatures and sigstore bundles, with transparency proofs.
 
-The verification itself lives in verify.py (and cosign.py, bundle.py, rekor.py beside it); this
+The verification itself lives in flow.py (and legacy.py, bundle.py, rekor.py, certificates.py beside it); this
 module is its side of the contract in interface.py.
 """
 
@@ -8,22 +8,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Mapping
 
-from ..errors import InvalidReference
-from ..fields import clip, short
-from ..reference import parse_reference, registry_endpoint
-from ..settings import MULTI_ARCH_CHOICES, RANGES, TLOG_CHOICES
-from .interface import Endpoint, RuleContext
+from ...errors import InvalidReference
+from ...fields import clip, short
+from ...reference import parse_reference, registry_endpoint
+from ...settings import MULTI_ARCH_CHOICES, RANGES, TLOG_CHOICES
+from ..interface import Endpoint, RuleContext
 
-# Deferred imports: verify.py (signatures, bundles, the registry client's types) loads when an image
+# Deferred imports: flow.py (signatures, bundles, the registry client's types) loads when an image
 # is verified, not when the configuration is parsed (config.py asks this module for its parser).
 
 if TYPE_CHECKING:
-    from ..fields import Section
-    from ..keyring import KeyRing
-    from ..reference import ImageReference
-    from ..registry import RegistryClient
-    from ..settings import Config, Rule
-    from ..verdict import ImageVerdict
+    from ...fields import Section
+    from ...keyring import KeyRing
+    from ...reference import ImageReference
+    from ...registry import RegistryClient
+    from ...settings import Config, Rule
+    from ...verdict import ImageVerdict
 
 
 class CosignVerifier:
@@ -35,7 +35,7 @@ class CosignVerifier:
     )
 
     def verify(self, config: Config, rule: Rule, ref: ImageReference, client: RegistryClient, keyring: KeyRing) -> ImageVerdict:
-        from ..verify import verify_cosign
+        from .flow import verify_cosign
 
         return verify_cosign(config, rule, ref, client, keyring)
 
@@ -112,7 +112,7 @@ class CosignVerifier:
         return {registry_endpoint(parse_reference(rule.signature_repository, insecure).registry, insecure)}
 
     def uses_tag(self, rule: Rule) -> bool:
-        # Only when a platform digest may pass through the tag's signed index (verify.py).
+        # Only when a platform digest may pass through the tag's signed index (flow.py).
         return rule.multi_arch != "exact"
 
     def key_names(self, rule: Rule) -> tuple[str, ...]:

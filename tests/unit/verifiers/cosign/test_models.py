@@ -1,4 +1,4 @@
-"""The typed sigstore bundle (bundle_model.py): invariants checked once, when the model is built,
+"""The typed sigstore bundle (verifiers/cosign/models.py): invariants checked once, when the model is built,
 with one error type (issue 15 item 3), and the bundle media types of issue 16."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from signgate.bundle_model import (
+from signgate.verifiers.cosign.models import (
     MAX_CHAIN,
     BundleFormatError,
     InTotoStatement,
