@@ -39,7 +39,7 @@ from signgate.keys import PublicKey, load_public_key
 from signgate.config import KeySpec
 from signgate.reference import parse_reference
 from signgate.registry import RegistryClient
-from signgate.verifiers import verify_image
+from signgate.verifiers import evaluate_image
 from signgate.keyring import KeyRing
 from signgate.verdict import ImageVerdict
 from support.oci import OCI_INDEX, OCI_MANIFEST, PushedImage, RegistryHTTP, canonical_json, push_image, sha256_digest
@@ -100,11 +100,11 @@ def admit(tmp_path: Path, data: Mapping[str, Any], image: str) -> HookRun:
 
 
 def verify(data: Mapping[str, Any], image: str) -> ImageVerdict:
-    """verify_image with the configuration's only rule, in-process (for details and reasons)."""
+    """evaluate_image with the configuration's only rule, in-process (for details and reasons)."""
     config = build_config(data, "test-config.json")
     client = RegistryClient(config.registries, config.limits, Deadline(30))
     try:
-        return verify_image(config, config.policy[0], parse_reference(image), client, KeyRing(config.keys, config.rekor_keys))
+        return evaluate_image(config, config.policy[0], parse_reference(image), client, KeyRing(config.keys, config.rekor_keys))
     finally:
         client.close()
 

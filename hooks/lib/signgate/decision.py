@@ -25,7 +25,7 @@ from .errors import AmbiguousRegistry, InvalidReference, SigngateError
 from .podspec import is_checked
 from .policy import match_rule, static_decision
 from .reference import ImageReference, parse_reference
-from .verifiers import verifier_endpoints, verify_image
+from .verifiers import verifier_endpoints, evaluate_image
 from .keyring import KeyRing
 from .verdict import ImageVerdict
 
@@ -236,7 +236,7 @@ class RegistryVerifier:
             client = self.client()
         except SigngateError as exc:  # e.g. an unreadable registries.auth file
             return ImageVerdict(False, "invalid-config", f"invalid configuration: {exc}")
-        return verify_image(self.config, rule, ref, client, self.keyring)
+        return evaluate_image(self.config, rule, ref, client, self.keyring)
 
     def requests(self) -> list[tuple[str, int | None]]:
         with self._lock:

@@ -38,7 +38,7 @@ class PublicKey:
     key: Any = field(repr=False, compare=False)
     spki_der: bytes = field(repr=False, compare=False, default=b"")
 
-    def verify(self, signature: bytes, data: bytes) -> bool:
+    def signature_is_valid(self, signature: bytes, data: bytes) -> bool:
         """True when `signature` over `data` verifies with this key. Never raises on bad input."""
         from cryptography.exceptions import InvalidSignature
         from cryptography.hazmat.primitives import hashes

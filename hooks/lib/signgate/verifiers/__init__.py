@@ -29,9 +29,9 @@ def verifier_for(rule: Rule) -> Verifier:
     return VERIFIERS[rule.type]
 
 
-def verify_image(config: Config, rule: Rule, ref: ImageReference, client: RegistryClient, keyring: KeyRing) -> ImageVerdict:
+def evaluate_image(config: Config, rule: Rule, ref: ImageReference, client: RegistryClient, keyring: KeyRing) -> ImageVerdict:
     """Resolve and verify one image with the rule's verifier. Raises nothing."""
-    return verifier_for(rule).verify(config, rule, ref, client, keyring)
+    return verifier_for(rule).evaluate(config, rule, ref, client, keyring)
 
 
 def verifier_endpoints(config: Config) -> set[Endpoint]:

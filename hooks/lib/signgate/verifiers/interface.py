@@ -45,7 +45,7 @@ class Verifier(Protocol):
         caller checks afterwards that no field is left unread.
         """
 
-    def verify(self, config: Config, rule: Rule, ref: ImageReference, client: RegistryClient, keyring: KeyRing) -> ImageVerdict:
+    def evaluate(self, config: Config, rule: Rule, ref: ImageReference, client: RegistryClient, keyring: KeyRing) -> ImageVerdict:
         """Verify one image under one rule. Raises nothing: every failure becomes a verdict."""
 
     def endpoints(self, rule: Rule, insecure: frozenset[str]) -> set[Endpoint]:

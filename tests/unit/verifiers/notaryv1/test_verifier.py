@@ -23,7 +23,7 @@ from signgate.settings import Config
 from signgate.verifiers import VERIFIERS
 from signgate.verifiers.notaryv1 import NotarySettings, NotaryV1Verifier
 from signgate.verifiers.notaryv1.errors import MetadataExpired
-from signgate.verifiers.notaryv1.verifier import verify_notary
+from signgate.verifiers.notaryv1.verifier import evaluate_notary
 
 from .tuf import GUN, NOW, Collection, root_key, target
 
@@ -65,7 +65,7 @@ class NotaryHTTP:
 
 @dataclass
 class ImageClient:
-    """The image registry client as verify_notary uses it: for_server() and get_manifest()."""
+    """The image registry client as evaluate_notary uses it: for_server() and get_manifest()."""
 
     notary: NotaryHTTP
     manifests: dict[str, bytes] = field(default_factory=lambda: {"v1": MANIFEST, DIGEST: MANIFEST})
@@ -89,7 +89,7 @@ def current() -> Collection:
 
 
 def run(config: Config, client: ImageClient, image: str = "registry.example/team/app:v1") -> Any:
-    return NotaryV1Verifier().verify(config, config.policy[0], parse_reference(image), client, KeyRing(config.keys))  # type: ignore[arg-type]
+    return NotaryV1Verifier().evaluate(config, config.policy[0], parse_reference(image), client, KeyRing(config.keys))  # type: ignore[arg-type]
 
 
 def test_the_configuration_parses_the_notary_section_into_rule_settings(tmp_path: Path) -> None:
@@ -126,8 +126,8 @@ def test_a_signed_tag_passes_with_the_pinned_key_and_signers_named(tmp_path: Pat
     collection = Collection(targets={"v1": target(DIGEST.removeprefix("sha256:"), len(MANIFEST))})
     config = config_for(tmp_path, collection)
     client = ImageClient(NotaryHTTP(collection.files()))
-    verdict = verify_notary(config, config.policy[0], parse_reference("registry.example/team/app:v1"), client,  # type: ignore[arg-type]
-                            KeyRing(config.keys), now=NOW)
+    verdict = evaluate_notary(config, config.policy[0], parse_reference("registry.example/team/app:v1"), client,  # type: ignore[arg-type]
+                              KeyRing(config.keys), now=NOW)
     assert verdict.passed and verdict.reason == "verified" and verdict.digest == DIGEST
     assert verdict.verified_keys == ("root",)
     assert verdict.details[0].startswith(f"trust data of {GUN} on {SERVER}: root.json v1 signed by pinned key(s) root (")
@@ -138,9 +138,9 @@ def test_a_signed_tag_passes_with_the_pinned_key_and_signers_named(tmp_path: Pat
     assert settings.ca_bundle is None and wording.own_name == f"Notary server {SERVER}"
 
     # The clock is the caller's: fifty years on, the metadata has expired.
-    with pytest.raises(MetadataExpired):
-        verify_notary(config, config.policy[0], parse_reference("registry.example/team/app:v1"), client,  # type: ignore[arg-type]
-                      KeyRing(config.keys), now=NOW.replace(year=2100))
+    expired = evaluate_notary(config, config.policy[0], parse_reference("registry.example/team/app:v1"), client,  # type: ignore[arg-type]
+                              KeyRing(config.keys), now=NOW.replace(year=2100))
+    assert not expired.passed and expired.reason == MetadataExpired.reason
 
 
 def test_failures_become_verdicts_with_their_reason(tmp_path: Path) -> None:

@@ -115,7 +115,7 @@ def _check_with_keys(
     matches: list[tuple[PublicKey, bytes]] = []
     for signature in envelope.signatures:
         for key in keys:
-            if key.verify(signature, signed) and all(key is not k for k, _ in matches):
+            if key.signature_is_valid(signature, signed) and all(key is not k for k, _ in matches):
                 matches.append((key, signature))
     if not matches:
         return _fail(source, "it does not verify with the configured key(s)")
@@ -161,7 +161,7 @@ def _check_certificate_bundle(
     except CertificateProblem as exc:
         return fail(str(exc))
     signed = pae(envelope.payload_type, envelope.payload)
-    signature = next((s for s in envelope.signatures if key.verify(s, signed)), None)
+    signature = next((s for s in envelope.signatures if key.signature_is_valid(s, signed)), None)
     if signature is None:
         return fail(f"its signature does not verify with its certificate's key (certificate of {found})")
     if envelope.payload_type != INTOTO_PAYLOAD_TYPE:

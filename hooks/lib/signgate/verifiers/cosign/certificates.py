@@ -217,7 +217,7 @@ def _mismatches(found: Found, identity: IdentitySpec) -> list[str]:
     return problems
 
 
-def check_certificate(leaf: Any, chain: Sequence[Any], trust: CertificateTrust, when: datetime, time_source: str) -> None:
+def verify_certificate(leaf: Any, chain: Sequence[Any], trust: CertificateTrust, when: datetime, time_source: str) -> None:
     """Chain, validity at `when`, SCT and codeSigning usage; CertificateProblem naming what failed."""
     from cryptography import x509
     from cryptography.x509.verification import Criticality, ExtensionPolicy, PolicyBuilder, Store, VerificationError
@@ -264,10 +264,10 @@ def check_certificate(leaf: Any, chain: Sequence[Any], trust: CertificateTrust, 
     if x509.oid.ExtendedKeyUsageOID.CODE_SIGNING not in usages:
         raise CertificateProblem("its certificate lacks the codeSigning extended key usage")
     if not trust.ignore_sct:
-        _check_sct(leaf, built[1] if len(built) > 1 else None, trust)
+        _verify_sct(leaf, built[1] if len(built) > 1 else None, trust)
 
 
-def _check_sct(leaf: Any, issuer: Any, trust: CertificateTrust) -> None:
+def _verify_sct(leaf: Any, issuer: Any, trust: CertificateTrust) -> None:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
 
@@ -306,7 +306,7 @@ def _check_sct(leaf: Any, issuer: Any, trust: CertificateTrust) -> None:
             + len(extensions).to_bytes(2, "big")
             + extensions
         )
-        if key.verify(sct.signature, signed):
+        if key.signature_is_valid(sct.signature, signed):
             return
     raise CertificateProblem(f"its certificate's SCT does not verify with a CT log key of {trust.source}")
 
@@ -383,7 +383,7 @@ def check_signer(leaf: Any, chain: Sequence[Any], signature: bytes, rule: Certif
     """Steps 2 to 5 for a leaf whose signature verified; the matching identity names, or CertificateProblem."""
     try:
         for when, source in signing_times(set_times, stamps, signature, rule.trust):
-            check_certificate(leaf, chain, rule.trust, when, source)
+            verify_certificate(leaf, chain, rule.trust, when, source)
     except CertificateProblem:
         raise
     except Exception as exc:  # cryptography parses extensions lazily: a hostile certificate fails here, never the hook

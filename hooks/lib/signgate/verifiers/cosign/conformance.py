@@ -192,7 +192,7 @@ def _verify_key_bundle(bundle: Bundle, artifact: Artifact, trust: TrustRoot, key
         signed_dsse = None
     else:
         payload_type, payload, signature = _verify_dsse(document["dsseEnvelope"], key)
-        _check_statement(payload_type, payload, artifact)
+        _verify_statement(payload_type, payload, artifact)
         signed_dsse = (payload_type, payload)
 
     material = document["verificationMaterial"]
@@ -232,15 +232,15 @@ def _verify_message_signature(message: Any, artifact: Artifact, key: PublicKey) 
     if artifact.sha256 is None:
         raise _fail(Reason.ARTIFACT, "a message signature is over the artifact's SHA-256, which was not given")
     if artifact.data is not None:
-        valid = key.verify(signature, artifact.data)
+        valid = key.signature_is_valid(signature, artifact.data)
     else:
-        valid = _verify_prehashed(key, signature, artifact.sha256)
+        valid = _prehashed_signature_is_valid(key, signature, artifact.sha256)
     if not valid:
         raise _fail(Reason.SIGNATURE, f"the signature does not verify for the artifact with key {key.name}")
     return signature
 
 
-def _verify_prehashed(key: PublicKey, signature: bytes, digest: bytes) -> bool:
+def _prehashed_signature_is_valid(key: PublicKey, signature: bytes, digest: bytes) -> bool:
     """A signature over SHA-256(artifact) checked from the digest alone (ECDSA and RSA; Ed25519 cannot)."""
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives import hashes
@@ -251,10 +251,10 @@ def _verify_prehashed(key: PublicKey, signature: bytes, digest: bytes) -> bool:
     prehashed = utils.Prehashed(hashes.SHA256())
     try:
         if isinstance(key.key, ec.EllipticCurvePublicKey):
-            key.key.verify(signature, digest, ec.ECDSA(prehashed))
+            key.key.signature_is_valid(signature, digest, ec.ECDSA(prehashed))
             return True
         if isinstance(key.key, rsa.RSAPublicKey):
-            key.key.verify(signature, digest, padding.PKCS1v15(), prehashed)
+            key.key.signature_is_valid(signature, digest, padding.PKCS1v15(), prehashed)
             return True
     except (InvalidSignature, ValueError, TypeError):
         return False
@@ -272,12 +272,12 @@ def _verify_dsse(envelope: Any, key: PublicKey) -> tuple[str, bytes, bytes]:
     signed = pae(payload_type, payload)
     for entry in signatures:
         signature = b64_strict(entry.get("sig")) if isinstance(entry, dict) else None
-        if signature is not None and key.verify(signature, signed):
+        if signature is not None and key.signature_is_valid(signature, signed):
             return payload_type, payload, signature
     raise _fail(Reason.SIGNATURE, f"the DSSE signature does not verify with key {key.name}")
 
 
-def _check_statement(payload_type: str, payload: bytes, artifact: Artifact) -> None:
+def _verify_statement(payload_type: str, payload: bytes, artifact: Artifact) -> None:
     if payload_type != INTOTO_PAYLOAD_TYPE:
         raise _fail(Reason.ARTIFACT, f"the DSSE payload type is {_short(payload_type)}, not {INTOTO_PAYLOAD_TYPE}")
     try:
@@ -319,7 +319,7 @@ def _verify_tlog_entry(
     log = trust.tlog(log_id)
     if log is None:
         raise _fail(Reason.TLOG_UNTRUSTED, f"the transparency-log entry is from log {log_id.hex()[:16]}…, which the trust root does not hold")
-    _check_entry_body(body, kind_version, signature, key, artifact, signed_dsse)
+    _verify_entry_body(body, kind_version, signature, key, artifact, signed_dsse)
 
     # protobuf JSON writes an absent message as null (sigstore-go's bundles do).
     has_promise, has_proof = entry.get("inclusionPromise") is not None, entry.get("inclusionProof") is not None
@@ -350,7 +350,7 @@ def _verify_tlog_entry(
     return logged_at
 
 
-def _check_entry_body(
+def _verify_entry_body(
     body: bytes, kind_version: dict[str, Any], signature: bytes, key: PublicKey, artifact: Artifact, signed_dsse: tuple[str, bytes] | None
 ) -> None:
     """The logged entry must be about this signature, made with this key, over this artifact."""
@@ -527,7 +527,7 @@ def _verify_certificate_bundle(bundle: Bundle, artifact: Artifact, trust: TrustR
     try:
         if bundle.document.get("dsseEnvelope") is not None:
             payload_type, payload = verifier.verify_dsse(library_bundle, identity)
-            _check_statement(payload_type, payload, artifact)
+            _verify_statement(payload_type, payload, artifact)
         else:
             subject: bytes | Any = artifact.data
             if artifact.sha256 is None:

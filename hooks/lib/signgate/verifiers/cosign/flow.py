@@ -91,7 +91,7 @@ def signature_location(rule: Rule, ref: ImageReference, insecure: frozenset[str]
     return ref.api_host, ref.repository
 
 
-def verify_cosign(config: Config, rule: Rule, ref: ImageReference, client: "RegistryClient", keyring: KeyRing) -> ImageVerdict:
+def evaluate_cosign(config: Config, rule: Rule, ref: ImageReference, client: "RegistryClient", keyring: KeyRing) -> ImageVerdict:
     """Resolve and verify one image under a cosign rule. Raises nothing: every failure becomes a verdict."""
     try:
         keys = keyring.get(rule.keys)

@@ -133,7 +133,7 @@ def check_legacy_certificate(
         found = identity_of(leaf).describe()
     except CertificateProblem as exc:
         return fail(str(exc))
-    if not key.verify(signature, payload):
+    if not key.signature_is_valid(signature, payload):
         return fail(f"its signature does not verify with its certificate's key (certificate of {found})")
     problem = check_simple_signing_claims(payload, image_digest, requirements)
     if problem:
@@ -223,7 +223,7 @@ def check_legacy_signature(
     signature = decode_signature(signature_b64)
     if signature is None:
         return SignatureCheck("legacy", source, (), "its signature annotation is missing or not base64")
-    signers = tuple(key for key in keys if key.verify(signature, payload))
+    signers = tuple(key for key in keys if key.signature_is_valid(signature, payload))
     if not signers:
         return SignatureCheck("legacy", source, (), "it does not verify with the configured key(s)")
     names = tuple(key.name for key in signers)

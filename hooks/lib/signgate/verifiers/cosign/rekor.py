@@ -182,7 +182,7 @@ def _check_set(rekor: RekorKeys, log_id: str, body_b64: str, integrated: Any, in
         sort_keys=True,
         separators=(",", ":"),
     ).encode()
-    if not rekor_key.verify(set_bytes, canonical):
+    if not rekor_key.signature_is_valid(set_bytes, canonical):
         return "its signed entry timestamp does not verify with the Rekor key"
     return None
 

@@ -124,7 +124,7 @@ def verify_checkpoint(checkpoint: Checkpoint, log: LogKey) -> None:
     candidates = [signature for _, key_hint, signature in checkpoint.signatures if key_hint == hint]
     if not candidates:
         raise ProofError(f"its checkpoint is not signed by the log's key (no signature with key hint {hint.hex()})")
-    if not any(log.key.verify(signature, checkpoint.note) for signature in candidates):
+    if not any(log.key.signature_is_valid(signature, checkpoint.note) for signature in candidates):
         raise ProofError("its checkpoint's signature does not verify with the log's key")
 
 
@@ -211,7 +211,7 @@ def verify_signed_entry_timestamp(entry: dict[str, Any], log: LogKey) -> datetim
         sort_keys=True,
         separators=(",", ":"),
     ).encode()
-    if not log.key.verify(signature, canonical):
+    if not log.key.signature_is_valid(signature, canonical):
         raise ProofError("its signed entry timestamp does not verify with the log's key")
     try:
         return datetime.fromtimestamp(integrated, tz=timezone.utc)

@@ -34,10 +34,10 @@ class CosignVerifier:
         "identities", "trustedRoot", "certificateAuthority", "ignoreSct",
     )
 
-    def verify(self, config: Config, rule: Rule, ref: ImageReference, client: RegistryClient, keyring: KeyRing) -> ImageVerdict:
-        from .flow import verify_cosign
+    def evaluate(self, config: Config, rule: Rule, ref: ImageReference, client: RegistryClient, keyring: KeyRing) -> ImageVerdict:
+        from .flow import evaluate_cosign
 
-        return verify_cosign(config, rule, ref, client, keyring)
+        return evaluate_cosign(config, rule, ref, client, keyring)
 
     def parse_settings(self, section: Section, context: RuleContext) -> Mapping[str, Any]:
         keys = context.keys
@@ -88,7 +88,7 @@ class CosignVerifier:
                 section.fail("threshold", f"is {threshold}, but the rule lists only {what}")
             if signature_repository is not None:
                 signature_repository = _signature_repository(section, signature_repository, context.insecure)
-            _check_certificate_settings(section, context, identities, trusted_root, certificate_authority, ignore_sct)
+            _verify_certificate_settings(section, context, identities, trusted_root, certificate_authority, ignore_sct)
             if tlog == "required" and not context.rekor_keys and trusted_root is None:
                 section.fail("tlog", "is 'required', but no rekorKeys are configured to check the proofs with")
         return {
@@ -149,7 +149,7 @@ class CosignVerifier:
         return parts
 
 
-def _check_certificate_settings(
+def _verify_certificate_settings(
     section: Section, context: RuleContext, identities: tuple[str, ...], trusted_root: str | None, authority: str | None, ignore_sct: bool
 ) -> None:
     if not identities:

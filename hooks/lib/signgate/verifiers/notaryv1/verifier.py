@@ -5,7 +5,7 @@ A `notaryv1` rule trusts an image when the trust collection of its GUN (`<regist
 on a Notary server signs the digest that the registry serves: roles.py checks the chain of signed
 files, decision.py the target. This module is the package's side of the contract in
 verifiers/interface.py (settings, verify, endpoints, key and trust files, describe) and the rule's
-flow (`verify_notary`).
+flow (`evaluate_notary`).
 """
 
 from __future__ import annotations
@@ -89,11 +89,8 @@ class NotaryV1Verifier:
         settings = NotarySettings(server=server.rstrip("/"), root_keys=root_keys, ca_bundle=ca_bundle, delegations=delegations)
         return {"settings": settings}
 
-    def verify(self, config: Config, rule: Rule, ref: ImageReference, client: RegistryClient, keyring: KeyRing) -> ImageVerdict:
-        try:
-            return verify_notary(config, rule, ref, client, keyring)
-        except SigngateError as exc:
-            return ImageVerdict(False, exc.reason, str(exc), log_detail=exc.log_detail)
+    def evaluate(self, config: Config, rule: Rule, ref: ImageReference, client: RegistryClient, keyring: KeyRing) -> ImageVerdict:
+        return evaluate_notary(config, rule, ref, client, keyring)
 
     def endpoints(self, rule: Rule, insecure: frozenset[str]) -> set[Endpoint]:
         settings = notary_settings(rule)
@@ -129,7 +126,7 @@ class NotaryV1Verifier:
         return parts
 
 
-def verify_notary(
+def evaluate_notary(
     config: Config,
     rule: Rule,
     ref: ImageReference,
@@ -137,8 +134,25 @@ def verify_notary(
     keyring: KeyRing,
     now: datetime | None = None,
 ) -> ImageVerdict:
-    """Verify one image under a notaryv1 rule. Failures raise SigngateError (NotaryV1Verifier.verify
-    turns them into verdicts); a passed check returns a verdict naming the pinned keys and signers."""
+    """The verdict on one image under a notaryv1 rule, at `now` (default: the current time).
+    Raises nothing: a failure is a verdict with its NotaryError's reason and message; a pass names
+    the pinned keys and the signers."""
+    try:
+        return _verified(config, rule, ref, client, keyring, now)
+    except SigngateError as exc:
+        return ImageVerdict(False, exc.reason, str(exc), log_detail=exc.log_detail)
+
+
+def _verified(
+    config: Config,
+    rule: Rule,
+    ref: ImageReference,
+    client: RegistryClient,
+    keyring: KeyRing,
+    now: datetime | None,
+) -> ImageVerdict:
+    """evaluate_notary's work: the passing verdict, or a failing one for what is not Notary's
+    doing (an unreadable pinned key, an image the registry does not have); raises SigngateError."""
     from datetime import datetime, timezone
 
     from .decision import short_digest, verify_target
