@@ -251,10 +251,10 @@ def _prehashed_signature_is_valid(key: PublicKey, signature: bytes, digest: byte
     prehashed = utils.Prehashed(hashes.SHA256())
     try:
         if isinstance(key.key, ec.EllipticCurvePublicKey):
-            key.key.signature_is_valid(signature, digest, ec.ECDSA(prehashed))
+            key.key.verify(signature, digest, ec.ECDSA(prehashed))
             return True
         if isinstance(key.key, rsa.RSAPublicKey):
-            key.key.signature_is_valid(signature, digest, padding.PKCS1v15(), prehashed)
+            key.key.verify(signature, digest, padding.PKCS1v15(), prehashed)
             return True
     except (InvalidSignature, ValueError, TypeError):
         return False
