@@ -88,14 +88,28 @@ class Rendezvous:
 def test_the_sig_manifest_referrers_probe_and_fallback_tag_are_in_flight_together(
     hostile: HostileRegistry, key: TestKey, tmp_path: Path, by: str
 ) -> None:
-    meeting = Rendezvous(hostile, [hostile.sig_path, hostile.referrers_path, hostile.fallback_path])
+    together = [hostile.sig_path, hostile.referrers_path, hostile.fallback_path]
+    if by == "digest":
+        # The lookups need only the digest, which the reference already names: they go out beside
+        # the image manifest itself.
+        together.append(hostile.manifest_path(hostile.digest))
+    meeting = Rendezvous(hostile, together)
     run = admit(hostile, key, tmp_path, hostile.by_digest if by == "digest" else hostile.reference)
     assert run.response == {"allowed": True}, run.message
-    assert sorted(meeting.held) == sorted([hostile.sig_path, hostile.referrers_path, hostile.fallback_path])
-    assert meeting.together, "the .sig manifest, the referrers probe and the fallback tag were requested one after another"
+    assert sorted(meeting.held) == sorted(together)
+    assert meeting.together, f"these were requested one after another: {together}"
     # Each once: fetching them together adds no request but the fallback tag's.
-    for path in (hostile.sig_path, hostile.referrers_path, hostile.fallback_path):
+    for path in together:
         assert len(hostile.requests_to(path)) == 1, hostile.paths()
+
+
+def test_an_image_missing_by_digest_is_still_named_as_missing(hostile: HostileRegistry, key: TestKey, tmp_path: Path) -> None:
+    # Its signature lookups went out beside the manifest, but the manifest's answer decides first.
+    missing = sha256_digest(b"no such image")
+    image = f"{hostile.host}/{hostile.repo}@{missing}"
+    run = admit(hostile, key, tmp_path, image)
+    assert run.allowed is False
+    assert f"the registry has no image {hostile.host}/{hostile.repo} with digest {missing}" in run.message, run.message
 
 
 def test_the_payloads_of_two_signature_layers_are_fetched_together(

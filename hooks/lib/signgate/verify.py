@@ -122,11 +122,12 @@ class _Verification:
         self.config, self.rule, self.ref, self.client, self.keys, self.rekor = config, rule, ref, client, keys, rekor
         self.sig_host, self.sig_repo = signature_location(rule, ref, config.registries.insecure)
         self.requirements = requirements_for(rule, ref, config.registries.insecure)
+        self._found: dict[str, _Outcome[Found]] = {}  # find() of a digest, fetched beside its manifest
 
     def run(self) -> ImageVerdict:
         ref = self.ref
         try:
-            manifest = self.client.get_manifest(ref.api_host, ref.repository, ref.digest or ref.tag or "latest")
+            manifest = self._image_manifest()
         except NotFound:
             what = f"digest {ref.digest}" if ref.digest else f"tag {ref.tag!r}"
             return ImageVerdict(False, "image-not-found", f"the registry has no image {ref.name} with {what}")
@@ -137,7 +138,26 @@ class _Verification:
             return self._through_platforms(manifest, verdict)
         return self._through_index(manifest, verdict)
 
+    def _image_manifest(self) -> "Manifest":
+        """The manifest the reference names. By digest, the signature lookups need nothing from it,
+        so they go out beside it (one round trip instead of two) and find() uses what they found.
+        The manifest's own error still comes first, as when it was fetched first."""
+        ref = self.ref
+
+        def fetch() -> "Manifest":
+            return self.client.get_manifest(ref.api_host, ref.repository, ref.digest or ref.tag or "latest")
+
+        if ref.digest is None:
+            return fetch()
+        digest = ref.digest
+        manifest, found = self._fetch_all([fetch, lambda: self.find(digest)])
+        self._found[digest] = found
+        return manifest.get()
+
     def find(self, digest: str) -> Found:
+        prefetched = self._found.pop(digest, None)
+        if prefetched is not None:
+            return prefetched.get()
         host, repository, limits = self.sig_host, self.sig_repo, self.config.limits
         # The three lookups depend only on the digest: issued together they cost one round trip.
         # The fallback tag is fetched beside the referrers probe and used only when the registry
