@@ -38,7 +38,11 @@ from urllib.parse import parse_qs, urlsplit
 
 CHUNK = 65536
 QUEUE_CHUNKS = 64  # per direction: at most 4 MiB in flight per connection side
-MAX_CONNECTIONS = 512
+# Connections a client closed linger here until the relay behind notices (up to its 30 s idle
+# timeout), and a verifier that issues its lookups concurrently opens several per image: 512 was
+# reached within one bench run (issue 18, item 2). About 4 descriptors per connection in the bench's
+# process, so 2048 stays well within its limit.
+MAX_CONNECTIONS = 2048
 
 
 class DelayProxy:
