@@ -205,7 +205,12 @@ class _Verification:
         deadline = self.client.deadline
         for _ in calls:
             if not done.acquire(timeout=deadline.remaining()):
-                raise DeadlineExceeded(f"not verified within {deadline.seconds:g} s")
+                # This wait ends at the very moment decision.py stops waiting for this thread, so
+                # either may report it: both say the same (the stuck request itself would have
+                # noticed only at its next byte, after the answer had gone).
+                raise DeadlineExceeded(
+                    f"not verified within {deadline.seconds:g} s (the registry is too slow or unreachable)"
+                )
         return outcomes
 
     # -- legacy layout ----------------------------------------------------------------------
