@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import http.client
-import select
 import socket
 import ssl
 import threading
@@ -39,7 +38,11 @@ from urllib.parse import parse_qs, urlsplit
 
 CHUNK = 65536
 QUEUE_CHUNKS = 64  # per direction: at most 4 MiB in flight per connection side
-MAX_CONNECTIONS = 512
+# Connections a client closed linger here until the relay behind notices (up to its 30 s idle
+# timeout), and a verifier that issues its lookups concurrently opens several per image: 512 was
+# reached within one bench run (issue 18, item 2). About 4 descriptors per connection in the bench's
+# process, so 2048 stays well within its limit.
+MAX_CONNECTIONS = 2048
 
 
 class DelayProxy:
@@ -350,7 +353,11 @@ class _RelayHandler(BaseHTTPRequestHandler):
         self.connection_id = self.relay.log.new_connection()
         raw.settimeout(self.timeout)
         # The client's first byte (the ClientHello): the end of the TCP connection's cost to it.
-        select.select([raw], [], [], self.timeout)
+        # (A peek, not select(): with many connections open the descriptor may exceed select's 1024.)
+        try:
+            raw.recv(1, socket.MSG_PEEK)
+        except OSError:
+            pass  # no ClientHello in time: the handshake below fails and says so
         hello = time.perf_counter()
         self.relay.log.add(Event(self.relay.service, self.connection_id, "tcp", accepted, hello, 1))
         tls = self.relay.context.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)

@@ -168,15 +168,17 @@ def test_a_second_admission_reuses_the_tls_connection_and_the_token(setup: Setup
     first = setup.admit(service)
     assert first.allowed and served(first), first.stderr
     assert setup.tokens.users_asking() == ["alice"]
-    assert (setup.registry.connections, setup.tokens.connections) == (1, 1)
+    # The lookups of the image go out together (issue 18), so the first admission may open several.
+    opened = setup.registry.connections
+    assert opened >= 1 and setup.tokens.connections == 1
     before = setup.requests_to_the_registry()
 
     second = setup.admit(service)
     assert second.allowed and served(second), second.stderr
     # It went to the registry (a cold cache) ...
     assert setup.requests_to_the_registry() > before
-    # ... over the same TLS connection, with the token already held: no 401, no token request.
-    assert setup.registry.connections == 1
+    # ... over the same TLS connections, with the token already held: no 401, no token request.
+    assert setup.registry.connections == opened
     assert setup.tokens.users_asking() == ["alice"] and setup.tokens.connections == 1
     assert [r.path for r in setup.registry.seen[before:]][0] == setup.registry.manifest_path(setup.registry.tag)
     assert setup.registry.users_served(before) == {"alice"}
@@ -184,7 +186,8 @@ def test_a_second_admission_reuses_the_tls_connection_and_the_token(setup: Setup
 
 def test_another_credential_gets_neither_the_token_nor_the_connection(setup: Setup, service: VerifierService) -> None:
     assert setup.admit(service).allowed
-    assert (setup.tokens.users_asking(), setup.registry.connections) == (["alice"], 1)
+    assert setup.tokens.users_asking() == ["alice"]
+    alice = setup.registry.connections
 
     # registries.auth now names another user: the same worker must log in as bob, on a new connection.
     setup.login("bob")
@@ -195,7 +198,8 @@ def test_another_credential_gets_neither_the_token_nor_the_connection(setup: Set
     # Only bob's token reached the registry once bob's credential was in use (the first request
     # carries none: it is the one that gets the challenge).
     assert setup.registry.users_served(before) == {None, "bob"}
-    assert setup.registry.connections == 2 and setup.tokens.connections == 2
+    assert setup.registry.connections > alice and setup.tokens.connections == 2
+    both = setup.registry.connections
 
     # Back to alice: her token and her connection are still there, and bob's are not used.
     setup.login("alice")
@@ -204,17 +208,18 @@ def test_another_credential_gets_neither_the_token_nor_the_connection(setup: Set
     assert again.allowed and served(again), again.stderr
     assert setup.tokens.users_asking() == ["alice", "bob"]
     assert setup.registry.users_served(before) == {"alice"}
-    assert setup.registry.connections == 2 and setup.tokens.connections == 2
+    assert setup.registry.connections == both and setup.tokens.connections == 2
 
 
 def test_a_token_that_expires_within_the_next_admission_is_fetched_again(setup: Setup, service: VerifierService) -> None:
     # One second to live is less than the margin (an admission's deadline): never reused.
     setup.tokens.expires_in = 1
     assert setup.admit(service).allowed
+    opened = setup.registry.connections
     second = setup.admit(service)
     assert second.allowed and served(second), second.stderr
     assert setup.tokens.users_asking() == ["alice", "alice"]
-    assert setup.registry.connections == 1  # the connection is still reused
+    assert setup.registry.connections == opened  # the connections are still reused
 
 
 def test_a_token_without_expires_in_lives_the_specs_60_seconds(setup: Setup, service: VerifierService) -> None:
@@ -231,6 +236,7 @@ def test_an_expired_token_is_fetched_again(setup: Setup, service: VerifierServic
     webhook = {"timeoutSeconds": 5, "deadlineSeconds": 2}
     started = time.monotonic()
     assert setup.admit(service, **webhook).allowed
+    opened = setup.registry.connections
     assert setup.admit(service, **webhook).allowed
     if time.monotonic() - started < 5:  # the control: still valid, reused (a slow machine skips it)
         assert setup.tokens.users_asking() == ["alice"]
@@ -238,7 +244,7 @@ def test_an_expired_token_is_fetched_again(setup: Setup, service: VerifierServic
     later = setup.admit(service, **webhook)
     assert later.allowed and served(later), later.stderr
     assert setup.tokens.users_asking()[-2:] == ["alice", "alice"]
-    assert setup.registry.connections == 1  # the connection is still reused
+    assert setup.registry.connections == opened  # the connections are still reused
 
 
 def test_the_worker_keeps_no_tag_resolution(setup: Setup, service: VerifierService) -> None:
@@ -256,6 +262,7 @@ def test_the_worker_keeps_no_tag_resolution(setup: Setup, service: VerifierServi
 
 def test_a_killed_worker_is_replaced_and_the_next_request_is_served(setup: Setup, service: VerifierService) -> None:
     assert setup.admit(service).allowed
+    opened = setup.registry.connections
     victims = workers_of(service)
     assert victims
     for pid in victims:
@@ -264,7 +271,7 @@ def test_a_killed_worker_is_replaced_and_the_next_request_is_served(setup: Setup
     assert later.allowed and served(later), later.stderr
     assert set(workers_of(service)).isdisjoint(victims)
     # Its pool died with it: the new worker connected and logged in again.
-    assert setup.registry.connections == 2 and setup.tokens.users_asking() == ["alice", "alice"]
+    assert setup.registry.connections > opened and setup.tokens.users_asking() == ["alice", "alice"]
 
 
 def test_a_worker_that_crashes_is_replaced(setup: Setup, service: VerifierService) -> None:
@@ -317,12 +324,15 @@ def test_without_the_service_registry_clients_share_nothing(setup: Setup) -> Non
 def test_with_worker_requests_1_every_admission_gets_a_fresh_worker_and_keeps_nothing(setup: Setup) -> None:
     # `--worker-requests 1`: the service as it was before long-lived workers (the bench's baseline).
     directory = Path(tempfile.mkdtemp(prefix="sg-warm-", dir="/tmp"))
+    opened = [0]
     with VerifierService(directory, args=("--worker-requests", "1")) as fresh:
         for _ in range(2):
             run = setup.admit(fresh)
             assert run.allowed and served(run), run.stderr
+            opened.append(setup.registry.connections)
     assert setup.tokens.users_asking() == ["alice", "alice"]
-    assert setup.registry.connections == 2 and setup.tokens.connections == 2
+    # Each admission opened connections of its own (several: its lookups go out together).
+    assert opened[0] < opened[1] < opened[2] and setup.tokens.connections == 2
 
 
 @pytest.mark.parametrize("value", ["0", "1000001"])

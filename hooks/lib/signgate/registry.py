@@ -65,6 +65,11 @@ USER_AGENT = "signgate"
 # round trips, issue 18). A larger body, or one without a length that does not end within the cap
 # or DRAIN_SECONDS, is not worth waiting for: the connection is closed, as before.
 DRAIN_CAP = 64 * 1024
+# Connections kept per host and Session (urllib3's pool; requests keeps 10). The images of one
+# admission are verified at once, each with up to 8 lookups in flight (verify.MAX_PARALLEL_FETCHES):
+# with 10 kept, 10 images opened 20 new connections in every admission, even in a warm worker,
+# each a TCP and a TLS handshake on the critical path (issue 18).
+POOL_CONNECTIONS = 32
 DRAIN_SECONDS = 0.5
 
 
@@ -170,6 +175,9 @@ class RegistryClient:
         # several pull-secret entries may match; each is tried in turn on a 401).
         self._candidate_lists: dict[tuple[str, str], tuple[Credentials, ...]] = {}
         self._chosen: dict[tuple[str, str], int] = {}
+        # (host, scope, fingerprint) -> held while one thread fetches that token: the threads of one
+        # admission (its images, and the concurrent lookups of each) share one token, not one each.
+        self._token_fetches: dict[tuple[str, str, str], threading.Lock] = {}
         self._lock = threading.Lock()
         self.records: list[RequestRecord] = []
 
@@ -295,6 +303,7 @@ class RegistryClient:
         session.headers["Accept-Encoding"] = "identity"
         session.verify = True
         session.mount("https://", _adapter_with_context(self._requests, context))
+        session.mount("http://", self._requests.adapters.HTTPAdapter(pool_maxsize=POOL_CONNECTIONS))
         return session
 
     def _proxies_for(self, url: str) -> dict[str, str]:
@@ -347,18 +356,19 @@ class RegistryClient:
         while True:
             attempt += 1
             headers = {"Accept": accept}
+            fingerprint = self._fingerprint(host, scope)
             authorization = self._authorization(host, scope)
             if authorization:
                 headers["Authorization"] = authorization
-            response = self._send(host, url, headers, what, self._fingerprint(host, scope))
+            response = self._send(host, url, headers, what, fingerprint)
             status = response.status_code
-            if status == 401 and (not auth_tried or self._next_credentials(host, scope)):
+            if status == 401 and (not auth_tried or self._next_credentials(host, scope, failed=fingerprint)):
                 # The first 401 asks for a login; a later one refuses the credential just used,
                 # and the next candidate (another matching pull-secret entry) is tried.
                 auth_tried = True
                 challenge = response.headers.get("WWW-Authenticate", "")
                 self._discard(response)
-                self._authenticate_any(host, scope, challenge, what)
+                self._authenticate_any(host, scope, challenge, what, stale=authorization)
                 continue
             if status == 401:
                 self._discard(response)
@@ -603,12 +613,17 @@ class RegistryClient:
             index = self._chosen.get(key, 0)
         return found[index] if index < len(found) else None
 
-    def _next_credentials(self, host: str, scope: str) -> bool:
-        """Move to the next credential for `scope` on `host`; False when none is left."""
+    def _next_credentials(self, host: str, scope: str, failed: str | None = None) -> bool:
+        """Move to the next credential for `scope` on `host`; False when none is left.
+
+        `failed`: the fingerprint of the credential refused. When another thread has already moved
+        past it, the current one is tried without moving again, so no candidate is skipped."""
         key = (host, scope)
         with self._lock:
             found = self._candidate_lists.get(key, ())
             index = self._chosen.get(key, 0)
+            if failed is not None and index < len(found) and found[index].fingerprint != failed:
+                return True
             if index + 1 >= len(found):
                 return False
             self._chosen[key] = index + 1
@@ -641,17 +656,20 @@ class RegistryClient:
             return _basic_header(credentials)
         return None
 
-    def _authenticate_any(self, host: str, scope: str, challenge: str, what: str) -> None:
+    def _authenticate_any(self, host: str, scope: str, challenge: str, what: str, stale: str | None = None) -> None:
         """Log in with the credential in use, and with each next one that the token service refuses."""
         while True:
+            fingerprint = self._fingerprint(host, scope)
             try:
-                self._authenticate(host, scope, challenge, what)
+                self._authenticate(host, scope, challenge, what, stale)
                 return
             except _CredentialsRefused:
-                if not self._next_credentials(host, scope):
+                if not self._next_credentials(host, scope, failed=fingerprint):
                     raise
 
-    def _authenticate(self, host: str, scope: str, challenge: str, what: str) -> None:
+    def _authenticate(self, host: str, scope: str, challenge: str, what: str, stale: str | None = None) -> None:
+        """Obtain what `challenge` asks for. `stale`: the Authorization header the refused request
+        carried; a token that another thread obtained since then is used instead of a new one."""
         scheme, params = parse_challenge(challenge)
         credentials = self._credentials_for(host, scope)
         fingerprint = credentials.fingerprint if credentials is not None else ""
@@ -664,12 +682,24 @@ class RegistryClient:
             return
         if scheme != "bearer" or not params.get("realm"):
             raise RegistryAuthError(f"{what}: {self.wording.server} asks for an unsupported authentication scheme")
-        sent_at = time.monotonic()
-        token, lifetime = self._fetch_token(host, params, scope, credentials, what)
+        key = (host, scope, fingerprint)
         with self._lock:
-            self._tokens[(host, scope, fingerprint)] = token
-        # Counted from before the request went out, so never later than the token service meant.
-        self._pool.add_token((host, scope, fingerprint), token, sent_at + lifetime)
+            fetching = self._token_fetches.setdefault(key, threading.Lock())
+        if not fetching.acquire(timeout=self.deadline.remaining()):
+            raise DeadlineExceeded(f"not verified within {self.deadline.seconds:g} s")
+        try:
+            with self._lock:
+                current = self._tokens.get(key)
+            if current is not None and f"Bearer {current}" != stale:
+                return  # obtained by another thread while this request was being refused
+            sent_at = time.monotonic()
+            token, lifetime = self._fetch_token(host, params, scope, credentials, what)
+            with self._lock:
+                self._tokens[key] = token
+            # Counted from before the request went out, so never later than the token service meant.
+            self._pool.add_token(key, token, sent_at + lifetime)
+        finally:
+            fetching.release()
 
     def _fetch_token(
         self, host: str, params: dict[str, str], scope: str, credentials: Credentials | None, what: str
@@ -998,7 +1028,7 @@ def _adapter_with_context(requests: Any, context: Any) -> Any:
                 conn.ca_certs = None
                 conn.ca_cert_dir = None
 
-    return SharedContextAdapter()
+    return SharedContextAdapter(pool_maxsize=POOL_CONNECTIONS)
 
 
 def _unambiguous_netloc(url: str) -> str | None:

@@ -23,8 +23,9 @@ names counts once) and every `required` key is among them.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
 
 from .bundle import check_bundle, is_bundle_media_type
 from ...settings import Config, KeySpec, Rule
@@ -56,6 +57,13 @@ if TYPE_CHECKING:  # the client (and requests) load only when a signature must b
     from ...registry import Manifest, RegistryClient
 
 UNKNOWN_PLATFORM = ("unknown", "unknown")
+# Registry requests of one verification in flight at once (_fetch_all). At 50 ms RTT each
+# request issued after another costs a round trip; issued together they cost one. The bound keeps
+# one image with dozens of referrers or layers from opening dozens of connections (and counting
+# as dozens against the registry's rate limit) while the other images of the request wait.
+MAX_PARALLEL_FETCHES = 8
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -131,11 +139,12 @@ class _Verification:
         self.sig_host, self.sig_repo = signature_location(rule, ref, config.registries.insecure)
         self.requirements = requirements_for(rule, ref, config.registries.insecure)
         self.require_tlog = rule.tlog == "required"
+        self._found: dict[str, _Outcome[Found]] = {}  # find() of a digest, fetched beside its manifest
 
     def run(self) -> ImageVerdict:
         ref = self.ref
         try:
-            manifest = self.client.get_manifest(ref.api_host, ref.repository, ref.digest or ref.tag or "latest")
+            manifest = self._image_manifest()
         except NotFound:
             what = f"digest {ref.digest}" if ref.digest else f"tag {ref.tag!r}"
             return ImageVerdict(False, "image-not-found", f"the registry has no image {ref.name} with {what}")
@@ -146,25 +155,101 @@ class _Verification:
             return self._through_platforms(manifest, verdict)
         return self._through_index(manifest, verdict)
 
+    def _image_manifest(self) -> "Manifest":
+        """The manifest the reference names. By digest, the signature lookups need nothing from it,
+        so they go out beside it (one round trip instead of two) and find() uses what they found.
+        The manifest's own error still comes first, as when it was fetched first."""
+        ref = self.ref
+
+        def fetch() -> "Manifest":
+            return self.client.get_manifest(ref.api_host, ref.repository, ref.digest or ref.tag or "latest")
+
+        if ref.digest is None:
+            return fetch()
+        digest = ref.digest
+        manifest, found = self._fetch_all([fetch, lambda: self.find(digest)])
+        self._found[digest] = found
+        return manifest.get()
+
     def find(self, digest: str) -> Found:
-        legacy, legacy_searched = self.legacy(digest)
-        bundles, bundle_searched = self.bundles(digest)
+        prefetched = self._found.pop(digest, None)
+        if prefetched is not None:
+            return prefetched.get()
+        host, repository, limits = self.sig_host, self.sig_repo, self.config.limits
+        # The three lookups depend only on the digest: issued together they cost one round trip.
+        # The fallback tag is fetched beside the referrers probe and used only when the registry
+        # has no referrers API; where the API exists this costs one request more, not a round trip.
+        sig, referrers, fallback = self._fetch_all([
+            lambda: self.client.get_manifest(
+                host, repository, signature_tag(digest), accept=", ".join(SIG_MANIFEST_TYPES)
+            ),
+            lambda: self.client.get_referrers(host, repository, digest, limits.max_referrers),
+            lambda: self.client.get_manifest(host, repository, signature_tag(digest, suffix=""), accept=OCI_INDEX),
+        ])
+        # Checked in the order of the sequential version: a legacy error is reported before a bundle one.
+        legacy, legacy_searched = self.legacy(digest, sig)
+        bundles, bundle_searched = self.bundles(digest, referrers, fallback)
         return Found(bundles + legacy, [legacy_searched, bundle_searched], f"{self.sig_host}/{self.sig_repo}")
+
+    def _fetch_all(self, calls: "list[Callable[[], T]]") -> "list[_Outcome[T]]":
+        """Run `calls` concurrently, at most MAX_PARALLEL_FETCHES at a time, and return their
+        outcomes in the order of `calls` (the caller checks them in that order, so results and
+        messages do not depend on which answer came first).
+
+        Raises DeadlineExceeded when the deadline passes first. The threads are daemons and every
+        request they make is itself bounded by the same deadline, so a stuck one neither blocks
+        the answer nor keeps the process alive (as decision.py's verification threads).
+        """
+        outcomes: list[_Outcome[T]] = [_Outcome() for _ in calls]
+        if len(calls) == 1:
+            outcomes[0].run(calls[0])
+            return outcomes
+        pending = iter(range(len(calls)))
+        lock = threading.Lock()
+        done = threading.Semaphore(0)
+
+        def work() -> None:
+            while True:
+                with lock:
+                    index = next(pending, None)
+                if index is None:
+                    return
+                outcomes[index].run(calls[index])
+                done.release()
+
+        for _ in range(min(MAX_PARALLEL_FETCHES, len(calls))):
+            threading.Thread(target=work, daemon=True, name="signgate-fetch").start()
+        deadline = self.client.deadline
+        for _ in calls:
+            if not done.acquire(timeout=deadline.remaining()):
+                # This wait ends at the very moment decision.py stops waiting for this thread, so
+                # either may report it: both say the same (the stuck request itself would have
+                # noticed only at its next byte, after the answer had gone).
+                raise DeadlineExceeded(
+                    f"not verified within {deadline.seconds:g} s (the registry is too slow or unreachable)"
+                )
+        return outcomes
 
     # -- legacy layout ----------------------------------------------------------------------
 
-    def legacy(self, digest: str) -> tuple[list[SignatureCheck], str]:
+    def legacy(self, digest: str, sig: "_Outcome[Manifest]") -> tuple[list[SignatureCheck], str]:
         host, repository, limits = self.sig_host, self.sig_repo, self.config.limits
         tag = signature_tag(digest)
         searched = f"legacy tag {_short_tag(tag)}"
         try:
-            sig_manifest = self.client.get_manifest(host, repository, tag, accept=", ".join(SIG_MANIFEST_TYPES))
+            sig_manifest = sig.get()
         except NotFound:
             return [], searched
         try:
             layers, _skipped = signature_layers(sig_manifest.data, limits.max_signature_layers)
         except ValueError as exc:
             raise RegistryError(f"{searched}: {exc}") from None
+        # Every payload within the size limit is fetched at once, then checked in layer order.
+        wanted = [layer for layer in layers if layer.size <= limits.max_blob_bytes]
+        fetched = dict(zip(
+            (id(layer) for layer in wanted),
+            self._fetch_all([lambda layer=layer: self.client.get_blob(host, repository, layer.digest) for layer in wanted]),
+        ))
         checks = []
         for number, layer in enumerate(layers):
             source = f"{tag} layer {number}"
@@ -172,7 +257,7 @@ class _Verification:
                 checks.append(SignatureCheck("legacy", source, (), f"its payload is {layer.size} bytes, over the limit"))
                 continue
             try:
-                payload = self.client.get_blob(host, repository, layer.digest)
+                payload = fetched[id(layer)].get()
             except RegistryError as exc:
                 checks.append(_unreadable("legacy", source, exc))
                 continue
@@ -197,14 +282,16 @@ class _Verification:
 
     # -- sigstore bundles in referrers ------------------------------------------------------
 
-    def bundles(self, digest: str) -> tuple[list[SignatureCheck], str]:
+    def bundles(
+        self, digest: str, referrers: "_Outcome[list[dict[str, Any]] | None]", fallback_index: "_Outcome[Manifest]"
+    ) -> tuple[list[SignatureCheck], str]:
         host, repository, limits = self.sig_host, self.sig_repo, self.config.limits
-        descriptors = self.client.get_referrers(host, repository, digest, limits.max_referrers)
+        descriptors = referrers.get()
         if descriptors is None:
             fallback = signature_tag(digest, suffix="")
             searched = f"bundles under the fallback tag {_short_tag(fallback)} (no referrers API)"
             try:
-                index = self.client.get_manifest(host, repository, fallback, accept=OCI_INDEX)
+                index = fallback_index.get()
             except NotFound:
                 return [], searched
             listed = index.data.get("manifests")
@@ -215,30 +302,51 @@ class _Verification:
             descriptors = [d for d in listed if isinstance(d, dict)][: limits.max_referrers]
         else:
             searched = "bundles in the referrers API"
-        checks = []
         # artifactType in the index is not trusted (older cosign left it empty): every referrer
         # manifest is fetched and kept when it holds exactly one sigstore bundle layer.
-        for descriptor in descriptors[: limits.max_referrers]:
-            referrer_digest = descriptor.get("digest")
-            if not isinstance(referrer_digest, str) or not referrer_digest.startswith(("sha256:", "sha512:")):
-                continue
+        digests = [
+            d for d in (descriptor.get("digest") for descriptor in descriptors[: limits.max_referrers])
+            if isinstance(d, str) and d.startswith(("sha256:", "sha512:"))
+        ]
+        # The referrer manifests all at once, then their bundle blobs all at once; checked in order.
+        manifests = self._fetch_all([
+            lambda d=d: self.client.get_manifest(host, repository, d, accept=OCI_MANIFEST) for d in digests
+        ])
+        slots: list[SignatureCheck | tuple[str, dict[str, Any]] | None] = []
+        for referrer_digest, outcome in zip(digests, manifests):
             source = f"bundle {referrer_digest[:19]}…"
             try:
-                referrer = self.client.get_manifest(host, repository, referrer_digest, accept=OCI_MANIFEST)
+                referrer = outcome.get()
             except NotFound:
-                continue  # listed, then deleted: nothing there to count
+                slots.append(None)  # listed, then deleted: nothing there to count
+                continue
             except RegistryError as exc:
-                checks.append(_unreadable("bundle", source, exc))
+                slots.append(_unreadable("bundle", source, exc))
                 continue
             layer = _single_bundle_layer(referrer.data)
             if layer is None:
+                slots.append(None)
                 continue
             size = layer.get("size")
             if not isinstance(size, int) or size > limits.max_blob_bytes:
-                checks.append(SignatureCheck("bundle", source, (), "its bundle size is missing or over the limit"))
+                slots.append(SignatureCheck("bundle", source, (), "its bundle size is missing or over the limit"))
                 continue
+            slots.append((source, layer))
+        wanted = [slot for slot in slots if isinstance(slot, tuple)]
+        blobs = dict(zip(
+            (id(slot) for slot in wanted),
+            self._fetch_all([lambda layer=layer: self.client.get_blob(host, repository, layer["digest"]) for _, layer in wanted]),
+        ))
+        checks = []
+        for slot in slots:
+            if not isinstance(slot, tuple):
+                if slot is not None:
+                    checks.append(slot)
+                continue
+            source, layer = slot
+            size = layer["size"]
             try:
-                data = self.client.get_blob(host, repository, layer["digest"])
+                data = blobs[id(slot)].get()
             except RegistryError as exc:
                 checks.append(_unreadable("bundle", source, exc))
                 continue
@@ -307,6 +415,25 @@ def certificate_rule(config: Config, rule: Rule, rekor: RekorKeys | None) -> Cer
         trust = trust_from_pem(rule.certificate_authority, path, pem, rule.ignore_sct)
     identities = tuple(config.identities[name] for name in rule.identities)
     return CertificateRule(identities, trust, RekorKeys(logs), rule.tlog == "required")
+
+
+class _Outcome(Generic[T]):
+    """What one call of _fetch_all returned or raised; get() gives it back, or raises it again."""
+
+    def __init__(self) -> None:
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    def run(self, call: "Callable[[], T]") -> None:
+        try:
+            self.value = call()
+        except BaseException as exc:  # re-raised in the verifying thread, where it is handled as before
+            self.error = exc
+
+    def get(self) -> T:
+        if self.error is not None:
+            raise self.error
+        return self.value
 
 
 def _unreadable(layout: str, source: str, exc: RegistryError) -> SignatureCheck:
