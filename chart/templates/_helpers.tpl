@@ -97,6 +97,8 @@ config: /etc/signgate/config
 configFile: /etc/signgate/config/config.json
 keys: /etc/signgate/keys
 rekorKeys: /etc/signgate/rekor-keys
+trustedRoots: /etc/signgate/trusted-roots
+certificateAuthorities: /etc/signgate/certificate-authorities
 registryAuth: /etc/signgate/registry-auth
 registryAuthFile: /etc/signgate/registry-auth/.dockerconfigjson
 registryCA: /etc/signgate/registry-ca
@@ -135,17 +137,27 @@ variables of its own, such as HTTPS_PROXY and NO_PROXY. */}}
 socket directory and extraVolumeMounts: mounted at the same paths in both containers. */}}
 {{- define "signgate.sharedMounts" -}}
 {{- $paths := include "signgate.paths" . | fromYaml -}}
+{{- $keyNames := include "signgate.keyNames" (dict "section" .Values.keys "what" "keys") | fromJsonArray -}}
 {{- $rekorNames := include "signgate.keyNames" (dict "section" .Values.rekorKeys "what" "rekorKeys") | fromJsonArray -}}
 - name: config
   mountPath: {{ $paths.config }}
   readOnly: true
+{{- if $keyNames }}
 - name: keys
   mountPath: {{ $paths.keys }}
   readOnly: true
+{{- end }}
 {{- if $rekorNames }}
 - name: rekor-keys
   mountPath: {{ $paths.rekorKeys }}
   readOnly: true
+{{- end }}
+{{- range $trust := include "signgate.trustSections" . | fromJsonArray }}
+{{- if $trust.names }}
+- name: {{ $trust.volume }}
+  mountPath: {{ $trust.dir }}
+  readOnly: true
+{{- end }}
 {{- end }}
 {{- if .Values.registryAuth.existingSecret }}
 - name: registry-auth
@@ -233,19 +245,67 @@ existing Secret/ConfigMap whose entries are <name>.pub. Output: a JSON list of n
 {{- toJson $map -}}
 {{- end -}}
 
+{{/* Trust material for certificate signers ---------------------------------------------------
+trustedRoots (Sigstore trusted_root.json) and certificateAuthorities (PEM CA bundles): each inline
+(name -> file content, rendered into a ConfigMap) or `names` in an existing ConfigMap whose entries
+are <name><suffix>. Public material, like public keys: a ConfigMap, no Secret. Output: a JSON list
+with one entry per section: what, volume, configMap, suffix, dir (the mount) and names. */}}
+{{- define "signgate.trustSections" -}}
+{{- $paths := include "signgate.paths" . | fromYaml -}}
+{{- $fullname := include "signgate.fullname" . -}}
+{{- $sections := list -}}
+{{- range $spec := list (dict "what" "trustedRoots" "volume" "trusted-roots" "suffix" ".json" "dir" $paths.trustedRoots) (dict "what" "certificateAuthorities" "volume" "certificate-authorities" "suffix" ".pem" "dir" $paths.certificateAuthorities) }}
+{{- $section := get $.Values $spec.what | default dict -}}
+{{- $what := $spec.what -}}
+{{- $names := list -}}
+{{- if and $section.inline $section.existingConfigMap -}}
+{{- fail (printf "%s: use one source: inline or existingConfigMap" $what) -}}
+{{- else if $section.inline -}}
+{{- if $section.names -}}
+{{- fail (printf "%s.names is only used with %s.existingConfigMap (inline entries are named by their keys)" $what $what) -}}
+{{- end -}}
+{{- $names = keys $section.inline | sortAlpha -}}
+{{- else if $section.existingConfigMap -}}
+{{- if not $section.names -}}
+{{- fail (printf "%s.names is required with %s.existingConfigMap: the names, each stored as <name>%s" $what $what $spec.suffix) -}}
+{{- end -}}
+{{- $names = $section.names -}}
+{{- else if $section.names -}}
+{{- fail (printf "%s.names is set, but %s.existingConfigMap is not" $what $what) -}}
+{{- end -}}
+{{- $configMap := default (printf "%s-%s" $fullname $spec.volume) $section.existingConfigMap -}}
+{{- $sections = append $sections (merge (dict "names" $names "configMap" $configMap "inline" ($section.inline | default dict)) $spec) -}}
+{{- end -}}
+{{- toJson $sections -}}
+{{- end -}}
+
 {{/* The signgate configuration, as JSON (the hook reads JSON without importing yaml). -------- */}}
 {{- define "signgate.config" -}}
 {{- $paths := include "signgate.paths" . | fromYaml -}}
 {{- $keyNames := include "signgate.keyNames" (dict "section" .Values.keys "what" "keys") | fromJsonArray -}}
-{{- if not $keyNames -}}
-{{- fail "keys: no public key configured: set keys.inline.<name> (PEM), or keys.existingSecret/keys.existingConfigMap with keys.names" -}}
-{{- end -}}
 {{- $rekorNames := include "signgate.keyNames" (dict "section" .Values.rekorKeys "what" "rekorKeys") | fromJsonArray -}}
 {{- $config := deepCopy .Values.config -}}
 {{- $webhook := $config.webhook | default dict -}}
 {{- $_ := set $webhook "signgateNamespace" .Release.Namespace -}}
 {{- $_ := set $config "webhook" $webhook -}}
 {{- $_ := set $config "keys" (include "signgate.keyMap" (dict "names" $keyNames "section" .Values.keys "dir" $paths.keys) | fromJson) -}}
+{{- /* Trust material: the mounted files, beside any paths config.trustedRoots and
+config.certificateAuthorities name (files mounted with extraVolumes). A name given twice fails. */ -}}
+{{- range $trust := include "signgate.trustSections" . | fromJsonArray -}}
+{{- $map := get $config $trust.what | default dict -}}
+{{- range $name := $trust.names -}}
+{{- if hasKey $map $name -}}
+{{- fail (printf "%s.%s is both in config.%s and mounted by the chart: name it once" $trust.what $name $trust.what) -}}
+{{- end -}}
+{{- $_ := set $map $name (printf "%s/%s%s" $trust.dir $name $trust.suffix) -}}
+{{- end -}}
+{{- if $map -}}
+{{- $_ := set $config $trust.what $map -}}
+{{- end -}}
+{{- end -}}
+{{- $identityNames := keys ($config.identities | default dict) -}}
+{{- $rootNames := keys ($config.trustedRoots | default dict) -}}
+{{- $authorityNames := keys ($config.certificateAuthorities | default dict) -}}
 {{- if $rekorNames -}}
 {{- $_ := set $config "rekorKeys" (include "signgate.keyMap" (dict "names" $rekorNames "section" .Values.rekorKeys "dir" $paths.rekorKeys) | fromJson) -}}
 {{- end -}}
@@ -266,10 +326,26 @@ existing Secret/ConfigMap whose entries are <name>.pub. Output: a JSON list of n
 {{- $action := $rule.action | default "verify" -}}
 {{- $type := $rule.type | default "cosign" -}}
 {{- $ruleKeys := $rule.keys | default list -}}
-{{- if and (eq $action "verify") (eq $type "cosign") (not $ruleKeys) -}}
+{{- $ruleIdentities := $rule.identities | default list -}}
+{{- /* A rule that lists identities and no keys trusts certificates only: no `default` key. */ -}}
+{{- if and (eq $action "verify") (eq $type "cosign") (not $ruleKeys) (not $ruleIdentities) -}}
 {{- $ruleKeys = list "default" -}}
 {{- end -}}
-{{- $named := concat $ruleKeys ($rule.required | default list) -}}
+{{- if and $ruleKeys (not $keyNames) -}}
+{{- fail (printf "keys: no public key configured, but config.policy[%d] (%s) needs one: set keys.inline.<name> (PEM), or keys.existingSecret/keys.existingConfigMap with keys.names" $index $rule.images) -}}
+{{- end -}}
+{{- range $name := $ruleIdentities -}}
+{{- if not (has $name $identityNames) -}}
+{{- fail (printf "config.policy[%d] (%s) names identity %q, which is not in config.identities (%s)" $index $rule.images $name (join ", " (sortAlpha $identityNames))) -}}
+{{- end -}}
+{{- end -}}
+{{- if and $rule.trustedRoot (not (has $rule.trustedRoot $rootNames)) -}}
+{{- fail (printf "config.policy[%d] (%s) names trustedRoot %q, which is neither in trustedRoots nor in config.trustedRoots (%s)" $index $rule.images $rule.trustedRoot (join ", " (sortAlpha $rootNames))) -}}
+{{- end -}}
+{{- if and $rule.certificateAuthority (not (has $rule.certificateAuthority $authorityNames)) -}}
+{{- fail (printf "config.policy[%d] (%s) names certificateAuthority %q, which is neither in certificateAuthorities nor in config.certificateAuthorities (%s)" $index $rule.images $rule.certificateAuthority (join ", " (sortAlpha $authorityNames))) -}}
+{{- end -}}
+{{- $named := concat $ruleKeys (without ($rule.required | default list) $ruleIdentities) -}}
 {{- if $rule.notary -}}
 {{- $named = concat $named ($rule.notary.rootKeys | default list) -}}
 {{- end -}}

@@ -84,6 +84,27 @@ def _registry_ca() -> str:
 
 
 REGISTRY_CA = _registry_ca()
+
+
+def _trusted_root() -> str:
+    # A real trusted_root.json (a test Fulcio, CT log and Rekor log): the hook's --config loads it.
+    import tempfile
+
+    from support.fulcio import new_ct_log, new_fulcio, trusted_root
+    from support.tlog import new_log
+
+    directory = Path(tempfile.mkdtemp(prefix="signgate-chart-root-"))
+    log = new_log(directory, "rekor.chart.test")
+    return trusted_root(directory / "trusted_root.json", new_fulcio("chart-fulcio"), [new_ct_log()], [log]).read_text()
+
+
+TRUSTED_ROOT = _trusted_root()
+RELEASE_IDENTITY = {
+    "subjectRegExp": r"^https://github\.com/example/app/\.github/workflows/release\.yml@refs/tags/v.*$",
+    "issuer": "https://token.actions.githubusercontent.com",
+    "githubWorkflowRepository": "example/app",
+    "githubWorkflowTrigger": "push",
+}
 DOCKER_CONFIG = json.dumps({"auths": {"registry.example.com": {"auth": base64.b64encode(b"u:p").decode()}}})
 
 # Objects the user creates before installing, for the options that refer to existing ones.
@@ -94,6 +115,7 @@ EXISTING: dict[tuple[str, str], dict[str, str]] = {
     ("ConfigMap", "registry-ca"): {"ca.crt": REGISTRY_CA},
     ("Secret", "registry-ca"): {"bundle.pem": REGISTRY_CA},
     ("Secret", "webhook-tls"): {"tls.crt": "x", "tls.key": "x", "ca.crt": "x"},
+    ("ConfigMap", "sigstore-trust"): {"public-good.json": TRUSTED_ROOT, "corp-ca.pem": REGISTRY_CA},
 }
 
 BASE_VALUES: dict[str, Any] = {"image": {"repository": IMAGE}, "keys": {"inline": {"default": KEY_PEM}}}
@@ -132,6 +154,31 @@ OPTIONS: dict[str, dict[str, Any]] = {
                      {"name": "SIGNGATE_EXTRA_SETTING", "value": "1"}],
         "extraVolumes": [{"name": "proxy-ca", "configMap": {"name": "registry-ca"}}],
         "extraVolumeMounts": [{"name": "proxy-ca", "mountPath": "/etc/ssl/proxy-ca", "readOnly": True}],
+    },
+    # Certificate signers only: no public key at all, a trust root and a CA bundle inline.
+    "keyless": {
+        "keys": {"inline": None},
+        "trustedRoots": {"inline": {"public-good": TRUSTED_ROOT}},
+        "certificateAuthorities": {"inline": {"corp-ca": REGISTRY_CA}},
+        "config": {
+            "identities": {"release": RELEASE_IDENTITY,
+                           "corp-build": {"issuer": "https://login.corp.example", "subject": "build@corp.example"}},
+            "policy": [
+                {"images": "ghcr.io/example/**", "identities": ["release"], "trustedRoot": "public-good", "tlog": "required"},
+                {"images": "registry.corp.example/**", "identities": ["corp-build"], "certificateAuthority": "corp-ca",
+                 "ignoreSct": True},
+            ],
+        },
+    },
+    # Keys and identities side by side, the trust material from an existing ConfigMap.
+    "trust-existing-configmap": {
+        "trustedRoots": {"existingConfigMap": "sigstore-trust", "names": ["public-good"]},
+        "certificateAuthorities": {"existingConfigMap": "sigstore-trust", "names": ["corp-ca"]},
+        "config": {
+            "identities": {"release": RELEASE_IDENTITY},
+            "policy": [{"images": "**", "keys": ["default"], "identities": ["release"], "trustedRoot": "public-good",
+                        "threshold": 2}],
+        },
     },
     "full-config": {
         "image": {"digest": "sha256:" + "a" * 64},
@@ -1017,6 +1064,60 @@ def test_inline_keys_are_a_config_map(renders: dict[str, Rendered]) -> None:
     assert [i["key"] for i in volume["secret"]["items"]] == ["release.pub", "ci.pub"]
 
 
+def test_trust_material_is_mounted_read_only_from_a_config_map(renders: dict[str, Rendered]) -> None:
+    r = renders["keyless"]
+    assert r.config["trustedRoots"] == {"public-good": "/etc/signgate/trusted-roots/public-good.json"}
+    assert r.config["certificateAuthorities"] == {"corp-ca": "/etc/signgate/certificate-authorities/corp-ca.pem"}
+    assert r.config["keys"] == {} and "keys" not in {v["name"] for v in r.pod["spec"]["volumes"]}
+    assert r.config["identities"]["release"] == RELEASE_IDENTITY
+    roots = r.get("ConfigMap", f"{RELEASE}-trusted-roots")["data"]
+    assert json.loads(roots["public-good.json"]) == json.loads(TRUSTED_ROOT)
+    assert r.get("ConfigMap", f"{RELEASE}-certificate-authorities")["data"]["corp-ca.pem"].strip() == REGISTRY_CA.strip()
+    volumes = {v["name"]: v for v in r.pod["spec"]["volumes"]}
+    for volume, config_map, item, directory in (
+        ("trusted-roots", f"{RELEASE}-trusted-roots", "public-good.json", "/etc/signgate/trusted-roots"),
+        ("certificate-authorities", f"{RELEASE}-certificate-authorities", "corp-ca.pem", "/etc/signgate/certificate-authorities"),
+    ):
+        assert volumes[volume]["configMap"]["name"] == config_map
+        assert volumes[volume]["configMap"]["items"] == [{"key": item, "path": item}]
+        for container in (r.container, r.verifier):
+            assert mounts_by_path(container)[directory] == {"name": volume, "mountPath": directory, "readOnly": True}
+    # From an existing ConfigMap: nothing rendered, the named entries mounted.
+    existing = renders["trust-existing-configmap"]
+    assert existing.maybe("ConfigMap", f"{RELEASE}-trusted-roots") is None
+    volumes = {v["name"]: v for v in existing.pod["spec"]["volumes"]}
+    assert volumes["trusted-roots"]["configMap"]["name"] == "sigstore-trust"
+    assert volumes["certificate-authorities"]["configMap"]["items"] == [{"key": "corp-ca.pem", "path": "corp-ca.pem"}]
+    # Without trust material, no trust volume at all.
+    assert not {"trusted-roots", "certificate-authorities"} & {v["name"] for v in renders["default"].pod["spec"]["volumes"]}
+
+
+@pytest.mark.parametrize("option", ["keyless", "trust-existing-configmap"])
+def test_the_keyless_configuration_passes_the_hooks_config_check(
+    renders: dict[str, Rendered], option: str, tmp_path: Path
+) -> None:
+    """The hook's own --config call (what shell-operator runs at start-up) accepts the rendered
+    configuration with the mounted trust material, and refuses it once that material is broken."""
+    r = renders[option]
+    pod = as_pod(r, tmp_path)
+    completed = run_config(pod.config_path, pod.env)
+    assert completed.returncode == 0, completed.stderr
+    root = pod.mounts["/etc/signgate/trusted-roots"] / "public-good.json"
+    assert json.loads(root.read_text()) == json.loads(TRUSTED_ROOT)
+    root.write_text('{"mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=9"}')
+    completed = run_config(pod.config_path, pod.env)
+    assert completed.returncode != 0
+    assert "trustedRoots.public-good" in completed.stderr and "media type" in completed.stderr
+
+
+def test_trust_material_rolls_the_pods(chart: Any, renders: dict[str, Rendered]) -> None:
+    base = renders["keyless"].pod["metadata"]["annotations"]
+    assert "checksum/trust" not in renders["default"].pod["metadata"]["annotations"]
+    changed = render(chart, merge(BASE_VALUES, merge(OPTIONS["keyless"], {
+        "trustedRoots": {"inline": {"public-good": json.dumps(json.loads(TRUSTED_ROOT))}}})))
+    assert changed.pod["metadata"]["annotations"]["checksum/trust"] != base["checksum/trust"]
+
+
 # ---- TLS ---------------------------------------------------------------------------------------------
 
 
@@ -1227,6 +1328,17 @@ SCHEMA_VIOLATIONS = {
     "verifier typo": {"verifier": {"enable": False}},
     "unknown verifier resources value": {"verifier": {"resources": {"request": {"cpu": "1"}}}},
     "string verifier switch": {"verifier": {"enabled": "false"}},
+    "unknown identity field": {"config": {"identities": {"ci": {"issuer": "https://i", "subject": "s", "subjct": "x"}}}},
+    "identity with issuer and issuerRegExp": {
+        "config": {"identities": {"ci": {"issuer": "https://i", "issuerRegExp": "^https://", "subject": "s"}}}},
+    "identity without a subject": {"config": {"identities": {"ci": {"issuer": "https://i"}}}},
+    "identity field not a string": {"config": {"identities": {"ci": {"issuer": "https://i", "subject": "s",
+                                                                      "githubWorkflowTrigger": ["push"]}}}},
+    "unknown trustedRoots value": {"trustedRoots": {"existingSecret": "roots"}},
+    "trusted root not JSON": {"trustedRoots": {"inline": {"public-good": "-----BEGIN CERTIFICATE-----"}}},
+    "CA bundle not PEM": {"certificateAuthorities": {"inline": {"corp": "{}"}}},
+    "relative trust root path in config": {"config": {"trustedRoots": {"public-good": "trusted_root.json"}}},
+    "unknown certificateAuthorities value": {"certificateAuthorities": {"inline": {}, "existingSecret": "ca"}},
 }
 
 
@@ -1257,6 +1369,30 @@ TEMPLATE_FAILURES = {
     "hash algorithm for an unknown key": ({"keys": {"hashAlgorithms": {"ci": "sha256"}}}, "hashAlgorithms.ci"),
     "two CA sources": ({"registryCA": {"existingConfigMap": "a", "existingSecret": "b"}}, "not both"),
     "existing TLS secret unnamed": ({"tls": {"source": "existingSecret"}}, "tls.existingSecret is required"),
+    "rule names an unknown identity": (
+        {"config": {"policy": [{"images": "**", "identities": ["release"], "trustedRoot": "public-good"}]},
+         "trustedRoots": {"inline": {"public-good": TRUSTED_ROOT}}}, 'names identity "release", which is not in config.identities'),
+    "rule names an unknown trusted root": (
+        {"config": {"identities": {"release": RELEASE_IDENTITY},
+                    "policy": [{"images": "**", "identities": ["release"], "trustedRoot": "public-good"}]}},
+        'names trustedRoot "public-good", which is neither in trustedRoots'),
+    "rule names an unknown CA bundle": (
+        {"config": {"identities": {"release": RELEASE_IDENTITY},
+                    "policy": [{"images": "**", "identities": ["release"], "certificateAuthority": "corp", "ignoreSct": True}]}},
+        'names certificateAuthority "corp"'),
+    "trust root named twice": (
+        {"trustedRoots": {"inline": {"public-good": TRUSTED_ROOT}},
+         "config": {"trustedRoots": {"public-good": "/etc/extra/trusted_root.json"}}}, "name it once"),
+    "two trust root sources": (
+        {"trustedRoots": {"inline": {"public-good": TRUSTED_ROOT}, "existingConfigMap": "sigstore-trust",
+                          "names": ["public-good"]}}, "trustedRoots: use one source"),
+    "trust ConfigMap without names": (
+        {"certificateAuthorities": {"existingConfigMap": "sigstore-trust"}}, "certificateAuthorities.names is required"),
+    "keyless rule beside a key rule, no key": (
+        {"keys": {"inline": None}, "trustedRoots": {"inline": {"public-good": TRUSTED_ROOT}},
+         "config": {"identities": {"release": RELEASE_IDENTITY},
+                    "policy": [{"images": "ghcr.io/**", "identities": ["release"], "trustedRoot": "public-good"},
+                               {"images": "**"}]}}, "config.policy[1] (**) needs one"),
 }
 
 
@@ -1294,6 +1430,10 @@ def test_notes_explain_opt_in_and_a_test_with_an_unsigned_image(renders: dict[st
     assert "kubectl label namespace signgate-demo signed=required" in notes
     assert "unsigned" in notes and "denied the request" in notes
     assert f"{RELEASE}-hooks" in notes
+    assert "trustedRoots" not in notes
+    keyless = renders["keyless"].notes
+    assert f"trustedRoots (public-good) are mounted from the ConfigMap {RELEASE}-trusted-roots" in keyless
+    assert f"certificateAuthorities (corp-ca) are mounted from the ConfigMap {RELEASE}-certificate-authorities" in keyless
 
 
 # ---- checkov ----------------------------------------------------------------------------------------
