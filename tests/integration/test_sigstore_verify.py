@@ -34,7 +34,7 @@ from signgate.verifiers.cosign.transparency import (
     root_from_inclusion_proof,
     verify_inclusion_proof,
 )
-from signgate.verifiers.cosign.trust_root import TrustRootError, Validity, parse_time, parse_trust_root
+from signgate.verifiers.cosign.trust_root import Expiry, TrustRootError, Validity, parse_time, parse_trust_root
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 
@@ -521,7 +521,9 @@ def test_validity_is_inclusive_and_times_parse_as_protobuf_writes_them() -> None
     assert parse_time("2025-01-01T00:00:00+01:00") is None and parse_time(12) is None
 
 
-def test_expiring_lists_ended_and_ending_entries() -> None:
+def test_expiring_names_kinds_whose_keys_all_end() -> None:
+    """A kind is reported when none of its keys stays valid past the window (its newest key is
+    named); an ending key beside a current one is a rotation, not a stale root."""
     log = Log.ecdsa()
     document = {
         "mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1",
@@ -529,11 +531,13 @@ def test_expiring_lists_ended_and_ending_entries() -> None:
         "ctlogs": [Log.ecdsa("ct.test").trust_entry(end="2025-01-01T00:00:00Z")],
     }
     root = parse_trust_root(json.dumps(document).encode())
-    found = root.expiring(NOW, timedelta(days=30))
-    assert len(found) == 2
-    assert any("transparency log https://rekor.test: validity ends 2026-01-10" in line for line in found)
-    assert any("CT log https://ct.test: validity ended 2025-01-01" in line for line in found)
-    assert root.expiring(NOW, timedelta(days=1)) == ["CT log https://ct.test: validity ended 2025-01-01T00:00:00+00:00"]
+    ct_end = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    assert root.expiring(NOW, timedelta(days=30)) == [Expiry("ctlog", "https://ct.test", ct_end)]
+    document["tlogs"] = document["tlogs"][:1]  # without its successor, the ending log key is reported
+    found = parse_trust_root(json.dumps(document).encode()).expiring(NOW, timedelta(days=3650))
+    assert found == [Expiry("tlog", "https://rekor.test", datetime(2026, 1, 10, tzinfo=timezone.utc)),
+                     Expiry("ctlog", "https://ct.test", ct_end)]
+    assert "no longer valid since 2025-01-01T00:00:00Z" in found[1].describe(NOW)
 
 
 # ---- RFC 3161 timestamps from a test TSA (OpenSSL's `openssl ts -reply`) -------------------------

@@ -92,6 +92,9 @@ def print_config(environ: Mapping[str, str], out: TextIO, err: TextIO) -> int:
     except SigngateError as exc:
         err.write(json.dumps({"level": "error", "msg": f"signgate: invalid configuration: {exc}"}) + "\n")
         return 1
+    # shell-operator runs --config at every start: where an operator looks after rolling the pods.
+    for line in trust_expiry_warnings(config):
+        _log(err, "warn", line, reason="trust-material-expiring")
     class PlainDumper(yaml.SafeDumper):
         def ignore_aliases(self, data: Any) -> bool:  # no &anchors/*aliases: plain YAML for any parser
             return True
@@ -140,6 +143,42 @@ def verify_trust_files(config: Config) -> None:
             raise ConfigError(f"{config.source}: certificateAuthorities.{name}: cannot read {path}: {exc.strerror}") from None
         except CertificateProblem as exc:
             raise ConfigError(f"{config.source}: certificateAuthorities.{name}: {exc}") from None
+
+
+def trust_expiry_warnings(config: Config) -> list[str]:
+    """Warnings for trusted roots and CA bundles whose keys are past or near the end of their
+    validity (trust_root.EXPIRY_WARNING). Never raises: a warning is not worth a failed start."""
+    if not config.trusted_roots and not config.certificate_authorities:
+        return []
+    try:
+        from .verifiers.cosign.trust_root import expiry_warnings
+
+        return expiry_warnings(config.trusted_roots, config.certificate_authorities)
+    except Exception as exc:
+        return [f"signgate: cannot check the trust material's validity: {type(exc).__name__}: {exc}"]
+
+
+def trust_expiry_gauges(config: Config, decision: Any) -> list[tuple[str, dict[str, str], int]]:
+    """signgate_trust_material_expiring for the trust material the decision's rules used: 1 for
+    each (name, kind) that needs refreshing, 0 for the kinds that do not, so that a refreshed
+    ConfigMap clears the alert at the next admission."""
+    roots = {r.rule.trusted_root for r in decision.results if r.rule is not None and getattr(r.rule, "trusted_root", None)}
+    authorities = {r.rule.certificate_authority for r in decision.results
+                   if r.rule is not None and getattr(r.rule, "certificate_authority", None)}
+    if not roots and not authorities:
+        return []
+    try:
+        from .verifiers.cosign.trust_root import material_expiry
+
+        report = material_expiry({n: config.trusted_roots[n] for n in roots if n in config.trusted_roots},
+                                 {n: config.certificate_authorities[n] for n in authorities if n in config.certificate_authorities})
+    except Exception:  # a gauge is not worth the decision's counts: the rules report unreadable material
+        return []
+    gauges = []
+    for _, name, found, kinds in report:
+        expiring = {e.kind for e in found}
+        gauges.extend(("signgate_trust_material_expiring", {"name": name, "kind": kind}, int(kind in expiring)) for kind in kinds)
+    return gauges
 
 
 def binding_config(config: Config) -> dict[str, Any]:
@@ -297,7 +336,8 @@ def run(
             # Last: the totals a run shows are those at its update, and shell-operator applies
             # runs' metrics in about the order they exit (fastpath.py, "cumulative metrics").
             seconds = time.monotonic() - started
-            result.metrics = metrics.increments(decision, seconds, decision.registry_requests)
+            result.metrics = metrics.increments(decision, seconds, decision.registry_requests,
+                                                trust_expiry_gauges(config, decision))
         except Exception as exc:  # bookkeeping only
             _log(lines, "error", f"signgate: after answering: {type(exc).__name__}: {exc}")
         return result

@@ -14,6 +14,7 @@ cache directory there is nowhere to keep totals, and no metrics are written.
 | `signgate_cache_total` | gauge, only grows | `result` (hit/miss) | verdict-cache lookups |
 | `signgate_registry_requests_total` | gauge, only grows | `registry`, `status` | HTTP requests to registries; `status` is the HTTP status or `error`; 429s show up here |
 | `signgate_verification_seconds_bucket`, `_sum`, `_count` | gauges, only grow | `result` (+ `le`) | wall time of the decision, from process start, as a classic histogram's series |
+| `signgate_trust_material_expiring` | gauge, 0 or 1 | `name`, `kind` (tlog, ctlog, ca, tsa; certificate for a CA bundle) | 1 when a trusted root's keys of that kind, or a CA bundle's certificate, are past or within 30 days of the end of their validity; set by admissions whose rules use that material |
 
 shell-operator can only `set` a gauge, not a counter or a histogram, to a given value; the values
 behave as counters for `rate()` and `histogram_quantile()`.
@@ -28,10 +29,15 @@ from .totals import append_metric_operations, record_metrics
 
 Count = tuple[str, dict[str, str], int]
 Observation = tuple[str, dict[str, str], float]
+Gauge = tuple[str, dict[str, str], int]  # a value that replaces the last one, not a count
+Added = tuple[list[Count], list[Observation], list[Gauge]]
 
 
-def increments(decision: Any, seconds: float, requests: Iterable[tuple[str, int | None]]) -> tuple[list[Count], list[Observation]]:
-    """What one decision adds to the totals: counts, and the histogram's observation."""
+def increments(
+    decision: Any, seconds: float, requests: Iterable[tuple[str, int | None]], gauges: Iterable[Gauge] = ()
+) -> Added:
+    """What one decision adds to the totals: counts, the histogram's observation, and the gauges
+    it sets."""
     result = "allowed" if decision.allowed else "denied"
     failing = [r for r in decision.results if not r.verdict.passed]
     if not decision.allowed:
@@ -60,14 +66,14 @@ def increments(decision: Any, seconds: float, requests: Iterable[tuple[str, int 
         counts.append(("signgate_cache_total", {"result": "miss"}, decision.cache_misses))
     for (registry, status), count in sorted(Counter((h, str(s) if s else "error") for h, s in requests).items()):
         counts.append(("signgate_registry_requests_total", {"registry": registry, "status": status}, count))
-    return counts, [("signgate_verification_seconds", {"result": result}, round(seconds, 6))]
+    return counts, [("signgate_verification_seconds", {"result": result}, round(seconds, 6))], list(gauges)
 
 
-def error_increments(reason: str, allowed: bool) -> tuple[list[Count], list[Observation]]:
-    return [("signgate_decisions_total", {"result": "allowed" if allowed else "denied", "reason": reason}, 1)], []
+def error_increments(reason: str, allowed: bool) -> Added:
+    return [("signgate_decisions_total", {"result": "allowed" if allowed else "denied", "reason": reason}, 1)], [], []
 
 
-def write(environ: Mapping[str, str], added: tuple[list[Count], list[Observation]], give_up_at: float) -> bool:
+def write(environ: Mapping[str, str], added: Added, give_up_at: float) -> bool:
     """Add to the totals and write them all to $METRICS_PATH. Metrics are never worth failing a
     decision for: False, and nothing written, when there is no $METRICS_PATH or cache directory,
     or the totals could not be updated before `give_up_at` (time.monotonic())."""
@@ -75,9 +81,9 @@ def write(environ: Mapping[str, str], added: tuple[list[Count], list[Observation
     cache_dir = environ.get("SIGNGATE_CACHE_DIR")
     if not path or not cache_dir:
         return False
-    counts, observations = added
+    counts, observations, gauges = added
     try:
-        operations = record_metrics(cache_dir, counts, observations, give_up_at)
+        operations = record_metrics(cache_dir, counts, observations, give_up_at, gauges)
     except Exception:  # the error path calls this after answering: nothing may turn into a crash
         return False
     return operations is not None and append_metric_operations(path, operations)

@@ -54,10 +54,12 @@ def record_metrics(
     counts: list[tuple[str, dict[str, str], int]],
     observations: list[tuple[str, dict[str, str], float]],
     give_up_at: float,
+    gauges: "list[tuple[str, dict[str, str], int]] | tuple[()]" = (),
 ) -> list[dict] | None:
-    """Add one run's counts and histogram observations to the totals in the cache directory and
-    return a `set` operation for every total; None if the totals could not be updated (this run
-    then writes no metrics: shell-operator keeps the previous values)."""
+    """Add one run's counts and histogram observations to the totals in the cache directory, set
+    its gauges (a value that replaces the last one), and return a `set` operation for every total
+    and gauge; None if the totals could not be updated (this run then writes no metrics:
+    shell-operator keeps the previous values)."""
     directory = metrics_directory(cache_dir)
     try:
         os.makedirs(directory, exist_ok=True)
@@ -74,6 +76,8 @@ def record_metrics(
             _count(totals, name, labels, value)
         for name, labels, value in observations:
             _observe(totals, name, labels, value)
+        for name, labels, value in gauges:
+            _gauge(totals, name, labels, value)
         _store_totals(path, totals)
         return _total_operations(totals)
     except OSError:
@@ -131,6 +135,12 @@ def _count(totals: dict, name: str, labels: dict[str, str], value: int) -> None:
     series[key] = (labels, min(previous + value, _MAX_COUNT))
 
 
+def _gauge(totals: dict, name: str, labels: dict[str, str], value: int) -> None:
+    # Kept with the totals, because shell-operator drops every series a run does not set again.
+    key, labels = _series(totals["gauges"], name, labels)
+    totals["gauges"][name][key] = (labels, value)
+
+
 def _observe(totals: dict, name: str, labels: dict[str, str], value: float) -> None:
     buckets = HISTOGRAM_BUCKETS[name]
     key, labels = _series(totals["histograms"], name, labels)
@@ -146,7 +156,7 @@ def _observe(totals: dict, name: str, labels: dict[str, str], value: float) -> N
 def _load_totals(path: str) -> dict:
     """The stored totals; empty ones if there are none or they are unreadable (Prometheus reads the
     drop as a counter reset, as after a restart), and without any malformed series."""
-    totals: dict = {"counters": {}, "histograms": {}}
+    totals: dict = {"counters": {}, "histograms": {}, "gauges": {}}
     try:
         raw = read_regular(path, MAX_METRICS_STATE_BYTES, follow_symlinks=False)
         data = json.loads(raw) if len(raw) <= MAX_METRICS_STATE_BYTES else None
@@ -158,6 +168,10 @@ def _load_totals(path: str) -> dict:
     for entry in counters if isinstance(counters, list) else ():
         if isinstance(entry, list) and len(entry) == 3 and _is_metric(entry[0]) and _is_labels(entry[1]) and _is_count(entry[2]):
             _count(totals, entry[0], entry[1], entry[2])
+    gauges = data.get("gauges")  # absent in totals written before gauges existed: same format
+    for entry in gauges if isinstance(gauges, list) else ():
+        if isinstance(entry, list) and len(entry) == 3 and _is_metric(entry[0]) and _is_labels(entry[1]) and _is_count(entry[2]):
+            _gauge(totals, entry[0], entry[1], entry[2])
     histograms = data.get("histograms")
     for entry in histograms if isinstance(histograms, list) else ():
         if not (isinstance(entry, list) and len(entry) == 6 and entry[0] in HISTOGRAM_BUCKETS and _is_labels(entry[1])):
@@ -192,6 +206,7 @@ def _store_totals(path: str, totals: dict) -> None:
                 for name, series in totals["histograms"].items()
                 for labels, counts, total, count in series.values()
             ],
+            "gauges": [[name, labels, value] for name, series in totals["gauges"].items() for labels, value in series.values()],
         },
         separators=(",", ":"),
     )
@@ -220,6 +235,10 @@ def _total_operations(totals: dict) -> list[dict]:
     for name in sorted(totals["counters"]):
         for key in sorted(totals["counters"][name]):
             labels, value = totals["counters"][name][key]
+            ops.append({"name": name, "action": "set", "value": value, "labels": labels})
+    for name in sorted(totals["gauges"]):
+        for key in sorted(totals["gauges"][name]):
+            labels, value = totals["gauges"][name][key]
             ops.append({"name": name, "action": "set", "value": value, "labels": labels})
     for name in sorted(totals["histograms"]):
         bounds = [_le(bound) for bound in HISTOGRAM_BUCKETS[name]] + ["+Inf"]

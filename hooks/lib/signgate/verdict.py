@@ -22,6 +22,8 @@ Reason = Literal[
     "no-signature", "no-valid-signature", "threshold-not-met", "required-key-missing", "image-not-found",
     # input and configuration
     "invalid-config", "invalid-input", "invalid-key", "invalid-reference", "internal-error", "timeout", "error",
+    # a warning at --config: a trusted root or CA bundle is past or near the end of its validity
+    "trust-material-expiring",
     # registries
     "registry-error", "registry-unreachable", "registry-auth", "registry-rate-limited", "not-found",
     "digest-mismatch", "too-large", "bad-response", "host-not-allowed", "pull-secret-invalid",

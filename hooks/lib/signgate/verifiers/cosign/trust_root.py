@@ -28,6 +28,12 @@ from ...keys import PublicKey, public_key_from_pem
 
 MAX_TRUST_ROOT_BYTES = 4 * 1024 * 1024
 MAX_ENTRIES = 64  # per list: the public-good root has fewer than ten of each
+# How long before the end of a trust root's or CA bundle's validity signgate warns, and sets the
+# signgate_trust_material_expiring gauge: time enough to fetch a fresh root on a connected machine,
+# review it and roll it out through the ConfigMap (README, "Trust roots"), and a window Sigstore's
+# announced key rotations fall into.
+EXPIRY_WARNING = timedelta(days=30)
+
 TRUSTED_ROOT_MEDIA_TYPES = (
     "application/vnd.dev.sigstore.trustedroot+json;version=0.1",
     "application/vnd.dev.sigstore.trustedroot.v0.1+json",
@@ -91,21 +97,98 @@ class TrustRoot:
     def tlog(self, log_id: bytes) -> LogKey | None:
         return next((log for log in self.tlogs if log.log_id == log_id), None)
 
-    def expiring(self, now: datetime, within: timedelta) -> list[str]:
-        """Entries whose validity ended, or ends within `within` of `now`: for a freshness warning."""
+    def expiring(self, now: datetime, within: timedelta = EXPIRY_WARNING) -> "list[Expiry]":
+        """The kinds of trust whose keys all stop being valid by `now + within`: for each, the
+        newest entry (the one valid longest). A kind with one key still valid beyond that is fine:
+        Sigstore keeps a rotated-out key with an end date beside its successor, so that old
+        signatures still verify, and the public-good root always holds such ended entries."""
         found = []
-        groups: list[tuple[str, Sequence[Any]]] = [
-            ("transparency log", self.tlogs), ("CT log", self.ctlogs),
-            ("certificate authority", self.certificate_authorities), ("timestamp authority", self.timestamp_authorities),
-        ]
-        for kind, entries in groups:
-            for entry in entries:
-                end = entry.validity.end
-                if end is not None and end <= now + within:
-                    name = getattr(entry, "base_url", None) or getattr(entry, "uri", "") or "(unnamed)"
-                    state = "ended" if end <= now else "ends"
-                    found.append(f"{kind} {name}: validity {state} {end.isoformat()}")
+        for kind, entries in (("tlog", self.tlogs), ("ctlog", self.ctlogs),
+                              ("ca", self.certificate_authorities), ("tsa", self.timestamp_authorities)):
+            if not entries or any(e.validity.end is None or e.validity.end > now + within for e in entries):
+                continue
+            newest = max(entries, key=lambda e: e.validity.end)
+            name = getattr(newest, "base_url", None) or getattr(newest, "uri", "") or "(unnamed)"
+            found.append(Expiry(kind, name, newest.validity.end))
         return found
+
+
+KIND_NAMES = {
+    "tlog": "transparency log key", "ctlog": "CT log key", "ca": "certificate authority",
+    "tsa": "timestamp authority", "certificate": "certificate",
+}
+
+
+@dataclass(frozen=True)
+class Expiry:
+    """Trust that ends (or ended) within the warning window."""
+
+    kind: str  # tlog, ctlog, ca, tsa (a trusted root's entry), certificate (a CA bundle's)
+    name: str  # the entry's URL or URI, or the certificate's subject
+    end: datetime
+
+    def describe(self, now: datetime) -> str:
+        when = self.end.strftime("%Y-%m-%dT%H:%M:%SZ")
+        if self.end <= now:
+            return f"{KIND_NAMES[self.kind]} {self.name} is no longer valid since {when}"
+        days = (self.end - now) / timedelta(days=1)
+        return f"{KIND_NAMES[self.kind]} {self.name} is valid only until {when} ({days:.0f} days)"
+
+
+def bundle_expiring(pem: bytes, now: datetime, within: timedelta = EXPIRY_WARNING) -> list[Expiry]:
+    """The certificates of a PEM CA bundle that expired or expire within `within`. Each one
+    counts: a chain needs every certificate in it valid."""
+    from cryptography import x509
+
+    try:
+        certificates = x509.load_pem_x509_certificates(pem)
+    except ValueError:
+        return []  # not a bundle: --config and the rule's own check say so
+    return [
+        Expiry("certificate", c.subject.rfc4514_string() or "(no subject)", c.not_valid_after_utc)
+        for c in certificates
+        if c.not_valid_after_utc <= now + within
+    ]
+
+
+def material_expiry(
+    trusted_roots: Mapping[str, str], certificate_authorities: Mapping[str, str], now: datetime | None = None
+) -> list[tuple[str, str, list[Expiry], list[str]]]:
+    """For each trusted root and CA bundle (name -> path): (section, name, what expires, kinds it
+    holds). Unreadable material is left out: the configuration check and the rules report it."""
+    now = now or datetime.now(timezone.utc)
+    report = []
+    for name, path in sorted(trusted_roots.items()):
+        try:
+            root = load_trust_root(path)
+        except TrustRootError:
+            continue
+        kinds = [k for k, entries in (("tlog", root.tlogs), ("ctlog", root.ctlogs), ("ca", root.certificate_authorities),
+                                      ("tsa", root.timestamp_authorities)) if entries]
+        report.append(("trustedRoots", name, root.expiring(now), kinds))
+    for name, path in sorted(certificate_authorities.items()):
+        try:
+            with open(path, "rb") as handle:
+                pem = handle.read(MAX_TRUST_ROOT_BYTES)
+        except OSError:
+            continue
+        report.append(("certificateAuthorities", name, bundle_expiring(pem, now), ["certificate"]))
+    return report
+
+
+def expiry_warnings(trusted_roots: Mapping[str, str], certificate_authorities: Mapping[str, str],
+                    now: datetime | None = None) -> list[str]:
+    """One line per trusted root or CA bundle that needs refreshing, naming it, what ends and when."""
+    now = now or datetime.now(timezone.utc)
+    lines = []
+    for section, name, found, _ in material_expiry(trusted_roots, certificate_authorities, now):
+        if found:
+            what = "trusted root" if section == "trustedRoots" else "certificate authority bundle"
+            lines.append(
+                f"signgate: {section}.{name}: {what} needs refreshing: " + "; ".join(e.describe(now) for e in found)
+                + " (README, \"Trust roots\")"
+            )
+    return lines
 
 
 def load_trust_root(path: str) -> TrustRoot:
