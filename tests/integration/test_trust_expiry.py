@@ -192,3 +192,34 @@ def test_no_gauge_without_certificate_rules(tmp_path: Path) -> None:
     config = tmp_path / "keys.yaml"
     config.write_text(yaml.safe_dump({"keys": {"default": str(key)}, "policy": [{"images": "**"}]}))
     assert admit(config, "127.0.0.1:9/team/app:v1", tmp_path, 1) == {}
+
+
+# ---- the README's worked examples ------------------------------------------------------------------
+
+
+def test_the_readmes_keyless_examples_pass_the_hooks_config_check(tmp_path: Path) -> None:
+    """The registry.k8s.io and GitHub Actions examples are configurations the hook accepts, with
+    a trusted root at the path the chart mounts (here relocated under tmp_path)."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    root = make_root(tmp_path / "roots")
+    chart_path = "/etc/signgate/trusted-roots/public-good.json"
+    examples = {}
+    for title in ("### Example: Kubernetes release images", "### Example: a GitHub Actions keyless build"):
+        section = readme[readme.index(title):]
+        examples[title] = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
+    for number, (title, text) in enumerate(examples.items()):
+        assert chart_path in text, title
+        config = tmp_path / f"example-{number}.yaml"
+        config.write_text(text.replace(chart_path, str(root)))
+        completed = run_config(config)
+        assert completed.returncode == 0, (title, completed.stderr)
+        assert warnings_of(completed.stderr) == []
+    k8s, github = (yaml.safe_load(text) for text in examples.values())
+    assert k8s["identities"]["k8s-release"] == {"subject": "krel-trust@k8s-releng-prod.iam.gserviceaccount.com",
+                                               "issuer": "https://accounts.google.com"}
+    pattern = re.compile(github["identities"]["release-workflow"]["subjectRegExp"])
+    assert pattern.search("https://github.com/ORG/REPO/.github/workflows/release.yml@refs/tags/v1.2.3")
+    assert not pattern.search("https://github.com/ORG/REPO-evil/.github/workflows/release.yml@refs/tags/v1")
+    assert not pattern.search("https://github.com/ORG/REPO/.github/workflows/release.yml@refs/heads/main")
