@@ -297,7 +297,7 @@ def test_malformed_input_is_denied_with_its_cause(key_path: str, make, message: 
     assert result.response == {"allowed": False, "message": f"signgate: {message}"}
     assert result.reason == "invalid-input"
     assert decision_log(result)["error"] == message
-    counts, _ = result.metrics
+    counts, _, _ = result.metrics
     assert counts == [("signgate_decisions_total", {"result": "denied", "reason": "invalid-input"}, 1)]
 
 
@@ -357,13 +357,14 @@ def test_the_decision_log_names_the_request_and_each_image(key_path: str) -> Non
 def test_metrics_count_the_decision_and_each_image(key_path: str) -> None:
     verifier = FakeVerifier({f"{REGISTRY}/b": UNSIGNED})
     result = hook.run(pod([f"{REGISTRY}/a:v1", f"{REGISTRY}/b:v1"]), make_config(key_path, VERIFY), verifier=verifier)
-    counts, observations = result.metrics
+    counts, observations, gauges = result.metrics
     assert counts == [
         ("signgate_decisions_total", {"result": "denied", "reason": "no-signature"}, 1),
         ("signgate_images_total", {"result": "fail", "reason": "no-signature", "mode": "enforce"}, 1),
         ("signgate_images_total", {"result": "pass", "reason": "verified", "mode": "enforce"}, 1),
     ]
     assert [(name, labels) for name, labels, _ in observations] == [("signgate_verification_seconds", {"result": "denied"})]
+    assert gauges == []  # key rules only: no trust material whose expiry a gauge would follow
 
 
 # ---- namespaces: the webhook never sees the namespaces that could repair it ------------------------

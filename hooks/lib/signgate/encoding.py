@@ -52,3 +52,15 @@ def unique_keys(refuse: Callable[[str], Exception]) -> Callable[[list[tuple[str,
         return result
 
     return build
+
+
+def protobuf_uint(value: Any) -> int | None:
+    """A protobuf int64 as JSON carries it (a decimal string or a number), non-negative; None
+    for anything else (booleans, negatives, floats, more than 20 digits)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, str) and value.isdigit() and len(value) <= 20:
+        return int(value)
+    return None

@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 from .dsse import INTOTO_PAYLOAD_TYPE
 from ...encoding import b64_protobuf as b64_strict  # protobuf JSON: standard or URL-safe base64
+from ...encoding import protobuf_uint as _uint
 
 BUNDLE_MEDIA_TYPE_PREFIX = "application/vnd.dev.sigstore.bundle"
 BUNDLE_MEDIA_TYPES = {
@@ -59,17 +60,6 @@ class BundleFormatError(ValueError):
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _uint(value: Any) -> int | None:
-    """A protobuf int64 as JSON carries it (a decimal string or a number), non-negative."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value if value >= 0 else None
-    if isinstance(value, str) and value.isdigit() and len(value) <= 20:
-        return int(value)
-    return None
 
 
 # ---- DSSE envelope and in-toto statement ---------------------------------------------------------

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
-from ...encoding import b64_strict
+from ...encoding import b64_strict, protobuf_uint as _uint
 from .trust_root import LogKey
 
 MAX_PROOF_HASHES = 64  # a tree of 2**64 leaves needs no more
@@ -217,14 +217,3 @@ def verify_signed_entry_timestamp(entry: dict[str, Any], log: LogKey) -> datetim
         return datetime.fromtimestamp(integrated, tz=timezone.utc)
     except (OverflowError, OSError, ValueError):
         raise ProofError("its integrated time is out of range") from None
-
-
-def _uint(value: Any) -> int | None:
-    """A protobuf int64 as JSON carries it (a decimal string, or a number), non-negative."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value if value >= 0 else None
-    if isinstance(value, str) and value.isdigit() and len(value) <= 20:
-        return int(value)
-    return None
