@@ -142,6 +142,7 @@ def signgate_config(plain: str, stall: str, tls: str) -> dict:
         "limits": {}, "cache": {}, "mode": "enforce", "denyLatest": False, "requireDigest": False,
         "unmatchedImages": "deny",
         "keys": {"default": f"{cluster.KEYS_DIR}/default.pub"},
+        "identities": {},  # the chart's default: no certificate signers
         "policy": [
             {"images": "**", "keys": ["default"]},
             {"images": f"{tls}/**", "keys": ["default"]},
