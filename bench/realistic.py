@@ -20,6 +20,15 @@ started after the previous one ended (bench/latency_proxy.py: critical_path). As
 check it also reports (median wall at 50 ms − median wall at RTT 0) / 50 ms: the round trips the
 delay actually added.
 
+Two targets of the issue are measured in the same run. The 50-replica rollout: 50 hook processes
+admitting the same cold image at once with one shared cache directory and the verifier service (as
+bench/bench.py's rollout on plain HTTP), at RTT 0 and 50 ms: p99 wall, failed or lost responses, and
+the requests of the whole rollout against one cold admission's. The restated RTT-0 target: the
+registry requests the hook made for the 10 distinct images (from the relay's log of a warm-service
+sample) replayed with raw http.client, a token per repository and kept-alive TLS connections through
+the same proxy and relay, per image concurrently in the hook's waves; the hook's 10-image time is
+checked against the floor + 1.3× that.
+
 Usage: `python bench/realistic.py [--samples N] [--output FILE]`; importable: `main()` runs with the
 defaults, `main(["--samples", "3"])` with arguments. Returns 0; a verdict other than "allowed" or a
 failed cosign verification raises, since the numbers would then mean nothing.
