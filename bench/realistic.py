@@ -1120,6 +1120,12 @@ def bounds(scenarios: list[Scenario], cells: dict[tuple[str, float, str], Cell],
         "(0 new connections above); what remains is registry requests made one after another. The targets",
         "for single images count on issuing the independent lookups concurrently (issue 18, item 2).",
     ]
+    if rollouts or replay is not None:
+        lines += [
+            "",
+            "The rollout rows and the RTT-0 row: their sections above show, with the CPU each side used, what",
+            "bounds them on this machine.",
+        ]
     return lines
 
 
