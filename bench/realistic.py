@@ -71,6 +71,7 @@ COSIGN = "cosign verify (v3)"
 RUNNERS = (IN_PROCESS, WITH_SERVICE, WARM_SERVICE, COSIGN)
 CONCURRENT = 50  # admissions at once for the service's memory under load (issue 18, item 4)
 REPLICAS = 50  # the rollout: admissions of one cold image at once (as bench/bench.py's rollout)
+ROLLOUT_ROUNDS = 2  # rollouts per RTT
 RAW_RUNS = 15  # replays of the 10-image scenario's requests with raw http.client
 TEN = "cold, 10 distinct images, one registry"
 FELL_BACK = b"verifier service unavailable"  # the hook's stderr when it verified in its own process
@@ -332,6 +333,7 @@ class Rollout:
     wall: float  # the whole rollout, first start to last exit
     hook_cpu: float  # CPU seconds of the hook processes (user + system), summed
     service_cpu: float  # CPU seconds of the verifier service's processes during the rollout
+    fell_back: int = 0  # admissions the hook verified in its own process (service unavailable)
 
     def quantile(self, q: float) -> float:
         ordered = sorted(self.walls)
@@ -679,8 +681,8 @@ def main(argv: list[str] | None = None) -> int:
             # The 50-replica rollout at each RTT: one cold image (a new shared verdict cache each
             # time), the service as deployed. A hook that fell back to its own process is counted.
             rollouts: list[Rollout] = []
-            fallbacks: dict[float, int] = {}
-            for rtt in RTTS:
+            # Two rounds, the RTTs taking turns, so that a drift in the shared machine's load shows.
+            for rtt in [rtt for _ in range(ROLLOUT_ROUNDS) for rtt in RTTS]:
                 shared = fresh_cache()
                 fell: list[int] = []
 
@@ -688,12 +690,12 @@ def main(argv: list[str] | None = None) -> int:
                     if FELL_BACK in run_hook(HOOK, config, (legacy_tag,), cache, tmp, service.socket, require_service=False):
                         fell.append(1)
 
-                rollouts.append(rollout(bed, rtt, admit_one, REPLICAS, service))
-                fallbacks[rtt] = len(fell)
-                found = rollouts[-1]
+                found = rollout(bed, rtt, admit_one, REPLICAS, service)
+                found.fell_back = len(fell)
+                rollouts.append(found)
                 print(f"  RTT {rtt * 1000:.0f} ms: {REPLICAS}-replica rollout: p99 {found.quantile(0.99) * 1000:.0f} ms, "
                       f"{len(found.failures)} failed or lost, {found.registry_requests} + {found.token_requests} requests, "
-                      f"{fallbacks[rtt]} fell back", file=sys.stderr)
+                      f"{found.fell_back} fell back", file=sys.stderr)
             # The registry's own round trips for the 10 images' requests, from the warm service's
             # median sample at 50 ms (where requests issued together overlap unambiguously).
             source = cells[(TEN, max(RTTS), WARM_SERVICE)]
@@ -732,7 +734,7 @@ def main(argv: list[str] | None = None) -> int:
             bed.close()
 
     report = render(scenarios, cells, floors, time.monotonic() - began, samples, overhead, memory,
-                    rollouts=rollouts, fallbacks=fallbacks, replay=replay)
+                    rollouts=rollouts, replay=replay)
     print(report)
     Path(args.output).write_text(report)
     return 0
@@ -763,8 +765,7 @@ def describe(event: Event) -> str:
 
 def render(scenarios: list[Scenario], cells: dict[tuple[str, float, str], Cell], floors: dict[float, list[float]],
            duration: float, samples: int, overhead: tuple[float, float], memory: dict[str, Memory] | None = None,
-           *, rollouts: list[Rollout] | None = None, fallbacks: dict[float, int] | None = None,
-           replay: Replay | None = None) -> str:
+           *, rollouts: list[Rollout] | None = None, replay: Replay | None = None) -> str:
     # The floor makes no network call: one median over the samples taken at both RTTs.
     pooled = statistics.median(value for values in floors.values() for value in values)
     floor = {rtt: pooled for rtt in floors}
@@ -858,7 +859,7 @@ def render(scenarios: list[Scenario], cells: dict[tuple[str, float, str], Cell],
             lines.append(f"- **{scenario.name}**, {name} ({sample.depth} RT): {chain}")
     lines += [""]
     if rollouts:
-        lines += rollout_section(rollouts, fallbacks or {}, cells)
+        lines += rollout_section(rollouts, cells)
     if replay:
         lines += replay_section(replay, cells, pooled)
     lines += [*bounds(scenarios, cells, floor, rollouts or [], replay), ""]
@@ -875,8 +876,7 @@ def one_cold(cells: dict[tuple[str, float, str], Cell], rtt: float, runner: str)
     return cell.median("registry_requests") + cell.median("token_requests")
 
 
-def rollout_section(rollouts: list[Rollout], fallbacks: dict[float, int],
-                    cells: dict[tuple[str, float, str], Cell]) -> list[str]:
+def rollout_section(rollouts: list[Rollout], cells: dict[tuple[str, float, str], Cell]) -> list[str]:
     lines = [
         f"## The {REPLICAS}-replica rollout at RTT 0 and 50 ms",
         "",
@@ -884,6 +884,7 @@ def rollout_section(rollouts: list[Rollout], fallbacks: dict[float, int],
         "bench/bench.py's rollout does on plain HTTP: one hook process each, one shared verdict-cache directory",
         f"(new for each rollout), the verifier service as deployed ({WARM_SERVICE}: it has served the scenarios",
         "above, so it holds connections and a token, but its extra workers for the burst start cold).",
+        f"{ROLLOUT_ROUNDS} rollouts per RTT, the RTTs taking turns (one row each, in the order run).",
         "Each admission is timed from its process's start to its exit; **failed or lost**: a process that",
         "failed, timed out, answered anything but allowed, or gave no response. **requests**: everything the",
         "relay logged from the first start to the last exit; **one cold admission**: the median requests of",
@@ -901,24 +902,38 @@ def rollout_section(rollouts: list[Rollout], fallbacks: dict[float, int],
         total = found.registry_requests + found.token_requests
         ratio = f"{total / warm:.1f}" if warm else "–"
         lines.append(
-            f"| {found.rtt * 1000:.0f} | {REPLICAS} | {len(found.failures)} | {fallbacks.get(found.rtt, 0)} | "
+            f"| {found.rtt * 1000:.0f} | {REPLICAS} | {len(found.failures)} | {found.fell_back} | "
             f"{found.quantile(0.5) * 1000:.0f} | {found.quantile(0.99) * 1000:.0f} | {found.quantile(1.0) * 1000:.0f} | "
             f"{found.wall * 1000:.0f} | {total} ({found.registry_requests} + {found.token_requests}) | {found.connections} | "
             f"{warm if warm is None else f'{warm:g}'} / {fresh if fresh is None else f'{fresh:g}'} | {ratio} | "
             f"{found.hook_cpu:.2f} + {found.service_cpu:.2f} |")
     cores = os.cpu_count() or 1
-    if len(rollouts) >= 2:
-        fast, slow = rollouts[0], rollouts[-1]
+    at = {rtt: [r for r in rollouts if r.rtt == rtt] for rtt in RTTS}
+    if all(at.values()):
+        def mean(rtt: float, value: Callable[[Rollout], float]) -> float:
+            return statistics.fmean(value(r) for r in at[rtt])
+
+        slow_rtt = max(RTTS)
+        hook0, hook1 = mean(0.0, lambda r: r.hook_cpu), mean(slow_rtt, lambda r: r.hook_cpu)
+        both0 = mean(0.0, lambda r: r.hook_cpu + r.service_cpu)
+        both1 = mean(slow_rtt, lambda r: r.hook_cpu + r.service_cpu)
+        shift = mean(slow_rtt, lambda r: r.quantile(0.99)) - mean(0.0, lambda r: r.quantile(0.99))
+        single = one_cold(cells, slow_rtt, WARM_SERVICE)
+        shared = bool(single) and all(r.registry_requests + r.token_requests <= single for r in at[slow_rtt])
         lines += [
             "",
-            f"What bounds the rollout's wall time on this machine: the {REPLICAS} hook processes alone used "
-            f"{fast.hook_cpu:.2f} s (RTT 0) and {slow.hook_cpu:.2f} s ({slow.rtt * 1000:.0f} ms) of CPU, and the service "
-            f"{fast.service_cpu:.2f} s and {slow.service_cpu:.2f} s: on {cores} cores that is at least "
-            f"{(fast.hook_cpu + fast.service_cpu) / cores * 1000:.0f} ms and {(slow.hook_cpu + slow.service_cpu) / cores * 1000:.0f} ms "
-            f"of the whole rollout ({fast.wall * 1000:.0f} ms and {slow.wall * 1000:.0f} ms), before the proxy, the relay and the",
-            f"registry get any. The delay moved p50 by {(slow.quantile(0.5) - fast.quantile(0.5)) * 1000:+.0f} ms and p99 by "
-            f"{(slow.quantile(0.99) - fast.quantile(0.99)) * 1000:+.0f} ms: the network is not what bounds it, process starts are "
-            f"(each admission is a new Python process, as shell-operator runs the hook).",
+            f"What bounds the rollout's wall time on this machine (means over the rollouts of each RTT): the {REPLICAS} hook "
+            f"processes used {hook0:.2f} s (RTT 0) and {hook1:.2f} s ({slow_rtt * 1000:.0f} ms) of CPU, about "
+            f"{hook0 / REPLICAS * 1000:.0f} ms each; with the service's, on {cores} cores that alone is at least "
+            f"{both0 / cores * 1000:.0f} ms and {both1 / cores * 1000:.0f} ms of the whole rollout "
+            f"({mean(0.0, lambda r: r.wall) * 1000:.0f} ms and {mean(slow_rtt, lambda r: r.wall) * 1000:.0f} ms), before the",
+            "proxy, the relay, the registry and the rest of the machine get any: process starts (each admission is a new",
+            f"Python process, as shell-operator runs the hook). The delay moved p99 by {shift * 1000:+.0f} ms "
+            f"({shift / slow_rtt:+.1f} RT of {slow_rtt * 1000:.0f} ms)"
+            + (f"; the admissions share one verification (the requests of a whole rollout are one admission's), whose"
+               f" round trips the others wait for." if shared and shift >= slow_rtt else
+               f"; less than one RT, within what the shared machine's load moves it from one rollout to the next."
+               if shift < slow_rtt else "."),
         ]
     shown = [(found.rtt, failure) for found in rollouts for failure in sorted(set(found.failures))[:3]]
     if shown:
@@ -977,7 +992,8 @@ def replay_section(replay: Replay, cells: dict[tuple[str, float, str], Cell], fl
         lines += ["", f"Budget: floor + 1.3× raw = {floor * 1000:.0f} + 1.3 × {raw * 1000:.0f} = {budget * 1000:.0f} ms; "
                       f"the hook took {hook.median('wall') * 1000:.0f} ms: "
                       f"{'met' if hook.median('wall') <= budget else '**missed**'}; beyond the floor it took "
-                      f"{(hook.median('wall') - floor) / raw:.2f}× raw."]
+                      f"{(hook.median('wall') - floor) / raw:.2f}× raw, {(hook.median('wall') - floor - raw) * 1000:.0f} ms more than "
+                      f"floor + raw."]
     if notes:
         lines += ["", *notes]
     lines.append("")
@@ -1096,8 +1112,10 @@ def bounds(scenarios: list[Scenario], cells: dict[tuple[str, float, str], Cell],
         ratio = warm.median("wall") / base
         lines.append(f"| warm ≤ 1.5× floor | {base * 1500:.0f} | {warm.median('wall') * 1000:.0f} | "
                      f"{ratio:.2f}× {'met' if ratio <= 1.5 else '**missed**'} |")
+    seen: dict[float, int] = {}
     for found in rollouts or []:
-        at = f"at {found.rtt * 1000:.0f} ms RTT" if found.rtt else "at RTT 0"
+        seen[found.rtt] = seen.get(found.rtt, 0) + 1
+        at = (f"at {found.rtt * 1000:.0f} ms RTT" if found.rtt else "at RTT 0") + f" (#{seen[found.rtt]})"
         p99, lost = found.quantile(0.99), len(found.failures)
         ok = p99 < 2 and lost == 0
         lines.append(f"| {REPLICAS}-replica rollout {at}: p99 < 2 s, 0 lost | 2000 | {p99 * 1000:.0f} | "
