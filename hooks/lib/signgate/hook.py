@@ -162,9 +162,11 @@ def trust_expiry_gauges(config: Config, decision: Any) -> list[tuple[str, dict[s
     """signgate_trust_material_expiring for the trust material the decision's rules used: 1 for
     each (name, kind) that needs refreshing, 0 for the kinds that do not, so that a refreshed
     ConfigMap clears the alert at the next admission."""
-    roots = {r.rule.trusted_root for r in decision.results if r.rule is not None and getattr(r.rule, "trusted_root", None)}
-    authorities = {r.rule.certificate_authority for r in decision.results
-                   if r.rule is not None and getattr(r.rule, "certificate_authority", None)}
+    from .verifiers import verifier_for
+
+    used = {material for r in decision.results if r.rule is not None for material in verifier_for(r.rule).trust_material(r.rule)}
+    roots = {name for section, name in used if section == "trustedRoots"}
+    authorities = {name for section, name in used if section == "certificateAuthorities"}
     if not roots and not authorities:
         return []
     try:

@@ -24,7 +24,7 @@ def test_the_configuration_accepts_exactly_the_registered_types() -> None:
 
 
 def test_each_verifier_names_its_type_and_implements_every_method_of_the_contract() -> None:
-    assert sorted(CONTRACT) == ["describe", "endpoints", "evaluate", "key_names", "parse_settings", "trust_files", "uses_tag"]
+    assert sorted(CONTRACT) == ["describe", "endpoints", "evaluate", "key_names", "parse_settings", "trust_files", "trust_material", "uses_tag"]
     for name, verifier in VERIFIERS.items():
         assert verifier.type_name == name
         for method in CONTRACT:

@@ -51,6 +51,10 @@ class Verifier(Protocol):
     def endpoints(self, rule: Rule, insecure: frozenset[str]) -> set[Endpoint]:
         """Hosts beyond the image's own registry that the rule may contact (for the SSRF guard)."""
 
+    def trust_material(self, rule: Rule) -> tuple[tuple[str, str], ...]:
+        """The named trust material the rule uses, as (section, name): `trustedRoots` or
+        `certificateAuthorities` (for the expiry gauge)."""
+
     def uses_tag(self, rule: Rule) -> bool:
         """Whether a verdict depends on the tag as well as the resolved digest (for cache keys)."""
 

@@ -111,6 +111,14 @@ class CosignVerifier:
             return set()
         return {registry_endpoint(parse_reference(rule.signature_repository, insecure).registry, insecure)}
 
+    def trust_material(self, rule: Rule) -> tuple[tuple[str, str], ...]:
+        found = []
+        if rule.trusted_root:
+            found.append(("trustedRoots", rule.trusted_root))
+        if rule.certificate_authority:
+            found.append(("certificateAuthorities", rule.certificate_authority))
+        return tuple(found)
+
     def uses_tag(self, rule: Rule) -> bool:
         # Only when a platform digest may pass through the tag's signed index (flow.py).
         return rule.multi_arch != "exact"

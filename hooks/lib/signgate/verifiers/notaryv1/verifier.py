@@ -102,6 +102,9 @@ class NotaryV1Verifier:
         except InvalidReference:
             return set()  # never named, so refused when contacted, saying why
 
+    def trust_material(self, rule: Rule) -> tuple[tuple[str, str], ...]:
+        return ()  # its trust is the pinned root keys, which have no validity window to watch
+
     def uses_tag(self, rule: Rule) -> bool:
         # The trust data is looked up by tag, but a verdict is about the digest it resolves to, as
         # for cosign rules: another tag with the same signed digest pulls the same bytes.
