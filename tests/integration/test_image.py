@@ -339,8 +339,8 @@ def test_requirements_resolve_to_musllinux_wheels(arch: str, tmp_path: Path) -> 
     completed = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--disable-pip-version-check",
          "--ignore-installed", "--only-binary=:all:",
-         # Alpine's musl 1.2 installs musllinux_1_2 and the older 1_1 wheels (pydantic-core, which
-         # sigstore needs, publishes only 1_1), and abi3 wheels (rfc3161-client) beside cp3XY ones.
+         # Alpine's musl 1.2 installs musllinux_1_2 and the older 1_1 wheels, and abi3 wheels
+         # (cryptography, rfc3161-client) beside cp3XY ones.
          *(arg for tag in MUSL_TAGS for arg in ("--platform", f"{tag}_{arch}")),
          "--python-version", python, "--implementation", "cp",
          "--abi", f"cp{python.replace('.', '')}", "--abi", "abi3", "--abi", "none",

@@ -18,9 +18,12 @@ A certificate-bearing signature counts for a rule's identity when, in this order
 The chain is built and checked by `cryptography`'s X.509 verifier (the one sigstore-python uses),
 with the WebPKI profile's EKU rule relaxed to allow codeSigning, which is then required here.
 The SCT's signed structure (RFC 6962 section 3.2) is rebuilt here from what `cryptography` exposes.
-sigstore-python's Verifier is not used on this path: it accepts only certificate *bundles* with a
-log entry and an exact identity, while the hook also checks legacy `.sig` layers, PEM CA bundles,
-regular expressions and the GitHub extensions; and importing it costs ~0.5 s per cold admission.
+`signgate sigstore verify-bundle` (conformance.py) judges certificate bundles with these same
+functions, so the sigstore conformance suite checks this code; sigstore-python serves only as an
+independent oracle in the tests. Its Verifier is not used here: it accepts only certificate
+*bundles* with a log entry and an exact identity, while the hook also checks legacy `.sig` layers,
+PEM CA bundles, regular expressions and the GitHub extensions; and importing it costs ~0.5 s per
+cold admission (docs/sigstore-evaluation.md).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from typing import Any, Mapping, Sequence
 
 from ...keys import PublicKey
 from ...settings import IdentitySpec
+from .timestamps import TimestampError, verify_timestamp
 from .trust_root import Authority, TrustRoot
 
 # Deferred imports: cryptography's x509 modules load when a certificate is checked, so rules with
@@ -217,6 +221,18 @@ def _mismatches(found: Found, identity: IdentitySpec) -> list[str]:
     return problems
 
 
+def verify_bundle_chain(chain: Sequence[Any]) -> None:
+    """A sigstore bundle's x509CertificateChain holds the leaf and intermediates only: the trust
+    anchor comes from the trust root, never from the signature (protobuf-specs' rule; sigstore's
+    clients refuse such bundles). A self-signed certificate in it is refused rather than ignored."""
+    for certificate in chain:
+        if certificate.issuer == certificate.subject:
+            raise CertificateProblem(
+                f"its certificate chain carries a root certificate ({_text(certificate.subject.rfc4514_string().encode())}); "
+                "a bundle must take its root from the trust root"
+            )
+
+
 def verify_certificate(leaf: Any, chain: Sequence[Any], trust: CertificateTrust, when: datetime, time_source: str) -> None:
     """Chain, validity at `when`, SCT and codeSigning usage; CertificateProblem naming what failed."""
     from cryptography import x509
@@ -359,14 +375,12 @@ def signing_times(set_times: Sequence[datetime], stamps: Sequence[bytes], signat
     RFC 3161 timestamps over the signature; with none, the current time (as cosign)."""
     from datetime import timezone
 
-    from .conformance import BundleVerificationError, _verify_timestamp
-
     times = [(when, "transparency-log integrated time") for when in set_times]
     for raw in stamps:
         try:
-            when = _verify_timestamp(raw, signature, trust.timestamp_authorities)
-        except BundleVerificationError as exc:
-            raise CertificateProblem(exc.message) from None
+            when = verify_timestamp(raw, signature, trust.timestamp_authorities)
+        except TimestampError as exc:
+            raise CertificateProblem(str(exc)) from None
         if when is not None:
             times.append((when, "RFC 3161 timestamp"))
     if not times:

@@ -6,18 +6,22 @@ This is the function the cosign verifier can call for bundles once rules name id
 roots (issue 16); `signgate sigstore verify-bundle` (the sigstore-conformance client protocol, see
 `main`) is its command line, so the conformance suite checks the same code that would judge images.
 
-Two paths, chosen by the bundle's verification material and the policy:
+Two policies, chosen by the bundle's verification material; one path of checks for both, all of
+it signgate's own code on `cryptography` (plus `rfc3161-client` when the bundle carries a timestamp):
 
-- **Key** (`KeyPolicy`, a bundle with `publicKey`): signgate's own code, importing nothing beyond
-  `cryptography` (plus `rfc3161-client` when the bundle carries a timestamp). The signature
-  (message signature or DSSE envelope) must verify with the key and be over this artifact; every
-  transparency-log entry the bundle carries must be trusted and about this very signature and key,
-  and each inclusion proof (with its checkpoint) and inclusion promise it carries is verified
-  (transparency.py); every RFC 3161 timestamp it carries must verify against the trust root's TSAs.
-- **Certificate** (`IdentityPolicy`, a bundle with a certificate or chain): sigstore-python's
-  `Verifier`, which does the chain, SCT, certificate profile, identity, log entry and timestamp
-  checks. It is imported only here, lazily: `import sigstore.verify` costs ~0.5 s of a cold process
-  (measured: docs/sigstore-evaluation.md), which key-based admissions must never pay.
+- **Key** (`KeyPolicy`, a bundle with `publicKey`): the signature must verify with the key.
+- **Certificate** (`IdentityPolicy`, a bundle with a certificate or chain): the signature must verify
+  with the leaf certificate's key, and the certificate is then judged by the cosign verifier's own
+  certificate checks (certificates.py, the code that judges keyless image signatures in the hook):
+  chain to a CA of the trust root at every verified signing time, SCT against its CT logs,
+  codeSigning usage, subject and issuer. A certificate bundle must be logged, and needs at least
+  one verified time (a signed entry timestamp, or an RFC 3161 timestamp for Rekor v2 entries).
+
+For both: the signature (message signature or DSSE envelope) must be over this artifact; every
+transparency-log entry the bundle carries must be from a log of the trust root, valid at the time,
+and about this very signature and key or certificate; each inclusion proof (with its checkpoint)
+and inclusion promise it carries is verified (transparency.py); RFC 3161 timestamps count when they
+verify against the trust root's TSAs (timestamps.py).
 
 Bundle media types are accepted only for known versions (v0.1-v0.3, both spellings of v0.3), as
 sigstore's clients do: an unknown version may carry material this code would silently ignore.
@@ -41,9 +45,22 @@ from .dsse import INTOTO_PAYLOAD_TYPE, pae
 from ...encoding import b64_strict
 from ...errors import SigngateError
 from ...keys import PublicKey, public_key_from_pem
-from .rekor import _key_der
+from ...settings import IdentitySpec
+from .certificates import (
+    CertificateProblem,
+    IdentityMismatch,
+    verify_bundle_chain,
+    describe_problem,
+    identity_of,
+    leaf_public_key,
+    load_leaf,
+    match_identities,
+    trust_from_root,
+    verify_certificate,
+)
+from .timestamps import TimestampError, verify_timestamp
 from .transparency import ProofError, verify_inclusion_proof, verify_signed_entry_timestamp
-from .trust_root import Authority, TrustRoot, TrustRootError, load_trust_root, parse_time
+from .trust_root import TrustRoot, TrustRootError, load_trust_root
 
 MAX_BUNDLE_BYTES = 4 * 1024 * 1024
 MAX_TLOG_ENTRIES = 8
@@ -173,33 +190,60 @@ def verify_bundle(
     now: datetime | None = None,
     require_tlog: bool = True,
 ) -> Verified:
-    """Verify `bundle` for `artifact`; raises BundleVerificationError naming the first failed check."""
+    """Verify `bundle` for `artifact`; raises BundleVerificationError naming the first failed check.
+
+    `require_tlog` applies to key-signed bundles; a certificate bundle is always required to be
+    logged (a short-lived certificate proves nothing without a verified time)."""
     kind = material_kind(bundle)
+    now = now or datetime.now(timezone.utc)
     if isinstance(policy, KeyPolicy):
         if kind != "key":
             raise _fail(Reason.MATERIAL, "the bundle is signed with a certificate, but verification is by key")
-        return _verify_key_bundle(bundle, artifact, trust, policy.key, now or datetime.now(timezone.utc), require_tlog)
+        signer = _Signer(policy.key, f"key {policy.key.name}", None)
+        content = _verify_content(bundle, artifact, signer)
+        times = _verify_times(bundle, trust, content, signer, artifact, now, require_tlog)
+        return Verified(policy.key.name, tuple(times), content.payload_type, content.payload)
     if kind != "certificate":
         raise _fail(Reason.MATERIAL, "the bundle is signed with a key, but a certificate identity is required")
-    return _verify_certificate_bundle(bundle, artifact, trust, policy)
+    return _verify_certificate_bundle(bundle, artifact, trust, policy, now)
 
 
-def _verify_key_bundle(bundle: Bundle, artifact: Artifact, trust: TrustRoot, key: PublicKey, now: datetime, require_tlog: bool) -> Verified:
+@dataclass(frozen=True)
+class _Signer:
+    """Who must have made the signature and be named in its log entries."""
+
+    key: PublicKey
+    label: str  # "key NAME", "the certificate's key": for messages
+    certificate_der: bytes | None  # certificate bundles: log entries must name this very certificate
+
+
+@dataclass(frozen=True)
+class _Content:
+    signature: bytes
+    payload_type: str | None = None  # DSSE bundles: the verified payload type and payload
+    payload: bytes | None = None
+
+    @property
+    def signed_dsse(self) -> tuple[str, bytes] | None:
+        return (self.payload_type, self.payload) if self.payload_type is not None and self.payload is not None else None
+
+
+def _verify_content(bundle: Bundle, artifact: Artifact, signer: _Signer) -> _Content:
+    """The signature verifies with the signer's key and is over this artifact."""
     document = bundle.document
-    payload_type = payload = None
     if document.get("messageSignature") is not None:
-        signature = _verify_message_signature(document["messageSignature"], artifact, key)
-        signed_dsse = None
-    else:
-        payload_type, payload, signature = _verify_dsse(document["dsseEnvelope"], key)
-        _verify_statement(payload_type, payload, artifact)
-        signed_dsse = (payload_type, payload)
+        return _Content(_verify_message_signature(document["messageSignature"], artifact, signer))
+    payload_type, payload, signature = _verify_dsse(document["dsseEnvelope"], signer)
+    _verify_statement(payload_type, payload, artifact)
+    return _Content(signature, payload_type, payload)
 
-    material = document["verificationMaterial"]
-    times: list[tuple[str, datetime]] = []
-    for when in _verify_timestamps(material, signature, trust):
-        times.append(("tsa", when))
 
+def _verify_times(
+    bundle: Bundle, trust: TrustRoot, content: _Content, signer: _Signer, artifact: Artifact, now: datetime, require_tlog: bool
+) -> list[tuple[str, datetime]]:
+    """Timestamps and log entries: the verified signing times, ("tsa" | "tlog", time)."""
+    material = bundle.document["verificationMaterial"]
+    times: list[tuple[str, datetime]] = [("tsa", when) for when in _verify_timestamps(material, content.signature, trust)]
     entries = material.get("tlogEntries") or []
     if not isinstance(entries, list):
         raise _fail(Reason.MALFORMED, "the bundle's tlogEntries is not a list")
@@ -209,15 +253,47 @@ def _verify_key_bundle(bundle: Bundle, artifact: Artifact, trust: TrustRoot, key
         raise _fail(Reason.TLOG_MISSING, "the bundle carries no transparency-log entry")
     tsa_times = [when for _, when in times]
     for entry in entries:
-        logged_at = _verify_tlog_entry(bundle, entry, trust, signature, key, artifact, signed_dsse, tsa_times, now)
+        logged_at = _verify_tlog_entry(bundle, entry, trust, content, signer, artifact, tsa_times, now)
         if logged_at is not None:
             times.append(("tlog", logged_at))
     if require_tlog and not times:
         raise _fail(Reason.NO_TIME, "the bundle has neither a signed entry timestamp nor an RFC 3161 timestamp, so no verified signing time")
-    return Verified(key.name, tuple(times), payload_type, payload)
+    return times
 
 
-def _verify_message_signature(message: Any, artifact: Artifact, key: PublicKey) -> bytes:
+def _verify_certificate_bundle(bundle: Bundle, artifact: Artifact, trust: TrustRoot, policy: IdentityPolicy, now: datetime) -> Verified:
+    """The hook's certificate checks (certificates.py) on a certificate-bearing bundle."""
+    assert bundle.typed is not None  # parse_bundle always builds the typed view
+    ders = bundle.typed.material.certificates
+    try:
+        leaf = load_leaf(ders[0])
+        chain = [load_leaf(der) for der in ders[1:]]
+        verify_bundle_chain(chain)
+        found = identity_of(leaf)
+        key = leaf_public_key(leaf)
+    except CertificateProblem as exc:
+        raise _fail(Reason.CERTIFICATE, f"the bundle's signature does not count: {exc}") from None
+    except Exception as exc:  # cryptography parses extensions lazily: a hostile certificate fails here
+        raise _fail(Reason.CERTIFICATE, f"the bundle's certificate cannot be read ({type(exc).__name__})") from None
+    signer = _Signer(key, "the certificate's key", ders[0])
+    content = _verify_content(bundle, artifact, signer)
+    times = _verify_times(bundle, trust, content, signer, artifact, now, require_tlog=True)
+    certificate_trust = trust_from_root(trust.source, trust, ignore_sct=False)
+    for source, when in times:
+        label = "transparency-log integrated time" if source == "tlog" else "RFC 3161 timestamp"
+        try:
+            verify_certificate(leaf, chain, certificate_trust, when, label)
+        except CertificateProblem as exc:
+            raise _fail(Reason.CERTIFICATE, describe_problem(exc, found.describe())) from None
+        except Exception as exc:  # as above: lazily parsed extensions of a hostile certificate
+            raise _fail(Reason.CERTIFICATE, f"the bundle's certificate cannot be checked ({type(exc).__name__})") from None
+    _, mismatch = match_identities(found, (IdentitySpec("identity", issuer=policy.issuer, subject=policy.subject),))
+    if mismatch:
+        raise _fail(Reason.IDENTITY, str(IdentityMismatch(mismatch)))
+    return Verified(found.subject, tuple(times), content.payload_type, content.payload)
+
+
+def _verify_message_signature(message: Any, artifact: Artifact, signer: _Signer) -> bytes:
     if not isinstance(message, dict):
         raise _fail(Reason.MALFORMED, "the bundle's messageSignature is malformed")
     signature = b64_strict(message.get("signature"))
@@ -232,11 +308,11 @@ def _verify_message_signature(message: Any, artifact: Artifact, key: PublicKey) 
     if artifact.sha256 is None:
         raise _fail(Reason.ARTIFACT, "a message signature is over the artifact's SHA-256, which was not given")
     if artifact.data is not None:
-        valid = key.signature_is_valid(signature, artifact.data)
+        valid = signer.key.signature_is_valid(signature, artifact.data)
     else:
-        valid = _prehashed_signature_is_valid(key, signature, artifact.sha256)
+        valid = _prehashed_signature_is_valid(signer.key, signature, artifact.sha256)
     if not valid:
-        raise _fail(Reason.SIGNATURE, f"the signature does not verify for the artifact with key {key.name}")
+        raise _fail(Reason.SIGNATURE, f"the signature does not verify for the artifact with {signer.label}")
     return signature
 
 
@@ -261,7 +337,7 @@ def _prehashed_signature_is_valid(key: PublicKey, signature: bytes, digest: byte
     return False
 
 
-def _verify_dsse(envelope: Any, key: PublicKey) -> tuple[str, bytes, bytes]:
+def _verify_dsse(envelope: Any, signer: _Signer) -> tuple[str, bytes, bytes]:
     if not isinstance(envelope, dict):
         raise _fail(Reason.MALFORMED, "the bundle's DSSE envelope is malformed")
     payload_type, payload, signatures = envelope.get("payloadType"), b64_strict(envelope.get("payload")), envelope.get("signatures")
@@ -272,9 +348,9 @@ def _verify_dsse(envelope: Any, key: PublicKey) -> tuple[str, bytes, bytes]:
     signed = pae(payload_type, payload)
     for entry in signatures:
         signature = b64_strict(entry.get("sig")) if isinstance(entry, dict) else None
-        if signature is not None and key.signature_is_valid(signature, signed):
+        if signature is not None and signer.key.signature_is_valid(signature, signed):
             return payload_type, payload, signature
-    raise _fail(Reason.SIGNATURE, f"the DSSE signature does not verify with key {key.name}")
+    raise _fail(Reason.SIGNATURE, f"the DSSE signature does not verify with {signer.label}")
 
 
 def _verify_statement(payload_type: str, payload: bytes, artifact: Artifact) -> None:
@@ -301,10 +377,9 @@ def _verify_tlog_entry(
     bundle: Bundle,
     entry: Any,
     trust: TrustRoot,
-    signature: bytes,
-    key: PublicKey,
+    content: _Content,
+    signer: _Signer,
     artifact: Artifact,
-    signed_dsse: tuple[str, bytes] | None,
     tsa_times: Sequence[datetime],
     now: datetime,
 ) -> datetime | None:
@@ -319,7 +394,7 @@ def _verify_tlog_entry(
     log = trust.tlog(log_id)
     if log is None:
         raise _fail(Reason.TLOG_UNTRUSTED, f"the transparency-log entry is from log {log_id.hex()[:16]}…, which the trust root does not hold")
-    _verify_entry_body(body, kind_version, signature, key, artifact, signed_dsse)
+    _verify_entry_body(body, kind_version, content, signer, artifact)
 
     # protobuf JSON writes an absent message as null (sigstore-go's bundles do).
     has_promise, has_proof = entry.get("inclusionPromise") is not None, entry.get("inclusionProof") is not None
@@ -350,10 +425,8 @@ def _verify_tlog_entry(
     return logged_at
 
 
-def _verify_entry_body(
-    body: bytes, kind_version: dict[str, Any], signature: bytes, key: PublicKey, artifact: Artifact, signed_dsse: tuple[str, bytes] | None
-) -> None:
-    """The logged entry must be about this signature, made with this key, over this artifact."""
+def _verify_entry_body(body: bytes, kind_version: dict[str, Any], content: _Content, signer: _Signer, artifact: Artifact) -> None:
+    """The logged entry must be about this signature, made by this signer, over this artifact."""
     try:
         document = json.loads(body)
         kind, version, spec = document["kind"], document["apiVersion"], document["spec"]
@@ -362,43 +435,85 @@ def _verify_entry_body(
     if (kind, version) != (kind_version.get("kind"), kind_version.get("version")):
         raise _fail(Reason.TLOG_MISMATCH, "the transparency-log entry's kindVersion does not match its body")
     mismatch = _fail(Reason.TLOG_MISMATCH, "the transparency-log entry is for another signature, key or artifact")
+    signed_dsse = content.signed_dsse
     if signed_dsse is not None:
-        payload_type, payload = signed_dsse
-        expected_digest = hashlib.sha256(pae(payload_type, payload)).digest()
+        expected_digest = hashlib.sha256(pae(*signed_dsse)).digest()
+        payload_digest = hashlib.sha256(signed_dsse[1]).digest()
     else:
         expected_digest = artifact.sha256 or b""
+    # Each logged (signature, verifier) pair; a verifier is ("pem", base64 PEM), ("key", DER SPKI)
+    # or ("certificate", DER certificate), as each entry kind writes it.
+    pairs: list[tuple[bytes | None, tuple[str, Any]]]
     try:
         if (kind, version) == ("hashedrekord", "0.0.1"):
             logged = spec["data"]["hash"]
             if logged["algorithm"] != "sha256" or logged["value"] != expected_digest.hex():
                 raise mismatch
-            pairs = [(b64_strict(spec["signature"]["content"]), _pem_key_der(spec["signature"]["publicKey"]["content"]))]
+            pairs = [(b64_strict(spec["signature"]["content"]), ("pem", spec["signature"]["publicKey"]["content"]))]
         elif (kind, version) == ("hashedrekord", "0.0.2"):
             v2 = spec["hashedRekordV002"]
             if v2["data"]["algorithm"] != "SHA2_256" or b64_strict(v2["data"]["digest"]) != expected_digest:
                 raise mismatch
-            verifier = v2["signature"]["verifier"]
-            if "publicKey" not in verifier:
-                raise mismatch  # a certificate's entry cannot be about a key-signed bundle
-            pairs = [(b64_strict(v2["signature"]["content"]), b64_strict(verifier["publicKey"]["rawBytes"]))]
+            pairs = [(b64_strict(v2["signature"]["content"]), _v2_verifier(v2["signature"]["verifier"]))]
         elif (kind, version) == ("dsse", "0.0.1") and signed_dsse is not None:
-            if spec["payloadHash"]["algorithm"] != "sha256" or spec["payloadHash"]["value"] != hashlib.sha256(signed_dsse[1]).hexdigest():
+            if spec["payloadHash"]["algorithm"] != "sha256" or spec["payloadHash"]["value"] != payload_digest.hex():
                 raise mismatch
-            pairs = [(b64_strict(s["signature"]), _pem_key_der(s["verifier"])) for s in spec["signatures"][:MAX_DSSE_SIGNATURES]]
+            pairs = [(b64_strict(s["signature"]), ("pem", s["verifier"])) for s in spec["signatures"][:MAX_DSSE_SIGNATURES]]
+        elif (kind, version) == ("dsse", "0.0.2") and signed_dsse is not None:
+            v2 = spec["dsseV002"]
+            if v2["payloadHash"]["algorithm"] != "SHA2_256" or b64_strict(v2["payloadHash"]["digest"]) != payload_digest:
+                raise mismatch
+            pairs = [(b64_strict(s["content"]), _v2_verifier(s["verifier"])) for s in v2["signatures"][:MAX_DSSE_SIGNATURES]]
         elif (kind, version) == ("intoto", "0.0.2") and signed_dsse is not None:
             envelope = spec["content"]["envelope"]
-            if spec["content"]["payloadHash"]["algorithm"] != "sha256" or spec["content"]["payloadHash"]["value"] != hashlib.sha256(signed_dsse[1]).hexdigest():
+            if spec["content"]["payloadHash"]["algorithm"] != "sha256" or spec["content"]["payloadHash"]["value"] != payload_digest.hex():
                 raise mismatch
             if envelope["payloadType"] != signed_dsse[0]:
                 raise mismatch
             # intoto 0.0.2 stores each signature base64-encoded a second time.
-            pairs = [(b64_strict(_b64_text(s["sig"])), _pem_key_der(s["publicKey"])) for s in envelope["signatures"][:MAX_DSSE_SIGNATURES]]
+            pairs = [(b64_strict(_b64_text(s["sig"])), ("pem", s["publicKey"])) for s in envelope["signatures"][:MAX_DSSE_SIGNATURES]]
         else:
             raise _fail(Reason.TLOG_MISMATCH, f"the transparency-log entry's kind {str(kind)[:30]} {str(version)[:10]} does not fit this bundle")
     except (KeyError, TypeError, AttributeError):
         raise _fail(Reason.MALFORMED, "the transparency-log entry's body is malformed") from None
-    if not any(logged_sig == signature and logged_key == key.spki_der for logged_sig, logged_key in pairs):
+    if not any(logged_sig == content.signature and _names_signer(verifier, signer) for logged_sig, verifier in pairs):
         raise mismatch
+
+
+def _v2_verifier(verifier: Any) -> tuple[str, Any]:
+    if "publicKey" in verifier:
+        return "key", b64_strict(verifier["publicKey"]["rawBytes"])
+    return "certificate", b64_strict(verifier["x509Certificate"]["rawBytes"])
+
+
+def _names_signer(verifier: tuple[str, Any], signer: _Signer) -> bool:
+    """Whether a logged verifier is the signer: for a certificate bundle, this very certificate
+    (not merely its key); for a key bundle, this key."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    form, value = verifier
+    try:
+        if form == "pem":
+            pem = b64_strict(value)
+            if pem is None:
+                return False
+            if b"CERTIFICATE" in pem:
+                certificate = x509.load_pem_x509_certificate(pem)
+                if signer.certificate_der is not None:
+                    return certificate.public_bytes(serialization.Encoding.DER) == signer.certificate_der
+                public = certificate.public_key()
+            else:
+                if signer.certificate_der is not None:
+                    return False
+                public = serialization.load_pem_public_key(pem)
+            return public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo) == signer.key.spki_der
+        if form == "certificate":
+            return signer.certificate_der is not None and value == signer.certificate_der
+        # "key": a certificate's log entry cannot be about a key-signed bundle, nor the reverse.
+        return signer.certificate_der is None and value == signer.key.spki_der
+    except (ValueError, TypeError):
+        return False
 
 
 def _verify_timestamps(material: dict[str, Any], signature: bytes, trust: TrustRoot) -> list[datetime]:
@@ -423,145 +538,15 @@ def _verify_timestamps(material: dict[str, Any], signature: bytes, trust: TrustR
         raise _fail(Reason.MALFORMED, "a timestamp in the bundle is not base64")
     if len(set(raws)) != len(raws):
         raise _fail(Reason.MALFORMED, "the bundle carries the same timestamp twice")
-    times = [_verify_timestamp(raw, signature, trust.timestamp_authorities) for raw in raws]  # type: ignore[arg-type]
-    return [when for when in times if when is not None]
-
-
-def _verify_timestamp(raw: bytes, signature: bytes, authorities: Sequence[Authority]) -> datetime | None:
-    # rfc3161-client (the library sigstore-python uses) checks the response's CMS signature, the
-    # message imprint and the TSA chain at the stamped time; imported only for bundles with timestamps.
-    try:
-        import rfc3161_client
-    except ImportError:
-        raise _fail(Reason.TIMESTAMP, "the bundle carries an RFC 3161 timestamp, and rfc3161-client is not installed to verify it (see requirements.txt)") from None
-    from cryptography import x509
-
-    if not authorities:
-        return None
-    try:
-        response = rfc3161_client.decode_timestamp_response(raw)
-    except Exception as exc:  # ValueError, or the Rust parser's own error types on malformed DER
-        raise _fail(Reason.TIMESTAMP, f"a timestamp in the bundle is not an RFC 3161 response ({type(exc).__name__})") from None
-    gen_time = response.tst_info.gen_time
-    if gen_time.tzinfo is None:
-        gen_time = gen_time.replace(tzinfo=timezone.utc)
-    for authority in authorities:
-        if len(authority.chain_der) < 2:
-            continue  # a TSA leaf with no root to anchor it cannot be verified
+    times = []
+    for raw in raws:
         try:
-            certificates = [x509.load_der_x509_certificate(der) for der in authority.chain_der]
-        except ValueError:
-            continue
-        builder = rfc3161_client.VerifierBuilder().tsa_certificate(certificates[0]).add_root_certificate(certificates[-1])
-        for intermediate in certificates[1:-1]:
-            builder = builder.add_intermediate_certificate(intermediate)
-        try:
-            builder.build().verify_message(response, signature)
-        except rfc3161_client.VerificationError:
-            continue
-        if authority.validity.contains(gen_time):
-            return gen_time
-    return None
-
-
-# ---- certificates: sigstore-python --------------------------------------------------------------
-
-_library_roots: dict[bytes, Any] = {}
-_MAX_LIBRARY_ROOTS = 8  # distinct trust-root files in use at once; more only costs a rebuild
-
-
-def _library_trusted_root(trust: TrustRoot) -> Any:
-    """sigstore-python's TrustedRoot for `trust`, built once per file content (a warm worker reuses it)."""
-    fingerprint = hashlib.sha256(trust.raw).digest()
-    cached = _library_roots.get(fingerprint)
-    if cached is not None:
-        return cached
-    from sigstore.models import TrustedRoot
-    from sigstore_models.trustroot import v1 as trustroot_v1
-
-    document = json.loads(trust.raw)
-    # sigstore-python 4.5 treats a TSA's validFor.end as exclusive (gen_time < end); sigstore-go and
-    # the conformance suite treat it as inclusive. One microsecond later is the same instant set
-    # at the resolution datetime (and so the library) compares.
-    for authority in document.get("timestampAuthorities", []) or []:
-        valid_for = authority.get("validFor") if isinstance(authority, dict) else None
-        if isinstance(valid_for, dict) and isinstance(valid_for.get("end"), str):
-            end = parse_time(valid_for["end"])
-            if end is not None:
-                valid_for["end"] = (end + timedelta(microseconds=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    library_root = TrustedRoot(trustroot_v1.TrustedRoot.from_json(json.dumps(document)))
-    if len(_library_roots) >= _MAX_LIBRARY_ROOTS:
-        _library_roots.clear()
-    _library_roots[fingerprint] = library_root
-    return library_root
-
-
-def _verify_certificate_bundle(bundle: Bundle, artifact: Artifact, trust: TrustRoot, policy: IdentityPolicy) -> Verified:
-    # Lazy: see the module docstring (about 0.5 s of imports, for keyless rules only).
-    import logging
-
-    try:
-        from sigstore.errors import CertValidationError, Error as SigstoreError, VerificationError
-    except ImportError:
-        raise _fail(Reason.CERTIFICATE, "certificate-bearing bundles need sigstore-python, which is not installed (see requirements.txt)") from None
-    # The library logs tracebacks of what it then raises; the raised error is the one reported.
-    library_logger = logging.getLogger("sigstore")
-    if not library_logger.handlers:
-        library_logger.addHandler(logging.NullHandler())
-        library_logger.propagate = False
-    from sigstore.hashes import Hashed
-    from sigstore.models import Bundle as LibraryBundle
-    from sigstore.verify import Verifier
-    from sigstore.verify.policy import Identity
-    from sigstore_models.common.v1 import HashAlgorithm
-
-    try:
-        verifier = Verifier(trusted_root=_library_trusted_root(trust))
-    except (SigstoreError, ValueError) as exc:
-        raise _fail(Reason.TRUST_ROOT, f"the trust root cannot verify certificates: {_first_line(exc)}") from None
-    try:
-        library_bundle = LibraryBundle.from_json(bundle.raw)
-    except (SigstoreError, ValueError) as exc:  # InvalidBundle, and VerificationError for bad timestamps
-        raise _fail(Reason.MALFORMED, f"the bundle is malformed: {_first_line(exc)}") from None
-    identity = Identity(identity=policy.subject, issuer=policy.issuer)
-    try:
-        if bundle.document.get("dsseEnvelope") is not None:
-            payload_type, payload = verifier.verify_dsse(library_bundle, identity)
-            _verify_statement(payload_type, payload, artifact)
-        else:
-            subject: bytes | Any = artifact.data
-            if artifact.sha256 is None:
-                raise _fail(Reason.ARTIFACT, "a message signature is over the artifact's SHA-256, which was not given")
-            if subject is None:
-                subject = Hashed(algorithm=HashAlgorithm.SHA2_256, digest=artifact.sha256)
-            verifier.verify_artifact(subject, library_bundle, identity)
-            payload_type = payload = None
-    except CertValidationError as exc:
-        raise _fail(Reason.CERTIFICATE, f"the signing certificate does not verify: {_first_line(exc)}") from None
-    except VerificationError as exc:
-        raise _fail(_reason_of(str(exc)), _first_line(exc)) from None
-    except (SigstoreError, ValueError, TypeError, AttributeError, KeyError) as exc:
-        # The library validates the bundle's structure lazily; whatever it trips on is a refusal.
-        raise _fail(Reason.MALFORMED, f"the bundle cannot be verified: {_first_line(exc)}") from None
-    return Verified(policy.subject, (), payload_type, payload)
-
-
-def _reason_of(message: str) -> Reason:
-    """Map sigstore-python's messages (it has one exception class) onto reasons, for metrics."""
-    text = message.lower()
-    # The identity policy's messages: "Certificate's SANs do not match ...", "Certificate's
-    # OIDCIssuer does not match ...", "Certificate does not contain OIDCIssuer (...) extension".
-    if text.startswith("certificate's") and "match" in text or text.startswith("certificate does not contain"):
-        return Reason.IDENTITY
-    if "log entry" in text or "inclusion" in text or "checkpoint" in text or "set:" in text:
-        return Reason.TLOG_PROOF if "inconsistent" not in text else Reason.TLOG_MISMATCH
-    if "timestamp" in text or "verified time" in text:
-        return Reason.NO_TIME
-    if "sct" in text or "cert" in text or "usage" in text:
-        return Reason.CERTIFICATE
-    if "digest" in text:
-        return Reason.ARTIFACT
-    return Reason.SIGNATURE
+            when = verify_timestamp(raw, signature, trust.timestamp_authorities)  # type: ignore[arg-type]
+        except TimestampError as exc:
+            raise _fail(Reason.TIMESTAMP, f"the bundle: {exc}") from None
+        if when is not None:
+            times.append(when)
+    return times
 
 
 # ---- command line: the sigstore-conformance client protocol -------------------------------------
@@ -656,17 +641,6 @@ def _b64_text(value: Any) -> str | None:
         return raw.decode("ascii") if raw is not None else None
     except UnicodeDecodeError:
         return None
-
-
-def _pem_key_der(value: Any) -> bytes | None:
-    """DER SubjectPublicKeyInfo of a base64-encoded PEM public key or certificate."""
-    return _key_der(value)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-    text = lines[0] if lines else type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _short(value: Any) -> str:

@@ -8,10 +8,9 @@ inclusive, as sigstore-go and the conformance suite read it):
 - `certificateAuthorities`: Fulcio (or a private CA) chains, leaf-most first;
 - `timestampAuthorities`: RFC 3161 TSA chains, TSA certificate first.
 
-The file is parsed here with the standard library and `cryptography` only, so that key-based
-bundles (the hook's common case) never import sigstore-python; certificate-bearing bundles hand the
-same file to sigstore-python (see conformance.py). A malformed root is a `TrustRootError`: a
-configuration error, found when the root is loaded, not a denial of one image.
+The file is parsed here with the standard library and `cryptography` only; the hook and
+`signgate sigstore verify-bundle` (conformance.py) read it through this one parser. A malformed root
+is a `TrustRootError`: a configuration error, found when the root is loaded, not a denial of one image.
 """
 
 from __future__ import annotations
