@@ -124,6 +124,7 @@ class TrustRoot:
                 found.append(Expiry(kind, name, newest.validity.end))
         return found
 
+
 KIND_NAMES = {
     "tlog": "transparency log key", "ctlog": "CT log key", "ca": "certificate authority",
     "tsa": "timestamp authority", "certificate": "certificate",
