@@ -335,7 +335,7 @@ CORRUPTIONS: dict[str, Callable[[Path], None]] = {
     "json-but-not-an-object": lambda p: p.write_text("[]"),
     "deeply-nested-json": lambda p: p.write_text("[" * 10_000),
     "huge-file": _rewrite(lambda e: {**e, "padding": "x" * (fastpath.MAX_ENTRY_BYTES + 1)}),
-    "wrong-format": _rewrite(lambda e: {**e, "format": 2}),
+    "wrong-format": _rewrite(lambda e: {**e, "format": fastpath.FORMAT + 1}),
     "another-image-inside": _rewrite(lambda e: {**e, "image": "registry.example/other:1"}),
     "expiry-not-a-number": _rewrite(lambda e: {**e, "expires": "never"}),
     # NaN is never "<= now": such an entry would never expire (json writes NaN and reads it back).

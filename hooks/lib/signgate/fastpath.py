@@ -6,7 +6,9 @@ changed since. This module answers them before the library (config validation, p
 crypto) is imported at all.
 
 An entry in `<cache>/f/` says: "under the configuration file with exactly these bytes, image
-string X passed, until T, provided these key files still have these contents". The full path
+string X passed, until T, provided these key files still have these contents", and from when
+each kind of trust material its rule used needs refreshing, so that this path sets the gauge
+signgate_trust_material_expiring as the full path would, without reading a trust file. The full path
 writes one for every image that passed (see `remember`). This path admits a request only when
 *every* image of it has a fresh entry whose dependencies still hold, and the request has no more
 images than the limit in force when the entry was written. Anything else (a miss, a failure, a
@@ -48,7 +50,9 @@ from .files import read_regular
 from .podspec import config_path, is_checked, pod_spec_kind, walk_containers
 from .totals import append_metric_operations, record_metrics
 
-FORMAT = 1
+# 2: entries carry "trust", the refresh moments of the rule's trust material. The format is part of
+# an entry's file name, so entries of another format are never found: a miss, never misread.
+FORMAT = 2
 MAX_CONFIG_BYTES = 1024 * 1024
 MAX_CONTEXT_BYTES = 8 * 1024 * 1024
 MAX_ENTRY_BYTES = 16 * 1024
@@ -120,8 +124,14 @@ def remember(
     max_images: int,
     reason: str,
     mode: str = "enforce",
+    trust: list[tuple[str, str, float | None]] | tuple[()] = (),
 ) -> None:
-    """Record that `image` passed under this configuration (called by the full path)."""
+    """Record that `image` passed under this configuration (called by the full path).
+
+    `trust`: (name, kind, moment) for each kind of trust material the image's rule used: the
+    moment (seconds since the epoch) from which the kind needs refreshing, or None for never
+    (hook.trust_refresh). The trust files are among `dependencies`, so the moments hold as long
+    as the entry does."""
     if not _is_time(expires) or expires <= time.time():
         return  # an entry that could never expire is never written
     deps = []
@@ -132,7 +142,7 @@ def remember(
         deps.append([path, digest])
     body = json.dumps(
         {"format": FORMAT, "image": image, "expires": expires, "deps": deps, "max_images": max_images, "reason": reason,
-         "mode": mode}
+         "mode": mode, "trust": [[name, kind, moment] for name, kind, moment in trust]}
     )
     path = entry_path(cache_dir, digest_of_config, image)
     temporary = f"{path}.{os.getpid()}.{time.monotonic_ns()}.tmp"
@@ -196,7 +206,7 @@ def try_answer(environ: dict[str, str] | os._Environ[str], started: float) -> bo
         return False
     if answer is None:
         return False
-    request, images, deadline = answer
+    request, images, deadline, trust_gauges = answer
     try:
         with open(response_path, "w", encoding="utf-8") as handle:
             handle.write('{"allowed": true}')
@@ -205,7 +215,7 @@ def try_answer(environ: dict[str, str] | os._Environ[str], started: float) -> bo
     try:
         _log(request, images, started)
         # Bounded like the wait for entries: the deadline is only a hint when the file is YAML.
-        _metrics(environ.get("METRICS_PATH"), cache_dir, images, started, started + WAIT_FRACTION * deadline)
+        _metrics(environ.get("METRICS_PATH"), cache_dir, images, started, started + WAIT_FRACTION * deadline, trust_gauges)
     except Exception:
         pass
     return True
@@ -291,8 +301,11 @@ def _read_file(path: str) -> bytes | None:
         return None
 
 
-def _cached_answer(environ: object, cache_dir: str, context_path: str, started: float = 0.0) -> tuple[dict, list[tuple], float] | None:
-    """(request, [(list, container, image, reason, mode)], deadline seconds), or None: no answer here."""
+def _cached_answer(
+    environ: object, cache_dir: str, context_path: str, started: float = 0.0
+) -> tuple[dict, list[tuple], float, list[tuple[str, dict[str, str], int]]] | None:
+    """(request, [(list, container, image, reason, mode)], deadline seconds, gauges), or None: no
+    answer here."""
     raw_config = read_regular(config_path(environ), MAX_CONFIG_BYTES)
     if len(raw_config) > MAX_CONFIG_BYTES:
         return None
@@ -320,6 +333,7 @@ def _cached_answer(environ: object, cache_dir: str, context_path: str, started: 
     now = time.time()
     checked: dict[str, str] = {}
     file_digests: dict[str, str | None] = {}
+    gauges: dict[tuple[str, str], int] = {}
     images = list(dict.fromkeys(image for _, _, image, _ in containers))
     deadline = _deadline_hint(raw_config)
     raw_entries = _read_entries(cache_dir, digest_of_config, images, started, deadline)
@@ -338,6 +352,7 @@ def _cached_answer(environ: object, cache_dir: str, context_path: str, started: 
             or not isinstance(entry.get("max_images"), int)
             or len(containers) > entry["max_images"]
             or not isinstance(entry.get("deps"), list)
+            or not _add_trust_gauges(gauges, entry.get("trust"), now)
         ):
             return None
         for dependency in entry["deps"]:
@@ -348,7 +363,25 @@ def _cached_answer(environ: object, cache_dir: str, context_path: str, started: 
                 return None  # a key file changed: decide again
         checked[image] = (str(entry.get("reason", "cached")), str(entry.get("mode", "enforce")))
     images = [(list_name, name, image, checked[image][0], checked[image][1]) for list_name, name, image, _ in containers]
-    return request, images, deadline
+    trust_gauges = [("signgate_trust_material_expiring", {"name": name, "kind": kind}, value)
+                    for (name, kind), value in sorted(gauges.items())]
+    return request, images, deadline, trust_gauges
+
+
+def _add_trust_gauges(gauges: dict[tuple[str, str], int], trust: object, now: float) -> bool:
+    """Add an entry's signgate_trust_material_expiring values to `gauges`: 1 from the recorded
+    moment on (trust_root.needs_refresh: now >= moment), 0 before it or when there is none.
+    False for a malformed list: the entry is not used."""
+    if not isinstance(trust, list):
+        return False
+    for item in trust:
+        if not (isinstance(item, list) and len(item) == 3):
+            return False
+        name, kind, moment = item
+        if not (isinstance(name, str) and isinstance(kind, str) and (moment is None or _is_time(moment))):
+            return False
+        gauges[(name, kind)] = int(moment is not None and now >= moment)
+    return True
 
 
 def _log(request: dict, images: list[tuple], started: float) -> None:
@@ -377,8 +410,10 @@ def _log(request: dict, images: list[tuple], started: float) -> None:
     sys.stderr.write(json.dumps(entry, default=str) + "\n")
 
 
-def _metrics(path: str | None, cache_dir: str, images: list[tuple], started: float, give_up_at: float) -> None:
-    """The counts metrics.increments would give for this admission, recorded and written."""
+def _metrics(path: str | None, cache_dir: str, images: list[tuple], started: float, give_up_at: float,
+             gauges: list[tuple[str, dict[str, str], int]] | tuple[()] = ()) -> None:
+    """The counts metrics.increments would give for this admission, and the trust gauges
+    hook.trust_expiry_gauges would, recorded and written."""
     if not path:
         return
     reasons = {reason for _, _, _, reason, _ in images}
@@ -395,6 +430,7 @@ def _metrics(path: str | None, cache_dir: str, images: list[tuple], started: flo
         ("signgate_cache_total", {"result": "hit"}, len({image for _, _, image, _, _ in images})),
     ]
     seconds = round(time.monotonic() - started, 6)
-    operations = record_metrics(cache_dir, counts, [("signgate_verification_seconds", {"result": "allowed"}, seconds)], give_up_at)
+    operations = record_metrics(cache_dir, counts, [("signgate_verification_seconds", {"result": "allowed"}, seconds)], give_up_at,
+                                list(gauges))
     if operations is not None:
         append_metric_operations(path, operations)

@@ -158,29 +158,44 @@ def trust_expiry_warnings(config: Config) -> list[str]:
         return [f"signgate: cannot check the trust material's validity: {type(exc).__name__}: {exc}"]
 
 
-def trust_expiry_gauges(config: Config, decision: Any) -> list[tuple[str, dict[str, str], int]]:
-    """signgate_trust_material_expiring for the trust material the decision's rules used: 1 for
-    each (name, kind) that needs refreshing, 0 for the kinds that do not, so that a refreshed
-    ConfigMap clears the alert at the next admission."""
+TrustRefresh = dict[tuple[str, str], list[tuple[str, float | None]]]
+
+
+def trust_refresh(config: Config, decision: Any) -> TrustRefresh | None:
+    """For the trust material the decision's rules used, (section, name) -> [(kind, the moment
+    it starts needing refreshing as seconds since the epoch, or None for never)]
+    (trust_root.material_refresh). Material that cannot be read is absent: the rules report it.
+    None when the moments could not be found at all: then no gauge is set and no pass that used
+    trust material is remembered for the fast path, which would otherwise report nothing for it."""
     from .verifiers import verifier_for
 
     used = {material for r in decision.results if r.rule is not None for material in verifier_for(r.rule).trust_material(r.rule)}
     roots = {name for section, name in used if section == "trustedRoots"}
     authorities = {name for section, name in used if section == "certificateAuthorities"}
     if not roots and not authorities:
-        return []
+        return {}
     try:
-        from .verifiers.cosign.trust_root import material_expiry
+        from .verifiers.cosign.trust_root import material_refresh
 
-        report = material_expiry({n: config.trusted_roots[n] for n in roots if n in config.trusted_roots},
-                                 {n: config.certificate_authorities[n] for n in authorities if n in config.certificate_authorities})
+        report = material_refresh({n: config.trusted_roots[n] for n in roots if n in config.trusted_roots},
+                                  {n: config.certificate_authorities[n] for n in authorities if n in config.certificate_authorities})
+        return {(section, name): [(kind, None if moment is None else moment.timestamp()) for kind, moment in moments.items()]
+                for section, name, moments in report}
     except Exception:  # a gauge is not worth the decision's counts: the rules report unreadable material
-        return []
-    gauges = []
-    for _, name, found, kinds in report:
-        expiring = {e.kind for e in found}
-        gauges.extend(("signgate_trust_material_expiring", {"name": name, "kind": kind}, int(kind in expiring)) for kind in kinds)
-    return gauges
+        return None
+
+
+def trust_expiry_gauges(refresh: TrustRefresh | None, now: float | None = None) -> list[tuple[str, dict[str, str], int]]:
+    """signgate_trust_material_expiring for the trust material the decision's rules used: 1 for
+    each (name, kind) that needs refreshing, 0 for the kinds that do not, so that a refreshed
+    ConfigMap clears the alert at the next admission. The fast path (fastpath._add_trust_gauges)
+    sets the same series from the moments remember_passes records."""
+    now = time.time() if now is None else now
+    return [
+        ("signgate_trust_material_expiring", {"name": name, "kind": kind}, int(moment is not None and now >= moment))
+        for (_, name), kinds in sorted((refresh or {}).items())
+        for kind, moment in kinds
+    ]
 
 
 def binding_config(config: Config) -> dict[str, Any]:
@@ -334,12 +349,13 @@ def run(
         # The answer is made: nothing below may replace it with an error response.
         try:
             lines.append(decision_line(fields, decision, started, binding_context_bytes=context_bytes))
-            remember_passes(cache_dir, config_digest, config, decision)
+            refresh = trust_refresh(config, decision)
+            remember_passes(cache_dir, config_digest, config, decision, refresh)
             # Last: the totals a run shows are those at its update, and shell-operator applies
             # runs' metrics in about the order they exit (fastpath.py, "cumulative metrics").
             seconds = time.monotonic() - started
             result.metrics = metrics.increments(decision, seconds, decision.registry_requests,
-                                                trust_expiry_gauges(config, decision))
+                                                trust_expiry_gauges(refresh))
         except Exception as exc:  # bookkeeping only
             _log(lines, "error", f"signgate: after answering: {type(exc).__name__}: {exc}")
         return result
@@ -462,8 +478,11 @@ def _pinning_applies(config: Config, request: AdmissionRequest) -> bool:
     return request.pod_kind == "Pod" or config.pin_scope == "workloads"
 
 
-def remember_passes(cache_dir: str | None, config_digest: str | None, config: Config, decision: Any) -> None:
-    """Record passed images for the fast path (fastpath.py), which reads $SIGNGATE_CACHE_DIR."""
+def remember_passes(cache_dir: str | None, config_digest: str | None, config: Config, decision: Any,
+                    refresh: TrustRefresh | None) -> None:
+    """Record passed images for the fast path (fastpath.py), which reads $SIGNGATE_CACHE_DIR,
+    with the refresh moments of the trust material each image's rule used (`refresh`, from
+    trust_refresh), so that the fast path sets signgate_trust_material_expiring as this path would."""
     if not cache_dir or not config_digest or not decision.results:
         return
     from . import fastpath
@@ -476,6 +495,7 @@ def remember_passes(cache_dir: str | None, config_digest: str | None, config: Co
         if not verdict.passed or not isinstance(result.container.image, str) or ref is None:
             continue
         dependencies: list[str] = []
+        trust: list[tuple[str, str, float | None]] = []
         if verdict.reason in ("allowed-by-rule", "unmatched-allowed"):
             expires = now + settings.ttl_seconds
         else:
@@ -487,9 +507,15 @@ def remember_passes(cache_dir: str | None, config_digest: str | None, config: Co
                     continue  # tags are re-resolved on every request
                 expires = min(expires, now + settings.tag_ttl_seconds)
             dependencies = verifier_for(rule).trust_files(config, rule)
+            material = verifier_for(rule).trust_material(rule)
+            if material and refresh is None:
+                continue  # its gauge could not be computed: the full path tries again next time
+            # Material absent from `refresh` could not be read: neither path sets its gauge.
+            trust = [(name, kind, moment) for section, name in material
+                     for kind, moment in (refresh or {}).get((section, name), [])]
         fastpath.remember(
             cache_dir, config_digest, result.container.image, dependencies, expires,
-            config.limits.max_images_per_request, verdict.reason, result.mode,
+            config.limits.max_images_per_request, verdict.reason, result.mode, trust,
         )
 
 

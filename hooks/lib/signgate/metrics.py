@@ -14,7 +14,7 @@ cache directory there is nowhere to keep totals, and no metrics are written.
 | `signgate_cache_total` | gauge, only grows | `result` (hit/miss) | verdict-cache lookups |
 | `signgate_registry_requests_total` | gauge, only grows | `registry`, `status` | HTTP requests to registries; `status` is the HTTP status or `error`; 429s show up here |
 | `signgate_verification_seconds_bucket`, `_sum`, `_count` | gauges, only grow | `result` (+ `le`) | wall time of the decision, from process start, as a classic histogram's series |
-| `signgate_trust_material_expiring` | gauge, 0 or 1 | `name`, `kind` (tlog, ctlog, ca, tsa; certificate for a CA bundle) | 1 when a trusted root's keys of that kind, or a CA bundle's certificate, are past or within 30 days of the end of their validity; set by admissions whose rules use that material |
+| `signgate_trust_material_expiring` | gauge, 0 or 1 | `name`, `kind` (tlog, ctlog, ca, tsa; certificate for a CA bundle) | 1 when a trusted root's keys of that kind, or a CA bundle's certificate, are past or within 30 days of the end of their validity; set by admissions whose rules use that material, cached ones too (the fast path compares the moment recorded with its entry with its clock) |
 
 shell-operator can only `set` a gauge, not a counter or a histogram, to a given value; the values
 behave as counters for `rate()` and `histogram_quantile()`.

@@ -96,19 +96,31 @@ class TrustRoot:
     def tlog(self, log_id: bytes) -> LogKey | None:
         return next((log for log in self.tlogs if log.log_id == log_id), None)
 
-    def expiring(self, now: datetime, within: timedelta = EXPIRY_WARNING) -> "list[Expiry]":
-        """The kinds of trust whose keys all stop being valid by `now + within`: for each, the
-        newest entry (the one valid longest). A kind with one key still valid beyond that is fine:
-        Sigstore keeps a rotated-out key with an end date beside its successor, so that old
-        signatures still verify, and the public-good root always holds such ended entries."""
-        found = []
+    def deciding_entries(self) -> "dict[str, LogKey | Authority | None]":
+        """For each kind of trust the root holds, the entry whose end decides when the kind needs
+        refreshing: the newest (the one valid longest) when every entry of the kind has an end;
+        None when one never ends. A kind with one key still valid is fine: Sigstore keeps a
+        rotated-out key with an end date beside its successor, so that old signatures still
+        verify, and the public-good root always holds such ended entries."""
+        found: dict[str, LogKey | Authority | None] = {}
         for kind, entries in (("tlog", self.tlogs), ("ctlog", self.ctlogs),
                               ("ca", self.certificate_authorities), ("tsa", self.timestamp_authorities)):
-            if not entries or any(e.validity.end is None or e.validity.end > now + within for e in entries):
+            if not entries:
                 continue
-            newest = max(entries, key=lambda e: e.validity.end)
-            name = getattr(newest, "base_url", None) or getattr(newest, "uri", "") or "(unnamed)"
-            found.append(Expiry(kind, name, newest.validity.end))
+            if any(e.validity.end is None for e in entries):
+                found[kind] = None
+            else:
+                found[kind] = max(entries, key=lambda e: e.validity.end)
+        return found
+
+    def expiring(self, now: datetime, within: timedelta = EXPIRY_WARNING) -> "list[Expiry]":
+        """The kinds of trust whose keys all stop being valid by `now + within`: for each, the
+        newest entry (see deciding_entries)."""
+        found = []
+        for kind, newest in self.deciding_entries().items():
+            if newest is not None and needs_refresh(newest.validity.end, now, within):
+                name = getattr(newest, "base_url", None) or getattr(newest, "uri", "") or "(unnamed)"
+                found.append(Expiry(kind, name, newest.validity.end))
         return found
 
 
@@ -134,20 +146,61 @@ class Expiry:
         return f"{KIND_NAMES[self.kind]} {self.name} is valid only until {when} ({days:.0f} days)"
 
 
-def bundle_expiring(pem: bytes, now: datetime, within: timedelta = EXPIRY_WARNING) -> list[Expiry]:
-    """The certificates of a PEM CA bundle that expired or expire within `within`. Each one
-    counts: a chain needs every certificate in it valid."""
+def refresh_moment(end: datetime | None, within: timedelta = EXPIRY_WARNING) -> datetime | None:
+    """When trust that ends at `end` starts needing refreshing: `within` before its end. None:
+    trust without an end never does."""
+    if end is None:
+        return None
+    try:
+        return end - within
+    except OverflowError:  # an end in the first days of year 1: long past
+        return datetime.min.replace(tzinfo=timezone.utc)
+
+
+def needs_refresh(end: datetime | None, now: datetime, within: timedelta = EXPIRY_WARNING) -> bool:
+    """The one definition of "expiring" (the `--config` warning and the gauge): `now` is at or
+    past refresh_moment(end). The fast path compares recorded moments with its clock the same way
+    (material_refresh, fastpath.py)."""
+    moment = refresh_moment(end, within)
+    return moment is not None and now >= moment
+
+
+def _bundle_certificates(pem: bytes) -> list[Any]:
     from cryptography import x509
 
     try:
-        certificates = x509.load_pem_x509_certificates(pem)
+        return x509.load_pem_x509_certificates(pem)
     except ValueError:
         return []  # not a bundle: --config and the rule's own check say so
+
+
+def bundle_expiring(pem: bytes, now: datetime, within: timedelta = EXPIRY_WARNING) -> list[Expiry]:
+    """The certificates of a PEM CA bundle that expired or expire within `within`. Each one
+    counts: a chain needs every certificate in it valid."""
     return [
         Expiry("certificate", c.subject.rfc4514_string() or "(no subject)", c.not_valid_after_utc)
-        for c in certificates
-        if c.not_valid_after_utc <= now + within
+        for c in _bundle_certificates(pem)
+        if needs_refresh(c.not_valid_after_utc, now, within)
     ]
+
+
+def _load_material(trusted_roots: Mapping[str, str], certificate_authorities: Mapping[str, str]
+                   ) -> "list[tuple[str, str, TrustRoot | bytes]]":
+    """(section, name, parsed root or bundle PEM) for each readable trusted root and CA bundle.
+    Unreadable material is left out: the configuration check and the rules report it."""
+    loaded: list[tuple[str, str, TrustRoot | bytes]] = []
+    for name, path in sorted(trusted_roots.items()):
+        try:
+            loaded.append(("trustedRoots", name, load_trust_root(path)))
+        except TrustRootError:
+            continue
+    for name, path in sorted(certificate_authorities.items()):
+        try:
+            with open(path, "rb") as handle:
+                loaded.append(("certificateAuthorities", name, handle.read(MAX_TRUST_ROOT_BYTES)))
+        except OSError:
+            continue
+    return loaded
 
 
 def material_expiry(
@@ -157,21 +210,34 @@ def material_expiry(
     holds). Unreadable material is left out: the configuration check and the rules report it."""
     now = now or datetime.now(timezone.utc)
     report = []
-    for name, path in sorted(trusted_roots.items()):
-        try:
-            root = load_trust_root(path)
-        except TrustRootError:
-            continue
-        kinds = [k for k, entries in (("tlog", root.tlogs), ("ctlog", root.ctlogs), ("ca", root.certificate_authorities),
-                                      ("tsa", root.timestamp_authorities)) if entries]
-        report.append(("trustedRoots", name, root.expiring(now), kinds))
-    for name, path in sorted(certificate_authorities.items()):
-        try:
-            with open(path, "rb") as handle:
-                pem = handle.read(MAX_TRUST_ROOT_BYTES)
-        except OSError:
-            continue
-        report.append(("certificateAuthorities", name, bundle_expiring(pem, now), ["certificate"]))
+    for section, name, material in _load_material(trusted_roots, certificate_authorities):
+        if isinstance(material, TrustRoot):
+            report.append((section, name, material.expiring(now), list(material.deciding_entries())))
+        else:
+            report.append((section, name, bundle_expiring(material, now), ["certificate"]))
+    return report
+
+
+def material_refresh(
+    trusted_roots: Mapping[str, str], certificate_authorities: Mapping[str, str], within: timedelta = EXPIRY_WARNING
+) -> list[tuple[str, str, dict[str, datetime | None]]]:
+    """For each trusted root and CA bundle (name -> path): (section, name, {kind it holds: the
+    moment it starts needing refreshing, None for never}); the kind needs refreshing at `now`
+    when now >= that moment (needs_refresh), so a moment already past means "already".
+
+    The same kinds, in the same order, and the same verdicts as material_expiry, as moments
+    rather than verdicts at one instant: the fast path keeps them with its cache entries and sets
+    the gauge from its clock without parsing any trust file. A CA bundle needs refreshing from
+    the first of its certificates' moments; one without certificates never does."""
+    report = []
+    for section, name, material in _load_material(trusted_roots, certificate_authorities):
+        if isinstance(material, TrustRoot):
+            moments = {kind: None if newest is None else refresh_moment(newest.validity.end, within)
+                       for kind, newest in material.deciding_entries().items()}
+        else:
+            ends = [c.not_valid_after_utc for c in _bundle_certificates(material)]
+            moments = {"certificate": refresh_moment(min(ends), within) if ends else None}
+        report.append((section, name, moments))
     return report
 
 
