@@ -397,13 +397,13 @@ class _Verification:
 
 def certificate_rule(config: Config, rule: Rule, rekor: RekorKeys | None) -> CertificateRule:
     """The trust a rule's identities are checked against, loaded from the mounted files."""
-    logs = dict(rekor.by_log_id) if rekor is not None else {}
+    logs = rekor if rekor is not None else RekorKeys.of([])
     if rule.trusted_root:
         root = load_trust_root(config.trusted_roots[rule.trusted_root])
         trust = trust_from_root(rule.trusted_root, root, rule.ignore_sct)
-        # The trusted root's transparency logs prove entries beside the rekorKeys.
-        for log in root.tlogs:
-            logs.setdefault(log.log_id.hex(), log.key)
+        # The trusted root's transparency logs prove entries beside the rekorKeys, each only
+        # within its key's validity window.
+        logs = logs.with_logs(root.tlogs)
     else:
         assert rule.certificate_authority is not None  # the configuration requires one of the two
         path = config.certificate_authorities[rule.certificate_authority]
@@ -414,7 +414,7 @@ def certificate_rule(config: Config, rule: Rule, rekor: RekorKeys | None) -> Cer
             raise CertificateProblem(f"cannot read certificate authority {rule.certificate_authority} ({path}): {exc.strerror}") from None
         trust = trust_from_pem(rule.certificate_authority, path, pem, rule.ignore_sct)
     identities = tuple(config.identities[name] for name in rule.identities)
-    return CertificateRule(identities, trust, RekorKeys(logs), rule.tlog == "required")
+    return CertificateRule(identities, trust, logs, rule.tlog == "required")
 
 
 class _Outcome(Generic[T]):
