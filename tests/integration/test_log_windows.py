@@ -7,7 +7,9 @@ hook, with a root whose Rekor v1 and v2 keys both ended a minute ago:
 - one whose SET was integrated after the end is denied, the message naming the integrated time,
   the log key and its window; nor does such a SET give the certificate a signing time;
 - a keyless bundle proven only by a Rekor v2 checkpoint of the retired key, with no verified
-  timestamp, is denied, saying that nothing shows it was logged before the end.
+  timestamp, is denied, saying that nothing shows it was logged before the end;
+- a rule with keys beside its identities accepts the trusted root's logs as proof for its keys
+  too, within the same windows.
 """
 
 from __future__ import annotations
@@ -19,9 +21,19 @@ from typing import Any
 
 import pytest
 
-from integration.test_keyless import admit, attach_bundle, config, leaf, rekor_v2_certificate_bundle, sign_legacy_keyless
+from integration.test_keyless import (
+    admit,
+    attach_bundle,
+    config,
+    hashedrekord,
+    leaf,
+    legacy_rekor_bundle,
+    rekor_v2_certificate_bundle,
+    sign_legacy_keyless,
+)
 from support.fulcio import NOW, new_ct_log, new_fulcio, trusted_root
 from support.oci import push_image
+from support.signer import sign_legacy, simple_signing_payload
 from support.tlog import new_log
 
 pytestmark = pytest.mark.registry
@@ -98,3 +110,25 @@ def test_a_rekor_v2_checkpoint_of_a_retired_key_without_a_timestamp_is_denied_sa
         f"https://log2024-1.rekor.retired.test, whose validity ended at {stamp(END)}, "
         "and no verified timestamp shows that the entry was logged before then"
     ) in run.message
+
+
+@pytest.mark.parametrize("before_end", [True, False], ids=["logged-before-end", "logged-after-end"])
+def test_a_key_signer_of_a_trusted_root_rule_is_proven_by_the_roots_log_within_its_window(
+    tmp_path: Path, http, repo, keys, pki, before_end
+) -> None:
+    # No rekorKeys: the rule's trusted root is the only source of log keys, for its key as for its identities.
+    key, image = keys["ecdsa-p384"], push_image(http, repo, "v1")
+    payload = simple_signing_payload(f"{http.host}/{repo}", image.digest)
+    signature = key.sign(payload)
+    logged = END - dt.timedelta(seconds=60) if before_end else NOW + dt.timedelta(seconds=30)
+    bundle = legacy_rekor_bundle(pki["log"], hashedrekord(payload, signature, key.public_pem.decode()), int(logged.timestamp()))
+    sign_legacy(http, repo, image.digest, key, payload=payload, signature_override=signature,
+                extra_layer_annotations={"dev.sigstore.cosign/bundle": bundle})
+    data = config(http, pki, {"keys": ["ci"], "tlog": "required"}, keys={"ci": str(key.pub_path)})
+    run = admit(tmp_path, data, image)
+    assert run.allowed is before_end, run.message
+    if not before_end:
+        assert (
+            f"signature by key ci: its transparency-log entry was integrated at {stamp(logged)}, "
+            f"outside the validity of log key https://rekor.retired.test ({stamp(START)} to {stamp(END)})"
+        ) in run.message

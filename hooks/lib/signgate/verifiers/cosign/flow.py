@@ -113,6 +113,12 @@ def evaluate_cosign(config: Config, rule: Rule, ref: ImageReference, client: "Re
             certs = certificate_rule(config, rule, rekor)
         except (TrustRootError, CertificateProblem) as exc:
             return ImageVerdict(False, "invalid-config", f"cannot check certificates: {exc}")
+        if rule.trusted_root:
+            # The root the rule names vouches for its logs whoever signed: a key signer's proof
+            # from those logs counts too (within their windows), as cosign verify --key does with
+            # a trusted root. Otherwise `tlog: required` with a trustedRoot and no rekorKeys, which
+            # the configuration accepts, could never be met by the rule's keys.
+            rekor = certs.rekor
     try:
         return _Verification(config, rule, ref, client, keys, rekor, certs).run()
     except DeadlineExceeded as exc:
