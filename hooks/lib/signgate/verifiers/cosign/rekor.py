@@ -14,6 +14,11 @@ Two carriers:
 The SET signs the canonical JSON (keys sorted, no white space) of
 `{"body", "integratedTime", "logID", "logIndex"}` with ECDSA-SHA256; the Rekor key is chosen by
 logID = hex sha256 of its DER SubjectPublicKeyInfo.
+
+Validity windows: a trusted root gives each log key a window (`validFor`); Sigstore keeps a retired
+key with an end so that what it signed before then still verifies. A SET proves nothing about an
+integrated time outside its key's window, nor about one more than CLOCK_SKEW in the future; a
+mounted rekorKeys PEM has no window.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ class RekorKeys:
     `of(keys)` makes the mounted `rekorKeys` (PEM keys, no window: unbounded). `with_logs(root.tlogs)`
     adds a trusted root's logs with their `validFor` windows. A SET then counts only when its
     integrated time lies within the window of the key that signed it, and a Rekor v2 checkpoint only
-    when its key was valid at the verified signing time (see _check_proof).
+    when its key was valid at the verified signing time (see _proof_window).
     """
 
     by_log_id: Mapping[str, PublicKey]  # hex log id -> key
@@ -161,9 +166,10 @@ def check_bundle_tlog(
             elif note:
                 problem = note
         if has_set:
-            problem = set_problem  # type: ignore[assignment]
             if set_problem is None:
                 proven = True
+            else:
+                problem = set_problem
     if proven or not required:
         return None
     return problem
