@@ -113,6 +113,12 @@ def evaluate_cosign(config: Config, rule: Rule, ref: ImageReference, client: "Re
             certs = certificate_rule(config, rule, rekor)
         except (TrustRootError, CertificateProblem) as exc:
             return ImageVerdict(False, "invalid-config", f"cannot check certificates: {exc}")
+        if rule.trusted_root:
+            # The root the rule names vouches for its logs whoever signed: a key signer's proof
+            # from those logs counts too (within their windows), as cosign verify --key does with
+            # a trusted root. Otherwise `tlog: required` with a trustedRoot and no rekorKeys, which
+            # the configuration accepts, could never be met by the rule's keys.
+            rekor = certs.rekor
     try:
         return _Verification(config, rule, ref, client, keys, rekor, certs).run()
     except DeadlineExceeded as exc:
@@ -397,13 +403,13 @@ class _Verification:
 
 def certificate_rule(config: Config, rule: Rule, rekor: RekorKeys | None) -> CertificateRule:
     """The trust a rule's identities are checked against, loaded from the mounted files."""
-    logs = dict(rekor.by_log_id) if rekor is not None else {}
+    logs = rekor if rekor is not None else RekorKeys.of([])
     if rule.trusted_root:
         root = load_trust_root(config.trusted_roots[rule.trusted_root])
         trust = trust_from_root(rule.trusted_root, root, rule.ignore_sct)
-        # The trusted root's transparency logs prove entries beside the rekorKeys.
-        for log in root.tlogs:
-            logs.setdefault(log.log_id.hex(), log.key)
+        # The trusted root's transparency logs prove entries beside the rekorKeys, each only
+        # within its key's validity window.
+        logs = logs.with_logs(root.tlogs)
     else:
         assert rule.certificate_authority is not None  # the configuration requires one of the two
         path = config.certificate_authorities[rule.certificate_authority]
@@ -414,7 +420,7 @@ def certificate_rule(config: Config, rule: Rule, rekor: RekorKeys | None) -> Cer
             raise CertificateProblem(f"cannot read certificate authority {rule.certificate_authority} ({path}): {exc.strerror}") from None
         trust = trust_from_pem(rule.certificate_authority, path, pem, rule.ignore_sct)
     identities = tuple(config.identities[name] for name in rule.identities)
-    return CertificateRule(identities, trust, RekorKeys(logs), rule.tlog == "required")
+    return CertificateRule(identities, trust, logs, rule.tlog == "required")
 
 
 class _Outcome(Generic[T]):
