@@ -33,7 +33,7 @@ from .dsse import INTOTO_PAYLOAD_TYPE, pae
 from .models import TlogEntry
 from ...encoding import b64_strict
 from ...keys import PublicKey
-from .transparency import ProofError, checkpoint_signers, note_key_id, verify_inclusion_proof
+from .transparency import ProofError, checkpoint_signers, note_key_id, signed_entry_timestamp_is_valid, verify_inclusion_proof
 from .trust_root import LogKey, Validity
 
 MAX_TLOG_ENTRIES = 8
@@ -294,12 +294,7 @@ def _check_set(
         return f"its transparency-log entry is from log {log_id[:16]}…, whose key is not trusted"
     if set_bytes is None:
         return "its signed entry timestamp is missing or not base64"
-    canonical = json.dumps(
-        {"body": body_b64, "integratedTime": int(integrated), "logID": log_id.lower(), "logIndex": int(index)},
-        sort_keys=True,
-        separators=(",", ":"),
-    ).encode()
-    if not rekor_key.signature_is_valid(set_bytes, canonical):
+    if not signed_entry_timestamp_is_valid(rekor_key, log_id, body_b64, int(integrated), int(index), set_bytes):
         return "its signed entry timestamp does not verify with the Rekor key"
     # The SET makes the integrated time a verified time, but only within the window in which the
     # trust root says the log's key signed: a retired key's SET over a later time (or a key's SET

@@ -28,6 +28,7 @@ from datetime import datetime, timezone
 from typing import Any, Sequence
 
 from ...encoding import b64_strict, protobuf_uint as _uint
+from ...keys import PublicKey
 from .trust_root import LogKey
 
 MAX_PROOF_HASHES = 64  # a tree of 2**64 leaves needs no more
@@ -199,6 +200,17 @@ def note_key_id(name: str, key: Any) -> bytes | None:
     return hashlib.sha256(name.encode("utf-8") + b"\n" + material).digest()
 
 
+def signed_entry_timestamp_is_valid(key: PublicKey, log_id_hex: str, body_b64: str, integrated: int, index: int, signature: bytes) -> bool:
+    """Whether `signature` is the log's SET over this entry: ECDSA over the canonical JSON (keys
+    sorted, no white space) of {body, integratedTime, logID, logIndex}, as Rekor v1 signs it."""
+    canonical = json.dumps(
+        {"body": body_b64, "integratedTime": integrated, "logID": log_id_hex.lower(), "logIndex": index},
+        sort_keys=True,
+        separators=(",", ":"),
+    ).encode()
+    return key.signature_is_valid(signature, canonical)
+
+
 def verify_signed_entry_timestamp(entry: dict[str, Any], log: LogKey) -> datetime:
     """Verify a Rekor v1 inclusion promise; returns the integrated time it makes trustworthy."""
     promise = entry.get("inclusionPromise")
@@ -206,12 +218,7 @@ def verify_signed_entry_timestamp(entry: dict[str, Any], log: LogKey) -> datetim
     integrated, index, body = _uint(entry.get("integratedTime")), _uint(entry.get("logIndex")), entry.get("canonicalizedBody")
     if signature is None or integrated is None or index is None or not isinstance(body, str):
         raise ProofError("its inclusion promise is malformed")
-    canonical = json.dumps(
-        {"body": body, "integratedTime": integrated, "logID": log.log_id.hex(), "logIndex": index},
-        sort_keys=True,
-        separators=(",", ":"),
-    ).encode()
-    if not log.key.signature_is_valid(signature, canonical):
+    if not signed_entry_timestamp_is_valid(log.key, log.log_id.hex(), body, integrated, index, signature):
         raise ProofError("its signed entry timestamp does not verify with the log's key")
     try:
         return datetime.fromtimestamp(integrated, tz=timezone.utc)
