@@ -377,10 +377,11 @@ def test_a_malformed_timestamp_is_a_clear_denial(
 @pytest.mark.xfail(
     strict=True,
     reason=(
-        "conformance._verify_timestamp reads response.tst_info before verifying the response; a TSA's "
-        "refusal has no token, so rfc3161-client raises ValueError('Missing SignedData'), which "
-        "check_signer reports as 'its certificate cannot be checked (ValueError)' (and which crashes "
-        "`signgate sigstore verify-bundle` for a key bundle). Fix there: read gen_time after verify_message."
+        "conformance._verify_timestamp reads response.tst_info outside the try around decoding; a TSA's "
+        "refusal decodes but has no token, so rfc3161-client raises ValueError('Missing SignedData') there "
+        "(and in verify_message), which check_signer reports as 'its certificate cannot be checked "
+        "(ValueError)' and which crashes `signgate sigstore verify-bundle` for a key bundle. Fix there: "
+        "read tst_info.gen_time inside that try; then remove this mark."
     ),
 )
 def test_a_tsa_refusal_in_place_of_a_timestamp_is_a_clear_denial(
