@@ -248,7 +248,8 @@ def test_a_rekor_v2_proof_by_a_since_retired_log_key_counts_with_a_timestamp_ins
     # Sigstore retires a Rekor v2 shard's key by ending its window in the trust root; entries it
     # logged before then stay valid, and for a Rekor v2 entry only the RFC 3161 timestamp shows
     # when that was. Here the log key's window ends when the leaf expired, after the stamp.
-    # (This needs the bundle's verified timestamps to reach the checkpoint's window check.)
+    # Where rekor.py checks log keys' windows, this needs bundle.py to hand the bundle's verified
+    # timestamps to check_bundle_tlog (its signing_times): without them the checkpoint is refused.
     signed, stamp = stamped["rekor-v2-retired"]
     document = json.loads(Path(pki["root"]).read_text())
     [v2_log] = [log for log in document["tlogs"] if log["logId"]["keyId"] == b64(pki["log2"].log_id)]
