@@ -140,6 +140,12 @@ def test_a_certificate_chain_is_typed_leaf_first() -> None:
             "material",
             id="timestamp-not-base64",
         ),
+        pytest.param(
+            {"verificationMaterial": {"publicKey": {}, "timestampVerificationData": {"rfc3161Timestamps": [{"signedTimestamp": "AAAA"}, {"signedTimestamp": "AAAA"}]}}},
+            "the bundle carries the same timestamp twice",
+            "material",
+            id="timestamp-twice",
+        ),
         pytest.param({"dsseEnvelope": {**ENVELOPE, "signatures": []}}, "its DSSE envelope has no signatures", "envelope", id="no-signatures"),
     ],
 )

@@ -46,6 +46,8 @@ from .certificates import (
     identity_signer,
     leaf_public_key,
     load_leaf,
+    timestamp_times,
+    verify_bundle_chain,
 )
 from .legacy import DigestMismatch, Requirements, SignatureCheck, check_annotations, merge_checks
 from .dsse import INTOTO_PAYLOAD_TYPE, pae  # noqa: F401  (re-exported)
@@ -156,6 +158,7 @@ def _check_certificate_bundle(
     try:
         leaf = load_leaf(bundle.material.certificates[0])
         chain = [load_leaf(der) for der in bundle.material.certificates[1:]]
+        verify_bundle_chain(chain)
         key = leaf_public_key(leaf)
         found = identity_of(leaf).describe()
     except CertificateProblem as exc:
@@ -170,12 +173,20 @@ def _check_certificate_bundle(
     if problem:
         return fail(f"signed by {found}, but {problem}", (found,))
     entries = bundle.material.tlog_entries
-    tlog_problem = check_bundle_tlog(entries, envelope.payload, signature, key, certs.rekor, required=certs.require_tlog)
+    try:
+        # Before the log entries: a Rekor v2 entry has no integrated time, so its checkpoint's key
+        # must have been valid at the verified timestamps (rekor.py).
+        stamp_times = timestamp_times(bundle.material.timestamps, signature, certs.trust)
+    except CertificateProblem as exc:
+        return fail(describe_problem(exc, found), (found,))
+    tlog_problem = check_bundle_tlog(
+        entries, envelope.payload, signature, key, certs.rekor, required=certs.require_tlog, signing_times=stamp_times
+    )
     if tlog_problem:
         return fail(f"signed by {found}, but {tlog_problem}", (found,))
     set_times = proven_integrated_times(entries, envelope.payload, signature, key, certs.rekor)
     try:
-        names = check_signer(leaf, chain, signature, certs, set_times, bundle.material.timestamps)
+        names = check_signer(leaf, chain, signature, certs, set_times, bundle.material.timestamps, stamp_times)
     except CertificateProblem as exc:
         return fail(describe_problem(exc, found), (found,))
     return SignatureCheck("bundle", source, tuple(identity_signer(n) for n in names), None, (found,), signer_kind="certificate")

@@ -370,21 +370,36 @@ def identity_signer(name: str) -> PublicKey:
     return PublicKey(name=name, path="identities", kind="identity", fingerprint=f"identity:{name}", hash_algorithms=(), key=None)
 
 
-def signing_times(set_times: Sequence[datetime], stamps: Sequence[bytes], signature: bytes, trust: CertificateTrust) -> list[tuple[datetime, str]]:
-    """The verified times to check the chain at: integrated times from verified SETs and verified
-    RFC 3161 timestamps over the signature; with none, the current time (as cosign)."""
-    from datetime import timezone
-
-    times = [(when, "transparency-log integrated time") for when in set_times]
+def timestamp_times(stamps: Sequence[bytes], signature: bytes, trust: CertificateTrust) -> list[datetime]:
+    """The times of the RFC 3161 timestamps over `signature` that a TSA of the trust verified;
+    CertificateProblem for a timestamp that cannot even be read. Verified before the log entries:
+    a Rekor v2 entry has no integrated time, so its checkpoint's key must be valid at these."""
+    times = []
     for raw in stamps:
         try:
             when = verify_timestamp(raw, signature, trust.timestamp_authorities)
         except TimestampError as exc:
             raise CertificateProblem(str(exc)) from None
         if when is not None:
-            times.append((when, "RFC 3161 timestamp"))
+            times.append(when)
+    return times
+
+
+def signing_times(set_times: Sequence[datetime], stamps: Sequence[bytes], signature: bytes, trust: CertificateTrust,
+                  stamp_times: Sequence[datetime] | None = None) -> list[tuple[datetime, str]]:
+    """The verified times to check the chain at: integrated times from verified SETs and verified
+    RFC 3161 timestamps over the signature (`stamp_times` when the caller has verified them
+    already); with none, the current time (as cosign)."""
+    from datetime import timezone
+
+    if stamp_times is None:
+        stamp_times = timestamp_times(stamps, signature, trust)
+    times = [(when, "transparency-log integrated time") for when in set_times]
+    times.extend((when, "RFC 3161 timestamp") for when in stamp_times)
     if not times:
-        times.append((datetime.now(timezone.utc), "no verified time, so the current time"))
+        # Say why a timestamp the signature carries did not count: that is what the reader will look for.
+        unverified = f"its RFC 3161 timestamp did not verify with a TSA of {trust.source}, " if stamps else ""
+        times.append((datetime.now(timezone.utc), f"{unverified}no verified time, so the current time"))
     return times
 
 
@@ -393,10 +408,11 @@ def describe_problem(exc: CertificateProblem, found: str) -> str:
     return str(exc) if isinstance(exc, IdentityMismatch) else f"signed by {found}, but {exc}"
 
 
-def check_signer(leaf: Any, chain: Sequence[Any], signature: bytes, rule: CertificateRule, set_times: Sequence[datetime], stamps: Sequence[bytes]) -> list[str]:
+def check_signer(leaf: Any, chain: Sequence[Any], signature: bytes, rule: CertificateRule, set_times: Sequence[datetime], stamps: Sequence[bytes],
+                 stamp_times: Sequence[datetime] | None = None) -> list[str]:
     """Steps 2 to 5 for a leaf whose signature verified; the matching identity names, or CertificateProblem."""
     try:
-        for when, source in signing_times(set_times, stamps, signature, rule.trust):
+        for when, source in signing_times(set_times, stamps, signature, rule.trust, stamp_times):
             verify_certificate(leaf, chain, rule.trust, when, source)
     except CertificateProblem:
         raise

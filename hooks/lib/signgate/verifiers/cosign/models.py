@@ -264,6 +264,9 @@ def _timestamps(value: Any) -> tuple[bytes, ...]:
     raws = [b64_strict(s.get("signedTimestamp")) if isinstance(s, dict) else None for s in stamps]
     if any(raw is None for raw in raws):
         raise BundleFormatError("a timestamp in the bundle is not base64", "material")
+    if len(set(raws)) != len(raws):
+        # One timestamp counted twice would pass for two independent witnesses (sigstore's clients refuse it too).
+        raise BundleFormatError("the bundle carries the same timestamp twice", "material")
     return tuple(raws)  # type: ignore[arg-type]
 
 

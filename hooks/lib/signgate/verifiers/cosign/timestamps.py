@@ -41,9 +41,10 @@ def verify_timestamp(response_der: bytes, signature: bytes, authorities: Sequenc
 
     try:
         response = rfc3161_client.decode_timestamp_response(response_der)
+        # A TSA's refusal decodes but holds no token: reading it raises ValueError ("Missing SignedData").
+        gen_time = response.tst_info.gen_time
     except Exception as exc:  # ValueError, or the Rust parser's own error types on malformed DER
         raise TimestampError(f"a timestamp it carries is not an RFC 3161 response ({type(exc).__name__})") from None
-    gen_time = response.tst_info.gen_time
     if gen_time.tzinfo is None:
         gen_time = gen_time.replace(tzinfo=timezone.utc)
     for authority in authorities:
