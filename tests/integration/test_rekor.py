@@ -574,11 +574,17 @@ def test_bundle_tlog_entries_that_prove_nothing(keys, rekor, make_entries, probl
     assert result.signed_by == ("release",)  # the key did sign: only the proof is missing
 
 
-def test_the_unsigned_kind_label_is_not_what_is_checked(keys, rekor) -> None:
-    # kindVersion sits outside the SET; the signed body's own kind decides how it is read.
+def test_a_kind_label_that_differs_from_the_signed_body_is_refused(keys, rekor) -> None:
+    # kindVersion sits outside the SET, so the signed body's own kind decides how it is read; a
+    # label that says otherwise is an inconsistent bundle, refused as sigstore's clients refuse it
+    # (and as `signgate sigstore verify-bundle` does, through the same check).
     key = keys["ecdsa-p256"]
     signed = sign_statement(key)
     entry = rekor.tlog_entry(dsse_body(signed.statement, signed.signature, key), kind="intoto")
+    result = check(key, bundle_with(key, signed, [entry]), rekor_keys(rekor))
+    assert not result.counts
+    assert result.problem == "its transparency-log entry's kindVersion does not match its body"
+    entry = rekor.tlog_entry(dsse_body(signed.statement, signed.signature, key), kind="dsse")
     assert check(key, bundle_with(key, signed, [entry]), rekor_keys(rekor)).counts
 
 
@@ -594,8 +600,8 @@ def test_an_unsupported_entry_kind_is_named(keys, rekor) -> None:
     key = keys["ecdsa-p256"]
     signed = sign_statement(key)
     body = json.dumps({"apiVersion": "0.0.1", "kind": "rekord", "spec": {}}).encode()
-    result = check(key, bundle_with(key, signed, [rekor.tlog_entry(body)]), rekor_keys(rekor))
-    assert result.problem == "its transparency-log entry kind 'rekord' is not supported"
+    result = check(key, bundle_with(key, signed, [rekor.tlog_entry(body, kind="rekord")]), rekor_keys(rekor))
+    assert result.problem == "its transparency-log entry kind 'rekord' 0.0.1 is not supported"
 
 
 def test_a_malformed_tlog_entry_is_refused_even_unless_required(keys) -> None:

@@ -37,6 +37,9 @@ class PublicKey:
     hash_algorithms: tuple[str, ...]  # tried in this order
     key: Any = field(repr=False, compare=False)
     spki_der: bytes = field(repr=False, compare=False, default=b"")
+    # The DER certificate that carried this key (certificate signers): a transparency-log entry
+    # about its signature must name this very certificate, not merely its key (entries.py).
+    certificate_der: bytes | None = field(repr=False, compare=False, default=None)
 
     def signature_is_valid(self, signature: bytes, data: bytes) -> bool:
         """True when `signature` over `data` verifies with this key. Never raises on bad input."""

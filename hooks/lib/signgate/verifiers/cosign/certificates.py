@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Mapping, Sequence
 
@@ -156,7 +156,8 @@ def leaf_public_key(leaf: Any) -> PublicKey:
 
     try:
         pem = leaf.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        return public_key_from_pem("certificate", "certificate", pem)
+        key = public_key_from_pem("certificate", "certificate", pem)
+        return replace(key, certificate_der=leaf.public_bytes(serialization.Encoding.DER))
     except SigngateError as exc:
         raise CertificateProblem(f"its certificate's key cannot verify signatures: {exc}") from None
     except Exception as exc:  # an unsupported or malformed key (cryptography's UnsupportedAlgorithm, ValueError)

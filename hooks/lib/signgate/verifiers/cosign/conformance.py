@@ -58,6 +58,7 @@ from .certificates import (
     trust_from_root,
     verify_certificate,
 )
+from .entries import check_entry_body
 from .timestamps import TimestampError, verify_timestamp
 from .transparency import ProofError, verify_inclusion_proof, verify_signed_entry_timestamp
 from .trust_root import TrustRoot, TrustRootError, load_trust_root
@@ -199,7 +200,7 @@ def verify_bundle(
     if isinstance(policy, KeyPolicy):
         if kind != "key":
             raise _fail(Reason.MATERIAL, "the bundle is signed with a certificate, but verification is by key")
-        signer = _Signer(policy.key, f"key {policy.key.name}", None)
+        signer = _Signer(policy.key, f"key {policy.key.name}")
         content = _verify_content(bundle, artifact, signer)
         times = _verify_times(bundle, trust, content, signer, artifact, now, require_tlog)
         return Verified(policy.key.name, tuple(times), content.payload_type, content.payload)
@@ -212,9 +213,8 @@ def verify_bundle(
 class _Signer:
     """Who must have made the signature and be named in its log entries."""
 
-    key: PublicKey
+    key: PublicKey  # a certificate's key carries the certificate: log entries must name it (entries.py)
     label: str  # "key NAME", "the certificate's key": for messages
-    certificate_der: bytes | None  # certificate bundles: log entries must name this very certificate
 
 
 @dataclass(frozen=True)
@@ -275,7 +275,7 @@ def _verify_certificate_bundle(bundle: Bundle, artifact: Artifact, trust: TrustR
         raise _fail(Reason.CERTIFICATE, f"the bundle's signature does not count: {exc}") from None
     except Exception as exc:  # cryptography parses extensions lazily: a hostile certificate fails here
         raise _fail(Reason.CERTIFICATE, f"the bundle's certificate cannot be read ({type(exc).__name__})") from None
-    signer = _Signer(key, "the certificate's key", ders[0])
+    signer = _Signer(key, "the certificate's key")
     content = _verify_content(bundle, artifact, signer)
     times = _verify_times(bundle, trust, content, signer, artifact, now, require_tlog=True)
     certificate_trust = trust_from_root(trust.source, trust, ignore_sct=False)
@@ -426,94 +426,15 @@ def _verify_tlog_entry(
 
 
 def _verify_entry_body(body: bytes, kind_version: dict[str, Any], content: _Content, signer: _Signer, artifact: Artifact) -> None:
-    """The logged entry must be about this signature, made by this signer, over this artifact."""
-    try:
-        document = json.loads(body)
-        kind, version, spec = document["kind"], document["apiVersion"], document["spec"]
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError):
-        raise _fail(Reason.MALFORMED, "the transparency-log entry's body is malformed") from None
-    if (kind, version) != (kind_version.get("kind"), kind_version.get("version")):
-        raise _fail(Reason.TLOG_MISMATCH, "the transparency-log entry's kindVersion does not match its body")
-    mismatch = _fail(Reason.TLOG_MISMATCH, "the transparency-log entry is for another signature, key or artifact")
+    """The logged entry must be about this signature, made by this signer, over this artifact
+    (entries.py, the hook's own check): a DSSE envelope is logged by its PAE or its payload, a
+    message signature by the artifact's digest."""
     signed_dsse = content.signed_dsse
-    if signed_dsse is not None:
-        expected_digest = hashlib.sha256(pae(*signed_dsse)).digest()
-        payload_digest = hashlib.sha256(signed_dsse[1]).digest()
-    else:
-        expected_digest = artifact.sha256 or b""
-    # Each logged (signature, verifier) pair; a verifier is ("pem", base64 PEM), ("key", DER SPKI)
-    # or ("certificate", DER certificate), as each entry kind writes it.
-    pairs: list[tuple[bytes | None, tuple[str, Any]]]
-    try:
-        if (kind, version) == ("hashedrekord", "0.0.1"):
-            logged = spec["data"]["hash"]
-            if logged["algorithm"] != "sha256" or logged["value"] != expected_digest.hex():
-                raise mismatch
-            pairs = [(b64_strict(spec["signature"]["content"]), ("pem", spec["signature"]["publicKey"]["content"]))]
-        elif (kind, version) == ("hashedrekord", "0.0.2"):
-            v2 = spec["hashedRekordV002"]
-            if v2["data"]["algorithm"] != "SHA2_256" or b64_strict(v2["data"]["digest"]) != expected_digest:
-                raise mismatch
-            pairs = [(b64_strict(v2["signature"]["content"]), _v2_verifier(v2["signature"]["verifier"]))]
-        elif (kind, version) == ("dsse", "0.0.1") and signed_dsse is not None:
-            if spec["payloadHash"]["algorithm"] != "sha256" or spec["payloadHash"]["value"] != payload_digest.hex():
-                raise mismatch
-            pairs = [(b64_strict(s["signature"]), ("pem", s["verifier"])) for s in spec["signatures"][:MAX_DSSE_SIGNATURES]]
-        elif (kind, version) == ("dsse", "0.0.2") and signed_dsse is not None:
-            v2 = spec["dsseV002"]
-            if v2["payloadHash"]["algorithm"] != "SHA2_256" or b64_strict(v2["payloadHash"]["digest"]) != payload_digest:
-                raise mismatch
-            pairs = [(b64_strict(s["content"]), _v2_verifier(s["verifier"])) for s in v2["signatures"][:MAX_DSSE_SIGNATURES]]
-        elif (kind, version) == ("intoto", "0.0.2") and signed_dsse is not None:
-            envelope = spec["content"]["envelope"]
-            if spec["content"]["payloadHash"]["algorithm"] != "sha256" or spec["content"]["payloadHash"]["value"] != payload_digest.hex():
-                raise mismatch
-            if envelope["payloadType"] != signed_dsse[0]:
-                raise mismatch
-            # intoto 0.0.2 stores each signature base64-encoded a second time.
-            pairs = [(b64_strict(_b64_text(s["sig"])), ("pem", s["publicKey"])) for s in envelope["signatures"][:MAX_DSSE_SIGNATURES]]
-        else:
-            raise _fail(Reason.TLOG_MISMATCH, f"the transparency-log entry's kind {str(kind)[:30]} {str(version)[:10]} does not fit this bundle")
-    except (KeyError, TypeError, AttributeError):
-        raise _fail(Reason.MALFORMED, "the transparency-log entry's body is malformed") from None
-    if not any(logged_sig == content.signature and _names_signer(verifier, signer) for logged_sig, verifier in pairs):
-        raise mismatch
-
-
-def _v2_verifier(verifier: Any) -> tuple[str, Any]:
-    if "publicKey" in verifier:
-        return "key", b64_strict(verifier["publicKey"]["rawBytes"])
-    return "certificate", b64_strict(verifier["x509Certificate"]["rawBytes"])
-
-
-def _names_signer(verifier: tuple[str, Any], signer: _Signer) -> bool:
-    """Whether a logged verifier is the signer: for a certificate bundle, this very certificate
-    (not merely its key); for a key bundle, this key."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-
-    form, value = verifier
-    try:
-        if form == "pem":
-            pem = b64_strict(value)
-            if pem is None:
-                return False
-            if b"CERTIFICATE" in pem:
-                certificate = x509.load_pem_x509_certificate(pem)
-                if signer.certificate_der is not None:
-                    return certificate.public_bytes(serialization.Encoding.DER) == signer.certificate_der
-                public = certificate.public_key()
-            else:
-                if signer.certificate_der is not None:
-                    return False
-                public = serialization.load_pem_public_key(pem)
-            return public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo) == signer.key.spki_der
-        if form == "certificate":
-            return signer.certificate_der is not None and value == signer.certificate_der
-        # "key": a certificate's log entry cannot be about a key-signed bundle, nor the reverse.
-        return signer.certificate_der is None and value == signer.key.spki_der
-    except (ValueError, TypeError):
-        return False
+    digests = (hashlib.sha256(pae(*signed_dsse)).digest(),) if signed_dsse is not None else (artifact.sha256 or b"",)
+    problem = check_entry_body(body, content.signature, signer.key, digests, signed_dsse,
+                               (kind_version.get("kind"), kind_version.get("version")))
+    if problem is not None:
+        raise _fail(Reason.MALFORMED if problem.malformed else Reason.TLOG_MISMATCH, problem.message)
 
 
 def _verify_timestamps(material: dict[str, Any], signature: bytes, trust: TrustRoot) -> list[datetime]:
@@ -633,14 +554,6 @@ def _read(path: str, limit: int | None = MAX_BUNDLE_BYTES) -> bytes:
 
 
 # ---- helpers ------------------------------------------------------------------------------------
-
-
-def _b64_text(value: Any) -> str | None:
-    raw = b64_strict(value)
-    try:
-        return raw.decode("ascii") if raw is not None else None
-    except UnicodeDecodeError:
-        return None
 
 
 def _short(value: Any) -> str:

@@ -30,6 +30,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Mapping, Sequence
 
 from .dsse import INTOTO_PAYLOAD_TYPE, pae
+from .entries import check_entry_body
 from .models import TlogEntry
 from ...encoding import b64_strict
 from ...keys import PublicKey
@@ -152,7 +153,7 @@ def check_bundle_tlog(
             assert rekor is not None and entry.integrated_time is not None
             set_problem = _check_set(
                 rekor, entry.log_id.hex(), entry.body_b64, entry.integrated_time, entry.log_index, entry.signed_entry_timestamp, now
-            ) or _check_body(entry.body, payload, signature, key, pae_payload=pae_payload)
+            ) or _check_body(entry.body, payload, signature, key, pae_payload, entry)
             set_time = _time(entry.integrated_time) if set_problem is None else None
         if entry.proof is not None:
             # An entry with a verified SET has its own verified time, the integrated time (the SET
@@ -188,7 +189,7 @@ def proven_integrated_times(
             continue
         if _check_set(rekor, entry.log_id.hex(), entry.body_b64, entry.integrated_time, entry.log_index, entry.signed_entry_timestamp, now):
             continue
-        if _check_body(entry.body, payload, signature, key, pae_payload=pae_payload) is None:
+        if _check_body(entry.body, payload, signature, key, pae_payload, entry) is None:
             times.append(_time(entry.integrated_time))
     return [t for t in times if t is not None]
 
@@ -232,7 +233,7 @@ def _check_proof(
     assert entry.proof is not None
     # The proof's leaf is this body, so the body must be about this signature: otherwise it is a
     # genuine proof of another entry.
-    problem = _check_body(entry.body, payload, signature, key, pae_payload=pae_payload)
+    problem = _check_body(entry.body, payload, signature, key, pae_payload, entry)
     if problem:
         return problem, False, None
     log = rekor.log_for(entry.log_id, checkpoint_signers(entry.proof.raw)) if rekor is not None else None
@@ -317,91 +318,18 @@ def _check_set(
     return None
 
 
-def _check_body(body: bytes | None, payload: bytes, signature: bytes, key: PublicKey, pae_payload: bytes | None) -> str | None:
-    """The logged entry must be about this signature, this key and this payload."""
-    if body is None:
-        return "its transparency-log entry body is not base64"
-    try:
-        entry = json.loads(body)
-        kind, spec = entry["kind"], entry["spec"]
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError):
-        return "its transparency-log entry body is malformed"
-    version = entry.get("apiVersion") if isinstance(entry, dict) else None
-    try:
-        if kind == "hashedrekord" and version == "0.0.2":
-            # Rekor v2: the digest and the key's DER in base64, the key never as PEM.
-            v2 = spec["hashedRekordV002"]
-            if v2["data"]["algorithm"] != "SHA2_256":
-                return "its transparency-log entry uses an unsupported hash"
-            expected = {hashlib.sha256(payload).digest()}
-            if pae_payload is not None:
-                expected.add(hashlib.sha256(pae_payload).digest())
-            if b64_strict(v2["data"]["digest"]) not in expected:
-                return "the transparency-log entry is for another payload"
-            pairs = [(v2["signature"]["content"], _verifier_der(v2["signature"]["verifier"]))]
-        elif kind == "dsse" and version == "0.0.2":
-            v2 = spec["dsseV002"]
-            if v2["payloadHash"]["algorithm"] != "SHA2_256" or b64_strict(v2["payloadHash"]["digest"]) != hashlib.sha256(payload).digest():
-                return "the transparency-log entry is for another payload"
-            pairs = [(s["content"], _verifier_der(s["verifier"])) for s in v2["signatures"][:16]]
-        elif kind == "hashedrekord":
-            logged_hash = spec["data"]["hash"]
-            if logged_hash.get("algorithm") != "sha256":
-                return "its transparency-log entry uses an unsupported hash"
-            expected_hex = {hashlib.sha256(payload).hexdigest()}
-            if pae_payload is not None:
-                expected_hex.add(hashlib.sha256(pae_payload).hexdigest())
-            if logged_hash.get("value") not in expected_hex:
-                return "the transparency-log entry is for another payload"
-            pairs = [(spec["signature"]["content"], _key_der(spec["signature"]["publicKey"]["content"]))]
-        elif kind == "dsse":
-            payload_hash = spec.get("payloadHash", {})
-            if payload_hash.get("algorithm") != "sha256" or payload_hash.get("value") != hashlib.sha256(payload).hexdigest():
-                return "the transparency-log entry is for another payload"
-            pairs = [(s["signature"], _key_der(s["verifier"])) for s in spec["signatures"]]
-        else:
-            return f"its transparency-log entry kind {str(kind)[:40]!r} is not supported"
-    except (KeyError, TypeError, AttributeError):
-        return "its transparency-log entry body is malformed"
-    for logged_signature, logged_key in pairs:
-        if b64_strict(logged_signature) == signature and logged_key == key.spki_der:
-            return None
-    return "the transparency-log entry is for another signature or key"
-
-
-def _verifier_der(verifier: Any) -> bytes | None:
-    """DER SubjectPublicKeyInfo of a Rekor v2 verifier: a public key's rawBytes, or a certificate's key."""
-    if "publicKey" in verifier:
-        return b64_strict(verifier["publicKey"]["rawBytes"])
-    der = b64_strict(verifier["x509Certificate"]["rawBytes"])
-    if der is None:
-        return None
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-
-    try:
-        public = x509.load_der_x509_certificate(der).public_key()
-    except ValueError:
-        return None
-    return public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
-def _key_der(pem_b64: Any) -> bytes | None:
-    """DER of the public key (or certificate's key) in a base64-encoded PEM, ignoring PEM headers."""
-    pem = b64_strict(pem_b64)
-    if pem is None:
-        return None
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-
-    try:
-        if b"CERTIFICATE" in pem:
-            public = x509.load_pem_x509_certificate(pem).public_key()
-        else:
-            public = serialization.load_pem_public_key(pem)
-        return public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    except (ValueError, TypeError):
-        return None
+def _check_body(
+    body: bytes | None, payload: bytes, signature: bytes, key: PublicKey, pae_payload: bytes | None, entry: TlogEntry | None = None
+) -> str | None:
+    """The logged entry must be about this signature, this signer and this payload (entries.py).
+    Legacy layers sign the payload itself; bundles sign the DSSE envelope's PAE over the statement,
+    and a bundle's entry states its kind and version, which must be the body's."""
+    if pae_payload is None:
+        problem = check_entry_body(body, signature, key, (hashlib.sha256(payload).digest(),))
+    else:
+        problem = check_entry_body(body, signature, key, (hashlib.sha256(pae_payload).digest(),), (INTOTO_PAYLOAD_TYPE, payload),
+                                   (entry.kind, entry.version) if entry is not None else None)
+    return problem.message if problem is not None else None
 
 
 def _is_int(value: Any) -> bool:
