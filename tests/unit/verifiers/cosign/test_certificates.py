@@ -55,3 +55,45 @@ def test_a_certificate_without_issuer_matches_only_an_issuer_pattern_that_allows
 
 def test_an_identity_signer_counts_by_name() -> None:
     assert identity_signer("release").fingerprint == identity_signer("release").fingerprint != identity_signer("ci").fingerprint
+
+
+# ---- a bundle's certificate chain --------------------------------------------------------------------
+
+
+def _self_signed(name: str) -> "x509.Certificate":
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    private = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.timezone.utc)
+    return (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(private.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + dt.timedelta(hours=1)).sign(private, hashes.SHA256()))
+
+
+def test_a_bundle_chain_may_not_carry_its_own_root() -> None:
+    import pytest
+
+    from signgate.verifiers.cosign.certificates import CertificateProblem, verify_bundle_chain
+
+    with pytest.raises(CertificateProblem, match=r"carries a root certificate \(CN=the root\)"):
+        verify_bundle_chain([_self_signed("the root")])
+    verify_bundle_chain([])
+
+
+def test_a_chain_certificate_whose_names_cannot_be_read_is_a_problem_not_a_crash() -> None:
+    # cryptography parses names lazily: a certificate loads, and reading its subject then raises.
+    import pytest
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from signgate.verifiers.cosign.certificates import CertificateProblem, verify_bundle_chain
+
+    der = _self_signed("abcdef").public_bytes(serialization.Encoding.DER)
+    hostile = x509.load_der_x509_certificate(der.replace(b"abcdef", b"\xff\xfe\xfddef"))
+    with pytest.raises(CertificateProblem, match="names cannot be read"):
+        verify_bundle_chain([hostile])

@@ -154,3 +154,12 @@ def test_the_kind_label_must_be_the_bodys_own() -> None:
 def test_unreadable_and_unsupported_entries_are_named(logged: bytes | None, message: str, malformed: bool) -> None:
     problem = check_entry_body(logged, SIGNATURE, KEY, PAE_DIGEST, DSSE)
     assert problem is not None and (problem.message, problem.malformed) == (message, malformed)
+
+
+def test_a_logged_key_of_an_unknown_algorithm_is_another_signer_not_a_crash() -> None:
+    # cryptography raises UnsupportedAlgorithm (neither ValueError nor TypeError) for such a key,
+    # and the body is checked before any log signature: anyone could write this entry.
+    spki = bytes.fromhex("300b" "3005" "06032a0304" "03020000")  # algorithm 1.2.3.4, empty key
+    pem = b"-----BEGIN PUBLIC KEY-----\n" + base64.encodebytes(spki) + b"-----END PUBLIC KEY-----\n"
+    problem = check_entry_body(hashedrekord_v1(PAE_DIGEST[0], pem), SIGNATURE, KEY, PAE_DIGEST)
+    assert problem is not None and problem.message == "the transparency-log entry is for another signature or key"

@@ -330,3 +330,17 @@ def test_a_mounted_rekor_v2_key_has_no_window(signer, v2) -> None:
     entry, signature = v2_entry(v2, signer)
     long_ago = dt.datetime(2001, 1, 1, tzinfo=dt.timezone.utc)
     assert check_bundle_tlog([entry], STATEMENT, signature, signer.key, mounted(v2), signing_times=[long_ago], now=NOW) is None
+
+
+def test_a_forged_set_of_a_trusted_log_fails_even_beside_a_valid_proof(tmp_path, signer, v1) -> None:
+    # The proof alone would prove inclusion; a promise the log's key did not sign means the entry
+    # was altered or made up, and refuses the signature, required or not (as the command does).
+    rekor = RekorKeys.of([]).with_logs(root_logs(tmp_path, v1, end=None))
+    signature = signer.sign(pae(INTOTO_PAYLOAD_TYPE, STATEMENT))
+    raw = v1.entry(dsse_v001_body(STATEMENT, signature, signer.public_pem), integrated=int((NOW - dt.timedelta(days=1)).timestamp()))
+    assert "inclusionProof" in raw and "inclusionPromise" in raw
+    assert check_bundle_tlog([TlogEntry.parse(raw)], STATEMENT, signature, signer.key, rekor, now=NOW) is None
+    raw["integratedTime"] = str(int((NOW - dt.timedelta(days=2)).timestamp()))  # the SET no longer covers it
+    for required in (True, False):
+        assert check_bundle_tlog([TlogEntry.parse(raw)], STATEMENT, signature, signer.key, rekor, required=required, now=NOW) == (
+            "its signed entry timestamp does not verify with the Rekor key")

@@ -227,7 +227,11 @@ def verify_bundle_chain(chain: Sequence[Any]) -> None:
     anchor comes from the trust root, never from the signature (protobuf-specs' rule; sigstore's
     clients refuse such bundles). A self-signed certificate in it is refused rather than ignored."""
     for certificate in chain:
-        if certificate.issuer == certificate.subject:
+        try:
+            self_signed = certificate.issuer == certificate.subject
+        except Exception as exc:  # cryptography parses names lazily: a hostile certificate fails here
+            raise CertificateProblem(f"its certificate chain holds a certificate whose names cannot be read ({type(exc).__name__})") from None
+        if self_signed:
             raise CertificateProblem(
                 f"its certificate chain carries a root certificate ({_text(certificate.subject.rfc4514_string().encode())}); "
                 "a bundle must take its root from the trust root"
@@ -380,7 +384,7 @@ def timestamp_times(stamps: Sequence[bytes], signature: bytes, trust: Certificat
         try:
             when = verify_timestamp(raw, signature, trust.timestamp_authorities)
         except TimestampError as exc:
-            raise CertificateProblem(str(exc)) from None
+            raise CertificateProblem(f"a timestamp it carries {exc.detail}") from None
         if when is not None:
             times.append(when)
     return times
@@ -399,7 +403,12 @@ def signing_times(set_times: Sequence[datetime], stamps: Sequence[bytes], signat
     times.extend((when, "RFC 3161 timestamp") for when in stamp_times)
     if not times:
         # Say why a timestamp the signature carries did not count: that is what the reader will look for.
-        unverified = f"its RFC 3161 timestamp did not verify with a TSA of {trust.source}, " if stamps else ""
+        if not stamps:
+            unverified = ""
+        elif not trust.timestamp_authorities:
+            unverified = f"its RFC 3161 timestamp cannot be checked ({trust.source} names no timestamp authority), "
+        else:
+            unverified = f"its RFC 3161 timestamp did not verify with a TSA of {trust.source}, "
         times.append((datetime.now(timezone.utc), f"{unverified}no verified time, so the current time"))
     return times
 

@@ -464,7 +464,7 @@ def _verify_timestamps(material: dict[str, Any], signature: bytes, trust: TrustR
         try:
             when = verify_timestamp(raw, signature, trust.timestamp_authorities)  # type: ignore[arg-type]
         except TimestampError as exc:
-            raise _fail(Reason.TIMESTAMP, f"the bundle: {exc}") from None
+            raise _fail(Reason.TIMESTAMP, f"a timestamp in the bundle {exc.detail}") from None
         if when is not None:
             times.append(when)
     return times

@@ -130,6 +130,7 @@ def _names_signer(verifier: tuple[str, Any], key: PublicKey) -> bool:
     """Whether a logged verifier is the signer: for a key a certificate carried, that very
     certificate; otherwise this key (as a PEM key, or as the key of a logged PEM certificate)."""
     from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
 
     form, value = verifier
@@ -153,5 +154,6 @@ def _names_signer(verifier: tuple[str, Any], key: PublicKey) -> bool:
         else:
             public = serialization.load_pem_public_key(pem)
         return public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo) == key.spki_der
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        # A logged key or certificate that cannot be read (an unknown algorithm, say) is not this signer.
         return False

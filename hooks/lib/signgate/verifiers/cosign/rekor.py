@@ -155,6 +155,11 @@ def check_bundle_tlog(
                 rekor, entry.log_id.hex(), entry.body_b64, entry.integrated_time, entry.log_index, entry.signed_entry_timestamp, now
             ) or _check_body(entry.body, payload, signature, key, pae_payload, entry)
             set_time = _time(entry.integrated_time) if set_problem is None else None
+            if _set_is_forged(rekor, entry):
+                # A trusted log's key did not sign this promise: someone altered the entry or made
+                # it up. A valid inclusion proof beside it does not excuse that (sigstore's clients
+                # refuse such a bundle too), whatever `required` says.
+                return set_problem
         if entry.proof is not None:
             # An entry with a verified SET has its own verified time, the integrated time (the SET
             # and the checkpoint are signed by the same log); otherwise the signature's timestamps.
@@ -316,6 +321,17 @@ def _check_set(
             f"log key {rekor_key.name} ({_describe_window(window)})"
         )
     return None
+
+
+def _set_is_forged(rekor: RekorKeys, entry: TlogEntry) -> bool:
+    """Whether a bundle entry's SET comes from a trusted log (by its log id) but its signature does
+    not verify: not "unproven" (an unknown log) but false."""
+    rekor_key = rekor.by_log_id.get(entry.log_id.hex())
+    if rekor_key is None or entry.integrated_time is None:
+        return False
+    return entry.signed_entry_timestamp is None or not signed_entry_timestamp_is_valid(
+        rekor_key, entry.log_id.hex(), entry.body_b64, entry.integrated_time, entry.log_index, entry.signed_entry_timestamp
+    )
 
 
 def _check_body(
