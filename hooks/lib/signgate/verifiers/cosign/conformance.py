@@ -35,7 +35,7 @@ import hashlib
 import json
 import sys
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Sequence, TextIO
 
 from .models import BUNDLE_MEDIA_TYPES, BundleFormatError
@@ -48,27 +48,24 @@ from ...keys import PublicKey, public_key_from_pem
 from ...settings import IdentitySpec
 from .certificates import (
     CertificateProblem,
-    IdentityMismatch,
-    verify_bundle_chain,
     describe_problem,
     identity_of,
     leaf_public_key,
     load_leaf,
     match_identities,
     trust_from_root,
+    verify_bundle_chain,
     verify_certificate,
 )
 from .entries import check_entry_body
+from .rekor import CLOCK_SKEW  # how far ahead an integrated time may lie: one value for the hook and the command
 from .timestamps import TimestampError, verify_timestamp
 from .transparency import ProofError, verify_inclusion_proof, verify_signed_entry_timestamp
 from .trust_root import TrustRoot, TrustRootError, load_trust_root
 
 MAX_BUNDLE_BYTES = 4 * 1024 * 1024
 MAX_TLOG_ENTRIES = 8
-MAX_TIMESTAMPS = 32  # sigstore-go's and sigstore-python's cap
 MAX_DSSE_SIGNATURES = 16
-# A log's clock and ours may differ a little; an integrated time further ahead than this is forged.
-CLOCK_SKEW = timedelta(minutes=5)
 
 
 class Reason(enum.Enum):
@@ -243,7 +240,7 @@ def _verify_times(
 ) -> list[tuple[str, datetime]]:
     """Timestamps and log entries: the verified signing times, ("tsa" | "tlog", time)."""
     material = bundle.document["verificationMaterial"]
-    times: list[tuple[str, datetime]] = [("tsa", when) for when in _verify_timestamps(material, content.signature, trust)]
+    times: list[tuple[str, datetime]] = [("tsa", when) for when in _verify_timestamps(bundle, content.signature, trust)]
     entries = material.get("tlogEntries") or []
     if not isinstance(entries, list):
         raise _fail(Reason.MALFORMED, "the bundle's tlogEntries is not a list")
@@ -289,7 +286,7 @@ def _verify_certificate_bundle(bundle: Bundle, artifact: Artifact, trust: TrustR
             raise _fail(Reason.CERTIFICATE, f"the bundle's certificate cannot be checked ({type(exc).__name__})") from None
     _, mismatch = match_identities(found, (IdentitySpec("identity", issuer=policy.issuer, subject=policy.subject),))
     if mismatch:
-        raise _fail(Reason.IDENTITY, str(IdentityMismatch(mismatch)))
+        raise _fail(Reason.IDENTITY, mismatch)
     return Verified(found.subject, tuple(times), content.payload_type, content.payload)
 
 
@@ -437,32 +434,21 @@ def _verify_entry_body(body: bytes, kind_version: dict[str, Any], content: _Cont
         raise _fail(Reason.MALFORMED if problem.malformed else Reason.TLOG_MISMATCH, problem.message)
 
 
-def _verify_timestamps(material: dict[str, Any], signature: bytes, trust: TrustRoot) -> list[datetime]:
+def _verify_timestamps(bundle: Bundle, signature: bytes, trust: TrustRoot) -> list[datetime]:
     """The times of the bundle's RFC 3161 timestamps that verify over the signature with a trusted TSA.
 
-    As sigstore-go and sigstore-python do, a timestamp that does not verify is not counted rather
-    than refused: it proves nothing, and a time is required only when something depends on it
-    (the caller asks for at least one verified time). A bundle stamped by a TSA the trust root lacks
-    (the public-good snapshot in the tests has GitHub's TSA, not Sigstore's) still verifies by its
-    signed entry timestamp.
+    The typed model has already refused malformed, excess and repeated timestamps. As sigstore-go
+    and sigstore-python do, a timestamp that does not verify is not counted rather than refused: it
+    proves nothing, and a time is required only when something depends on it (the caller asks for
+    at least one verified time). A bundle stamped by a TSA the trust root lacks (the public-good
+    snapshot in the tests has GitHub's TSA, not Sigstore's) still verifies by its signed entry
+    timestamp.
     """
-    data = material.get("timestampVerificationData")
-    if data is None:
-        return []
-    stamps = data.get("rfc3161Timestamps", []) if isinstance(data, dict) else None
-    if not isinstance(stamps, list):
-        raise _fail(Reason.MALFORMED, "the bundle's timestampVerificationData is malformed")
-    if len(stamps) > MAX_TIMESTAMPS:
-        raise _fail(Reason.MALFORMED, f"the bundle carries more than {MAX_TIMESTAMPS} timestamps")
-    raws = [b64_strict(s.get("signedTimestamp")) if isinstance(s, dict) else None for s in stamps]
-    if any(raw is None for raw in raws):
-        raise _fail(Reason.MALFORMED, "a timestamp in the bundle is not base64")
-    if len(set(raws)) != len(raws):
-        raise _fail(Reason.MALFORMED, "the bundle carries the same timestamp twice")
+    assert bundle.typed is not None  # parse_bundle always builds the typed view
     times = []
-    for raw in raws:
+    for raw in bundle.typed.material.timestamps:
         try:
-            when = verify_timestamp(raw, signature, trust.timestamp_authorities)  # type: ignore[arg-type]
+            when = verify_timestamp(raw, signature, trust.timestamp_authorities)
         except TimestampError as exc:
             raise _fail(Reason.TIMESTAMP, f"a timestamp in the bundle {exc.detail}") from None
         if when is not None:
