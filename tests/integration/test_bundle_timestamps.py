@@ -37,10 +37,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from integration.test_keyless import GITHUB_ISSUER, WORKFLOW, admit, attach_bundle, config
+from integration.test_keyless import GITHUB_ISSUER, WORKFLOW, admit, config
 from support.fulcio import NOW, new_ct_log, new_fulcio, trusted_root
 from support.oci import PushedImage, RegistryHTTP, push_image
-from support.signer import BUNDLE_MEDIA_TYPE, INTOTO_PAYLOAD_TYPE, TestKey, b64, dsse_envelope, in_toto_statement, pae
+from support.signer import BUNDLE_MEDIA_TYPE, INTOTO_PAYLOAD_TYPE, TestKey, attach_bundle, b64, dsse_envelope, in_toto_statement, pae
 from support.tlog import TestLog, new_log
 from support.tsa import TestTSA, new_tsa
 

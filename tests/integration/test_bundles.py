@@ -48,10 +48,9 @@ from support.signer import (
     COSIGN_SIGN_PREDICATE,
     EMPTY_JSON,
     INTOTO_PAYLOAD_TYPE,
-    TestKey,
+    attach_referrer,
     b64,
     dsse_envelope,
-    fallback_index_add,
     fallback_tag,
     in_toto_statement,
     pae,
@@ -60,6 +59,7 @@ from support.signer import (
     sign_bundle,
     sign_legacy,
     sigstore_bundle,
+    TestKey,
 )
 
 SBOM_TYPE = "application/spdx+json"
@@ -143,26 +143,6 @@ def sbom_referrer(subject: Mapping[str, Any]) -> tuple[bytes, bytes]:
         }
     )
     return manifest, sbom
-
-
-def attach(
-    http: RegistryHTTP, repo: str, image_digest: str, manifest: bytes, blobs: list[bytes], artifact_type: str | None
-) -> str:
-    """Push a referrer manifest (and its blobs) and list it under the fallback tag, as cosign does
-    on a registry without a referrers API. Returns the referrer's digest."""
-    for blob in [EMPTY_JSON, *blobs]:
-        http.push_blob(repo, blob)
-    digest = http.put_manifest(repo, sha256_digest(manifest), manifest, OCI_MANIFEST)
-    tag = fallback_tag(image_digest)
-    existing = http.find_manifest(repo, tag, accept=(OCI_INDEX,))
-    index = fallback_index_add(existing[0] if existing else None, referrer_descriptor(manifest, artifact_type))
-    http.put_manifest(repo, tag, index, OCI_INDEX)
-    return digest
-
-
-def attach_bundle(http: RegistryHTTP, repo: str, image: PushedImage, bundle: bytes) -> str:
-    manifest = referrer_manifest((sha256_digest(bundle), len(bundle)), image.descriptor())
-    return attach(http, repo, image.digest, manifest, [bundle], BUNDLE_MEDIA_TYPE)
 
 
 class MemoryRegistry:
@@ -470,7 +450,7 @@ def test_a_fallback_index_that_lies_about_artifact_type_is_not_trusted(tmp_path,
 
 def test_a_referrer_that_is_not_a_bundle_is_ignored(tmp_path, http, image, config) -> None:
     manifest, sbom = sbom_referrer(image.descriptor())
-    attach(http, image.repo, image.digest, manifest, [sbom], SBOM_TYPE)
+    attach_referrer(http, image.repo, image.digest, manifest, [sbom], SBOM_TYPE)
     run = admit(tmp_path, config, image.reference)
     assert not run.allowed
     assert "no signature found" in run.message  # not "1 bundle found": an SBOM is no signature
@@ -478,7 +458,7 @@ def test_a_referrer_that_is_not_a_bundle_is_ignored(tmp_path, http, image, confi
 
 def test_a_bundle_next_to_a_non_bundle_referrer_admits(tmp_path, http, image, trusted, config) -> None:
     manifest, sbom = sbom_referrer(image.descriptor())
-    attach(http, image.repo, image.digest, manifest, [sbom], SBOM_TYPE)
+    attach_referrer(http, image.repo, image.digest, manifest, [sbom], SBOM_TYPE)
     bundle_for(http, image, trusted)
     run = admit(tmp_path, config, image.reference)
     assert run.allowed, run.message

@@ -133,7 +133,6 @@ RULE_FIELD_CHANGES: dict[str, Any] = {
     "type": "notaryv1",
     "settings": NotarySettings(server="https://notary.example", root_keys=("default",)),
     "pin_digest": True,
-    "settings": {"other": "settings"},
     "identities": ("release",),
     "trusted_root": "public-good",
     "certificate_authority": "corp",

@@ -23,23 +23,19 @@ from typing import Any, Mapping
 import pytest
 
 from support.contract import HookRun, request_for, run_config, run_request
-from support.fulcio import NOW, TestCTLog, TestFulcio, new_ct_log, new_fulcio, pem, trusted_root
-from support.oci import OCI_INDEX, OCI_MANIFEST, PushedImage, RegistryHTTP, push_image, sha256_digest
+from support.fulcio import NOW, new_ct_log, new_fulcio, pem, trusted_root
+from support.oci import PushedImage, RegistryHTTP, push_image
 from support.signer import (
     BUNDLE_MEDIA_TYPE,
-    EMPTY_JSON,
     INTOTO_PAYLOAD_TYPE,
-    TestKey,
+    attach_bundle,
     b64,
     dsse_envelope,
-    fallback_index_add,
-    fallback_tag,
     in_toto_statement,
     pae,
-    referrer_descriptor,
-    referrer_manifest,
     sign_legacy,
     simple_signing_payload,
+    TestKey,
 )
 from support.tlog import TestLog, new_log
 from support.tsa import new_tsa
@@ -129,16 +125,6 @@ def sign_legacy_keyless(
         when = integrated if integrated is not None else int(NOW.timestamp())
         annotations[REKOR_BUNDLE] = legacy_rekor_bundle(log, hashedrekord(payload, signature, pem(certificate)), when)
     sign_legacy(http, repo, image.digest, key, payload=payload, signature_override=signature, extra_layer_annotations=annotations)
-
-
-def attach_bundle(http: RegistryHTTP, repo: str, image: PushedImage, bundle: bytes) -> None:
-    for blob in (EMPTY_JSON, bundle):
-        http.push_blob(repo, blob)
-    manifest = referrer_manifest((sha256_digest(bundle), len(bundle)), image.descriptor())
-    http.put_manifest(repo, sha256_digest(manifest), manifest, OCI_MANIFEST)
-    tag = fallback_tag(image.digest)
-    existing = http.find_manifest(repo, tag, accept=(OCI_INDEX,))
-    http.put_manifest(repo, tag, fallback_index_add(existing[0] if existing else None, referrer_descriptor(manifest, BUNDLE_MEDIA_TYPE)), OCI_INDEX)
 
 
 def certificate_bundle(image: PushedImage, key: TestKey, chain: list[Any], log: TestLog | None, as_chain: bool = True) -> bytes:

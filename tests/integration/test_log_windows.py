@@ -23,7 +23,6 @@ import pytest
 
 from integration.test_keyless import (
     admit,
-    attach_bundle,
     config,
     hashedrekord,
     leaf,
@@ -33,7 +32,7 @@ from integration.test_keyless import (
 )
 from support.fulcio import NOW, new_ct_log, new_fulcio, trusted_root
 from support.oci import push_image
-from support.signer import sign_legacy, simple_signing_payload
+from support.signer import attach_bundle, sign_legacy, simple_signing_payload
 from support.tlog import new_log
 
 pytestmark = pytest.mark.registry

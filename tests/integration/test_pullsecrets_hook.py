@@ -238,7 +238,7 @@ def test_bad_secret_denies_only_the_images_that_need_it(
                  secret_item("team", "broken", data))
     assert result.allowed is False
     line = f'container "c0" image "{image.reference}": '
-    assert line in result.message and f"pull secret team/broken: " in result.message and problem in result.message
+    assert line in result.message and "pull secret team/broken: " in result.message and problem in result.message
     assert open_image.reference not in result.message  # the open registry's image needed nothing
     entries = {e["image"]: e for e in result.decision_log["images"]}
     assert entries[open_image.reference]["verdict"] == "pass"

@@ -10,7 +10,6 @@ skipped: an endless or dripping 404 body costs its connection, not the check.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 

@@ -38,6 +38,7 @@ from support.signer import (
     INTOTO_PAYLOAD_TYPE,
     SIMPLESIGNING,
     TestKey,
+    attach_bundle,
     b64,
     dsse_envelope,
     in_toto_statement,
@@ -46,7 +47,7 @@ from support.signer import (
     sigstore_bundle,
     simple_signing_payload,
 )
-from integration.test_bundles import MemoryRegistry, admit, attach_bundle, config_data, public_key, write_config
+from integration.test_bundles import MemoryRegistry, admit, config_data, public_key, write_config
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "cosign-interop"
 REKOR_CASE = FIXTURES / "key-rekor-valid"

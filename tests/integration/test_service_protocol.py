@@ -40,7 +40,6 @@ import pytest
 
 from signgate import relay
 from signgate.service import (
-    FD_NAMES,
     HEADER_TIMEOUT,
     MAX_ENV,
     MAX_ENV_VALUE,

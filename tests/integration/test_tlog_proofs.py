@@ -24,19 +24,15 @@ from typing import Any, Mapping
 import pytest
 
 from support.contract import HookRun, request_for, run_request
-from support.oci import OCI_INDEX, OCI_MANIFEST, PushedImage, RegistryHTTP, push_image, sha256_digest
+from support.oci import PushedImage, RegistryHTTP, push_image
 from support.signer import (
     BUNDLE_MEDIA_TYPE,
-    EMPTY_JSON,
     INTOTO_PAYLOAD_TYPE,
-    TestKey,
+    attach_bundle,
     dsse_envelope,
-    fallback_index_add,
-    fallback_tag,
     in_toto_statement,
     pae,
-    referrer_descriptor,
-    referrer_manifest,
+    TestKey,
 )
 from support.tlog import TestLog, dsse_v001_body, dsse_v002_body, hashedrekord_v002_body, new_log
 
@@ -83,18 +79,6 @@ class Signed:
                 "dsseEnvelope": dsse_envelope(self.statement, INTOTO_PAYLOAD_TYPE, [self.signature]),
             }
         ).encode()
-
-
-def attach_bundle(http: RegistryHTTP, repo: str, image: PushedImage, bundle: bytes) -> None:
-    """Attach as cosign v3 does on a registry without a referrers API (fallback tag index)."""
-    for blob in (EMPTY_JSON, bundle):
-        http.push_blob(repo, blob)
-    manifest = referrer_manifest((sha256_digest(bundle), len(bundle)), image.descriptor())
-    http.put_manifest(repo, sha256_digest(manifest), manifest, OCI_MANIFEST)
-    tag = fallback_tag(image.digest)
-    existing = http.find_manifest(repo, tag, accept=(OCI_INDEX,))
-    index = fallback_index_add(existing[0] if existing else None, referrer_descriptor(manifest, BUNDLE_MEDIA_TYPE))
-    http.put_manifest(repo, tag, index, OCI_INDEX)
 
 
 def admit(tmp_path: Path, http: RegistryHTTP, key: TestKey, image: PushedImage, tlog: str, rekor: Mapping[str, TestLog]) -> HookRun:

@@ -22,13 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from support.contract import request_for, run_config, run_request
-from support.fulcio import new_ct_log, new_fulcio, trusted_root
+from support.fulcio import ca_bundle, new_ct_log, new_fulcio, trusted_root
 from support.tlog import new_log
 
 NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
@@ -55,20 +53,6 @@ def make_root(directory: Path, name: str = "trusted_root.json", *, tlog_end: dt.
         old["publicKey"]["validFor"] = {"start": stamp(old_ctlog_end - dt.timedelta(days=400)), "end": stamp(old_ctlog_end)}
         document["ctlogs"].insert(0, old)
     path.write_text(json.dumps(document, indent=1))
-    return path
-
-
-def make_ca_bundle(path: Path, not_after: dt.datetime, name: str = "corp signing root") -> Path:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    certificate = (
-        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_after - dt.timedelta(days=365)).not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     return path
 
 
@@ -138,8 +122,8 @@ def test_a_fresh_root_and_a_rotated_out_key_give_no_warning(tmp_path: Path) -> N
 
 def test_a_ca_bundle_certificate_near_its_not_after_is_named(tmp_path: Path) -> None:
     end = (NOW + dt.timedelta(days=10)).replace(second=0)
-    bundle = make_ca_bundle(tmp_path / "corp.pem", end)
-    fresh = make_ca_bundle(tmp_path / "other.pem", NOW + dt.timedelta(days=900), "other root")
+    bundle = ca_bundle(tmp_path / "corp.pem", end)
+    fresh = ca_bundle(tmp_path / "other.pem", NOW + dt.timedelta(days=900), "other root")
     completed = run_config(write_config(tmp_path, {}, {"corp": bundle, "other": fresh}))
     assert completed.returncode == 0, completed.stderr
     [warning] = warnings_of(completed.stderr)

@@ -230,5 +230,20 @@ def trusted_root(path: Path, fulcio: TestFulcio, ct_logs: Iterable[TestCTLog] = 
     return path
 
 
+def ca_bundle(path: Path, not_after: dt.datetime, name: str = "corp signing root") -> Path:
+    """A private PKI's PEM CA bundle (`certificateAuthorities`): one self-signed root ending at `not_after`."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    certificate = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_after - dt.timedelta(days=365)).not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
 def pem(certificate: x509.Certificate) -> str:
     return certificate.public_bytes(serialization.Encoding.PEM).decode()

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from support import certs
-from support.registry import _die_with_parent, free_port
+from support.registry import _die_with_parent, free_port, stop_process
 
 SERVER_BINARY = "notary-server"
 CLIENT_BINARY = "notary"
@@ -130,14 +130,7 @@ class NotaryServer:
 
     def stop(self, timeout: float = 5.0) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=timeout)
+        stop_process(process, timeout)
 
     def log_tail(self, lines: int = 20) -> str:
         try:

@@ -118,6 +118,19 @@ def _die_with_parent() -> None:
         pass  # not Linux: stop() still cleans up on orderly exits
 
 
+def stop_process(process: "subprocess.Popen[bytes] | None", timeout: float = 5.0) -> None:
+    """Stop a server this harness started: SIGTERM, then SIGKILL after `timeout`; a no-op when it
+    has already exited."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout)
+
+
 def fast_storage_root() -> Path | None:
     """/dev/shm when it is a writable tmpfs (fsync is free there), else None."""
     shm = Path("/dev/shm")
@@ -379,14 +392,7 @@ class Registry:
 
     def _reap(self, timeout: float = 5.0) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=timeout)
+        stop_process(process, timeout)
 
     def restart(self, timeout: float = 10.0) -> "Registry":
         """Stop and start again on the same port with the same data (token server keeps running)."""

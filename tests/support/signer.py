@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from .oci import (
-    DOCKER_CONFIG, DOCKER_MANIFEST, OCI_CONFIG, OCI_EMPTY, OCI_INDEX, OCI_MANIFEST, RegistryHTTP,
+    DOCKER_CONFIG, DOCKER_MANIFEST, OCI_CONFIG, OCI_EMPTY, OCI_INDEX, OCI_MANIFEST, PushedImage, RegistryHTTP,
     canonical_json, sha256_digest,
 )
 
@@ -377,6 +377,26 @@ class BundleSignature:
         return json.loads(self.bundle)
 
 
+def attach_referrer(http: RegistryHTTP, repo: str, image_digest: str, manifest: bytes, blobs: list[bytes],
+                    artifact_type: str | None) -> tuple[str, bytes, str]:
+    """Push a referrer manifest (and its blobs) and list it under the image's fallback tag, as
+    cosign does on a registry without a referrers API (the Debian registry has none).
+    Returns (the referrer's digest, the fallback index, its digest)."""
+    for blob in [EMPTY_JSON, *blobs]:
+        http.push_blob(repo, blob)
+    referrer_digest = http.put_manifest(repo, sha256_digest(manifest), manifest, OCI_MANIFEST)
+    tag = fallback_tag(image_digest)
+    existing = http.find_manifest(repo, tag, accept=(OCI_INDEX,))
+    index = fallback_index_add(existing[0] if existing else None, referrer_descriptor(manifest, artifact_type))
+    return referrer_digest, index, http.put_manifest(repo, tag, index, OCI_INDEX)
+
+
+def attach_bundle(http: RegistryHTTP, repo: str, image: PushedImage, bundle: bytes) -> str:
+    """Attach a sigstore bundle made elsewhere as a referrer of `image`; returns the referrer's digest."""
+    manifest = referrer_manifest((sha256_digest(bundle), len(bundle)), image.descriptor())
+    return attach_referrer(http, repo, image.digest, manifest, [bundle], BUNDLE_MEDIA_TYPE)[0]
+
+
 def sign_bundle(http: RegistryHTTP, repo: str, image_digest: str, image_media_type: str,
                 image_size: int, key: TestKey, *,
                 annotations: Mapping[str, str] | None = None,
@@ -399,19 +419,13 @@ def sign_bundle(http: RegistryHTTP, repo: str, image_digest: str, image_media_ty
     # Trailing whitespace keeps the JSON valid, so only the signature check can catch it.
     carried = statement + b" " if tamper_payload else statement
     bundle = sigstore_bundle(dsse_envelope(carried, payload_type, [signature]), key.hint)
-    http.push_blob(target, EMPTY_JSON)
-    bundle_digest = http.push_blob(target, bundle)
+    bundle_digest = sha256_digest(bundle)
     subject = {"mediaType": image_media_type, "size": image_size, "digest": image_digest}
     manifest = referrer_manifest((bundle_digest, len(bundle)), subject,
                                  predicate_type=predicate_type, created=created)
-    referrer_digest = sha256_digest(manifest)
-    http.put_manifest(target, referrer_digest, manifest, OCI_MANIFEST)
-    tag = fallback_tag(image_digest)
-    existing = http.find_manifest(target, tag, accept=(OCI_INDEX,))
     artifact_type = BUNDLE_MEDIA_TYPE if index_artifact_type is None else index_artifact_type
-    index = fallback_index_add(existing[0] if existing else None,
-                               referrer_descriptor(manifest, artifact_type))
-    index_digest = http.put_manifest(target, tag, index, OCI_INDEX)
+    referrer_digest, index, index_digest = attach_referrer(http, target, image_digest, manifest, [bundle], artifact_type)
+    tag = fallback_tag(image_digest)
     return BundleSignature(sig_repo=target, statement=statement, envelope_payload=carried,
                            pae=signed, signature=signature, bundle=bundle,
                            bundle_digest=bundle_digest, referrer_digest=referrer_digest,

@@ -20,15 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from signgate import fastpath, hook, metrics
 from signgate.config import build_config
 from signgate.verdict import ImageVerdict
-from support.fulcio import new_ct_log, new_fulcio, trusted_root
+from support.fulcio import ca_bundle, new_ct_log, new_fulcio, trusted_root
 from support.tlog import new_log
 
 DAY = 86400.0
@@ -50,20 +48,6 @@ def make_root(directory: Path, tlog_end: dt.datetime | None) -> Path:
         document = json.loads(path.read_text())
         document["tlogs"][0]["publicKey"]["validFor"]["end"] = stamp(tlog_end)
         path.write_text(json.dumps(document))
-    return path
-
-
-def make_ca_bundle(path: Path, not_after: dt.datetime) -> Path:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "corp signing root")])
-    certificate = (
-        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_after - dt.timedelta(days=365)).not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     return path
 
 
@@ -197,7 +181,7 @@ def test_the_cached_gauge_turns_to_one_once_the_clock_reaches_the_warning_moment
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     end = now + dt.timedelta(days=40)  # needs refreshing from 30 days before: 10 days from now
     world = keyless(tmp_path, {"public-good": make_root(tmp_path / "roots", end)},
-                    {"corp": make_ca_bundle(tmp_path / "corp.pem", end + dt.timedelta(days=5))})
+                    {"corp": ca_bundle(tmp_path / "corp.pem", end + dt.timedelta(days=5))})
     root_image, ca_image = f"registry.example/public-good/app@{DIGEST}", f"registry.example/corp/app@{DIGEST}"
     world.full(root_image)
     world.full(ca_image)

@@ -208,7 +208,7 @@ def test_unreadable_secret_is_named_when_access_is_refused(bad: dict[str, Any], 
     assert creds.candidates("registry.example.com", "x") == ()
     assert users(creds.candidates("mounted.example.com", "x")) == ["mounted"]
     assert users(creds.candidates("good.example.com", "x")) == ["good"]
-    assert f"pull secret team/broken: " in creds.note() and problem in creds.note()
+    assert "pull secret team/broken: " in creds.note() and problem in creds.note()
 
 
 @pytest.mark.parametrize(

@@ -111,22 +111,35 @@ def parse_docker_config(data: Any, path: str, insecure: AbstractSet[str] = froze
     return CredentialStore(store)
 
 
+class AuthFieldError(ValueError):
+    """A docker config `auth` field that is not base64 of username:password; the message completes
+    "its auth ..." and says which part is wrong."""
+
+
+def parse_auth_field(auth: str) -> Credentials:
+    """A docker config `auth` field (mounted registries.auth and pods' pull secrets alike)."""
+    raw = b64_strict(auth)
+    try:
+        decoded = raw.decode("utf-8") if raw is not None else None
+    except UnicodeDecodeError:
+        decoded = None
+    if decoded is None:
+        raise AuthFieldError("is not valid base64 of username:password")
+    username, sep, password = decoded.partition(":")
+    if not sep:
+        raise AuthFieldError("does not decode to username:password")
+    return Credentials(username, password)
+
+
 def _entry_credentials(entry: Mapping[str, Any], where: str) -> Credentials:
     auth = entry.get("auth")
     if isinstance(auth, str) and auth:
         # Say which part is wrong: "neither auth nor username/password" would send the reader
         # looking for a field that is there.
-        raw = b64_strict(auth)
         try:
-            decoded = raw.decode("utf-8") if raw is not None else None
-        except UnicodeDecodeError:
-            decoded = None
-        if decoded is None:
-            raise ConfigError(f"{where}.auth is not valid base64 of username:password")
-        username, sep, password = decoded.partition(":")
-        if not sep:
-            raise ConfigError(f"{where}.auth does not decode to username:password")
-        return Credentials(username, password)
+            return parse_auth_field(auth)
+        except AuthFieldError as exc:
+            raise ConfigError(f"{where}.auth {exc}") from None
     username, password = entry.get("username"), entry.get("password")
     if isinstance(username, str) and isinstance(password, str):
         return Credentials(username, password)

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import time
 
 # hashlib loads OpenSSL's libcrypto, ~3 ms per process; the interpreter's built-in SHA-256 gives

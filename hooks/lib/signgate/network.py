@@ -44,8 +44,6 @@ from typing import AbstractSet
 from .settings import Config
 from .errors import InvalidReference
 from .reference import (
-    DOCKER_HUB,
-    DOCKER_HUB_API_HOST,
     canonical_endpoint,
     canonical_registry,
     embedded_ipv4,

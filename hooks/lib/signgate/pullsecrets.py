@@ -50,7 +50,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .credentials import CredentialStore, Credentials
+from .credentials import AuthFieldError, CredentialStore, Credentials, parse_auth_field
 from .encoding import b64_strict
 from .errors import InvalidReference, RegistryAuthError
 from .podspec import POD_SPEC_PATHS, pod_spec_kind
@@ -326,17 +326,10 @@ def _entry_credentials(entry: Any) -> tuple[Credentials | None, str | None]:
             return None, "has an 'auth' that is not a string"
         if len(auth) > MAX_AUTH_CHARS:
             return None, f"has an 'auth' longer than {MAX_AUTH_CHARS} characters"
-        raw = b64_strict(auth)
         try:
-            decoded = raw.decode("utf-8") if raw is not None else None
-        except UnicodeDecodeError:
-            decoded = None
-        if decoded is None:
-            return None, "has an 'auth' that is not valid base64 of username:password"
-        username, sep, password = decoded.partition(":")
-        if not sep:
-            return None, "has an 'auth' that does not decode to username:password"
-        return Credentials(username, password), None
+            return parse_auth_field(auth), None
+        except AuthFieldError as exc:
+            return None, f"has an 'auth' that {exc}"
     username, password = entry.get("username"), entry.get("password")
     if isinstance(username, str) and isinstance(password, str):
         if len(username) + len(password) > MAX_AUTH_CHARS:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
 
 from .bundle import check_bundle, is_bundle_media_type
-from ...settings import Config, KeySpec, Rule
+from ...settings import Config, Rule
 from .certificates import CertificateProblem, CertificateRule, identity_signer, trust_from_pem, trust_from_root
 from .legacy import (
     CERTIFICATE_ANNOTATION,

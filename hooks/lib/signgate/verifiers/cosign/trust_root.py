@@ -19,7 +19,7 @@ import base64
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 from ...encoding import b64_strict
 from ...errors import SigngateError
